@@ -1,0 +1,169 @@
+"""The types a provider plugin programs against.
+
+A provider is an object registered through the ``register_providers(register)`` hook. The host
+calls :meth:`Provider.send` to deliver one message and :meth:`Provider.handle_webhook` for each
+callback that the provider makes to ``/messaging/webhook/{channel}``. Everything a call needs
+(the tenant's credentials, the base URL, the shared HTTP client) arrives in a context object, so a
+provider instance holds no per-tenant state and one instance serves every tenant.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar, Literal
+
+import httpx
+
+from pipecored.errors import NotFound
+
+CHANNELS: tuple[str, ...] = ("whatsapp", "email", "sms")
+
+DeliveryStatus = Literal["sent", "delivered", "read", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class CredentialField:
+    """One credential a provider needs, as tenant files and the config API name it."""
+
+    name: str
+    secret: bool = False
+    required: bool = True
+    description: str = ""
+    channels: frozenset[str] | None = None  # required only for these channels (None: all)
+
+    def required_for(self, channel: str) -> bool:
+        return self.required and (self.channels is None or channel in self.channels)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMessage:
+    """One message to deliver, exactly as the client sent it (text is byte-exact UTF-8)."""
+
+    id: str
+    tenant_id: str
+    channel: str
+    to: tuple[str, ...]
+    body: str | None = None  # whatsapp, sms
+    subject: str | None = None  # email
+    html: str | None = None  # email
+    text: str | None = None  # email
+    sender: str | None = None  # the send's "from", already checked against the tenant's config
+    reply_to: tuple[str, ...] = ()
+    cc: tuple[str, ...] = ()
+    bcc: tuple[str, ...] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SendContext:
+    """What one send needs besides the message."""
+
+    tenant_id: str
+    channel: str
+    credentials: Mapping[str, str]
+    base_url: str
+    http: httpx.AsyncClient
+    timeout: float
+    status_callback_url: str | None = None  # this tenant's webhook URL, when server.publicUrl is set
+    settings: Mapping[str, str] = field(default_factory=dict)  # provider defaults (apiVersion, ...)
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    """The provider accepted the message."""
+
+    provider_message_id: str
+    status: Literal["sent", "delivered"] = "sent"
+    http_status: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookRequest:
+    """A provider's callback, as received.
+
+    ``url`` is the URL the provider called: ``server.publicUrl`` + path + query when a public URL
+    is configured (what providers sign), else the URL the request arrived on.
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str]  # lower-case names
+    query: Sequence[tuple[str, str]]
+    body: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookContext:
+    tenant_id: str
+    channel: str
+    credentials: Mapping[str, str]
+    settings: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StatusEvent:
+    """A delivery status for a message we sent, found by provider id or by our own id."""
+
+    status: DeliveryStatus
+    provider_message_id: str | None = None
+    message_id: str | None = None  # ours, when the provider echoes custom data
+    error_code: str | None = None
+    error_message: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InboundMessage:
+    """A message a customer sent to the tenant (a WhatsApp reply, an SMS)."""
+
+    sender: str
+    recipient: str
+    body: str
+    provider_message_id: str | None = None
+    subject: str | None = None
+    occurred_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResponse:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookResult:
+    events: Sequence[StatusEvent | InboundMessage] = ()
+    response: WebhookResponse = field(default_factory=WebhookResponse)
+
+
+class Provider(abc.ABC):
+    """Base class of every provider. Subclasses set the class attributes and implement ``send``.
+
+    ``send`` raises :class:`pipecored.ProviderError` (or ``ProviderTimeout``) on failure, with
+    ``retryable`` set from the provider's documentation. Transport errors and timeouts from the
+    shared ``httpx`` client that escape ``send`` are classified by the host as retryable.
+    """
+
+    name: ClassVar[str]
+    channels: ClassVar[frozenset[str]]
+    credentials: ClassVar[tuple[CredentialField, ...]] = ()
+    default_base_url: ClassVar[str] = ""
+    default_settings: ClassVar[Mapping[str, str]] = {}
+
+    @abc.abstractmethod
+    async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
+        """Deliver one message; return the provider's id for it."""
+
+    async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
+        """Verify a callback (raise ``WebhookSignatureError`` first thing if it does not verify),
+        then parse it into status events and inbound messages."""
+        raise NotFound(f"provider {self.name} takes no webhooks", code="webhook_not_supported")
+
+    def secret_names(self) -> frozenset[str]:
+        return frozenset(c.name for c in self.credentials if c.secret)

@@ -1,0 +1,227 @@
+"""What the rest of pipecored needs from a message store.
+
+The store holds the queue, the log of every message and attempt, inbound messages and
+idempotency keys. The API and delivery code use only this interface, so a PostgreSQL
+implementation can follow without touching them.
+
+Times are UNIX seconds (float, UTC). Statuses move forward only (see :data:`STATUS_RANK`).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipecored.errors import PipecoreError
+from pipecored.provider import InboundMessage, StatusEvent
+
+MessageStatus = Literal["queued", "sending", "sent", "delivered", "read", "failed", "received"]
+AttemptOutcomeName = Literal["success", "retryable_error", "permanent_error", "timeout"]
+
+# A status event or attempt result is applied only when it moves a message forward.
+# "failed" may follow anything but "read" and "failed" itself (an email bounce or complaint
+# arrives after "delivered"); "received" is for inbound messages and never changes.
+STATUS_RANK: Mapping[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
+
+
+def moves_forward(current: str, new: str) -> bool:
+    if current in ("failed", "received"):
+        return False
+    if new == "failed":
+        return current != "read"
+    return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, 99)
+
+
+@dataclass(frozen=True, slots=True)
+class NewMessage:
+    id: str
+    tenant_id: str
+    channel: str
+    to: str | list[str]  # as the client gave it
+    sender: str | None
+    payload: Mapping[str, Any]  # the OutboundMessage fields as JSON (see delivery.message_from_payload)
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    key: str
+    request_hash: str  # sha256 of the canonical request (channel + body)
+    expires_at: float
+
+
+class IdempotencyConflict(PipecoreError):
+    """The key was used before by this tenant with a different request."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__("idempotency key reused with a different request")
+        self.message_id = message_id
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    provider: str
+    started_at: float
+    outcome: AttemptOutcomeName
+    http_status: int | None
+    error_code: str | None
+    error_message: str | None
+    duration_ms: float
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    id: str
+    seq: int  # insertion order; cursors are built on it
+    tenant_id: str
+    channel: str
+    direction: Literal["outbound", "inbound"]
+    provider: str | None  # the provider that carried it (or is carrying it)
+    to: str | list[str]
+    sender: str | None
+    status: MessageStatus
+    attempt_count: int
+    provider_message_id: str | None
+    error_code: str | None
+    error_message: str | None
+    created_at: float
+    updated_at: float
+    sent_at: float | None  # when the provider accepted it
+    not_before: float | None  # queued: not to be tried before this time
+    route_index: int  # 0: the channel's provider; n: its n-th fallback
+    route_attempts: int  # attempts made on the current route entry
+    lease_token: str | None
+    payload: Mapping[str, Any]
+    body_preview: str | None = None  # inbound text
+    attempts: tuple[AttemptRecord, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    record: MessageRecord
+    replayed: bool  # an idempotency key matched an earlier request: nothing new was stored
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptOutcome:
+    """The result of one delivery attempt, written in one transaction with the attempt row.
+
+    Applied only if the message still carries ``lease_token`` (its lease was not taken over).
+    ``status`` is where the message goes: ``sent``/``delivered`` (done), ``queued`` (retry at
+    ``not_before``) or ``failed``.
+    """
+
+    message_id: str
+    lease_token: str
+    attempt: AttemptRecord | None  # None when no call was made (expired, unroutable)
+    status: Literal["queued", "sent", "delivered", "failed"]
+    provider: str | None
+    route_index: int
+    route_attempts: int
+    provider_message_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    not_before: float | None = None
+    sent_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    total: int
+    by_status: Mapping[str, int]
+    by_channel: Mapping[str, int]
+    by_provider: Mapping[str, int]
+    delivery_rate: float | None  # (delivered + read) / (sent + delivered + read + failed)
+    latency_ms: Mapping[str, float | None] = field(default_factory=dict)  # p50, p95, p99
+
+
+class MessageStore(abc.ABC):
+    @abc.abstractmethod
+    async def open(self) -> None:
+        """Create or migrate the schema; afterwards every method may be called."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Finish pending writes and release the database."""
+
+    @abc.abstractmethod
+    async def ping(self) -> None:
+        """Raise StoreError when the store cannot serve."""
+
+    @abc.abstractmethod
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyClaim | None = None
+    ) -> AcceptResult:
+        """Store a new outbound message as ``queued``, durably, before returning.
+
+        With an idempotency claim, the key check and the insert are one transaction: an
+        unexpired key with the same request hash returns the first message (``replayed``);
+        with a different hash it raises IdempotencyConflict.
+        """
+
+    @abc.abstractmethod
+    async def get(self, message_id: str) -> MessageRecord | None:
+        """One message with its attempts, oldest first."""
+
+    @abc.abstractmethod
+    async def claim(self, *, now: float, limit: int, lease_seconds: float) -> list[MessageRecord]:
+        """Take up to ``limit`` due messages: queued with ``not_before <= now`` (or none), or
+        ``sending`` whose lease expired. Each gets status ``sending``, a fresh ``lease_token``
+        and a lease until ``now + lease_seconds``. Oldest first."""
+
+    @abc.abstractmethod
+    async def complete(self, outcome: AttemptOutcome) -> bool:
+        """Record an attempt and move the message; False when the lease was lost."""
+
+    @abc.abstractmethod
+    async def release(self, message_id: str, lease_token: str) -> None:
+        """Give a claimed message back to the queue untouched (shutdown)."""
+
+    @abc.abstractmethod
+    async def next_due(self) -> float | None:
+        """The earliest time at which claim() could return something, or None if nothing waits."""
+
+    @abc.abstractmethod
+    async def apply_status(self, tenant_id: str, provider: str, event: StatusEvent) -> str | None:
+        """Apply a provider's status event to the message it names (by ``message_id`` or by
+        ``provider_message_id``), only forward. Returns the message id, or None when no message
+        of this tenant matches yet (the event is then kept and applied when the provider id is
+        recorded, since callbacks can overtake our own write of the provider's answer)."""
+
+    @abc.abstractmethod
+    async def add_inbound(
+        self, tenant_id: str, channel: str, provider: str, message: InboundMessage
+    ) -> tuple[str, bool]:
+        """Log an inbound message as ``received``; returns (id, created). A provider's retry of
+        the same message (same provider id) is not stored twice."""
+
+    @abc.abstractmethod
+    async def requeue(self, message_id: str, *, now: float) -> MessageRecord | None:
+        """Put a failed message back in the queue on its first route entry."""
+
+    @abc.abstractmethod
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        before_seq: int | None = None,
+        channel: str | None = None,
+        status: str | None = None,
+        direction: str | None = None,
+    ) -> list[MessageRecord]:
+        """Newest first, without attempts; ``before_seq`` continues a previous page."""
+
+    @abc.abstractmethod
+    async def stats(self, tenant_id: str, *, since: float | None = None) -> StoreStats:
+        """Counts of outbound messages and accept-to-provider latency percentiles."""
+
+    @abc.abstractmethod
+    async def queue_depth(self, *, now: float) -> tuple[int, float]:
+        """(messages queued or sending, age in seconds of the oldest of them or 0)."""
+
+    @abc.abstractmethod
+    async def purge_idempotency(self, *, now: float) -> int:
+        """Forget expired idempotency keys; returns how many."""

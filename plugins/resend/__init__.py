@@ -1,0 +1,1 @@
+"""pipecored's built-in resend provider plugin."""

@@ -1,0 +1,1 @@
+"""pipecored's built-in sendgrid provider plugin."""

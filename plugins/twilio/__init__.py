@@ -1,0 +1,1 @@
+"""pipecored's built-in twilio provider plugin."""
