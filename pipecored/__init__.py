@@ -8,6 +8,7 @@ from __future__ import annotations
 import pluggy
 
 from pipecored.errors import (
+    MessageRejected,
     ProviderError,
     ProviderTimeout,
     WebhookError,
@@ -39,6 +40,7 @@ __all__ = [
     "CredentialField",
     "DeliveryStatus",
     "InboundMessage",
+    "MessageRejected",
     "OutboundMessage",
     "Provider",
     "ProviderError",

@@ -19,6 +19,7 @@
     ├── ProviderError            a provider call failed: provider, retryable, the provider's
     │   │                        own code and message, HTTP status, Retry-After
     │   └── ProviderTimeout      the call did not finish in time (retryable)
+    ├── MessageRejected          a provider refuses a message at accept time (422, names the field)
     ├── WebhookError             a provider callback that cannot be applied
     │   ├── WebhookSignatureError  403: the signature does not verify; nothing is applied
     │   └── WebhookPayloadError    400: signed, but not a shape the provider sends
@@ -188,6 +189,15 @@ class ProviderError(PipecoreError):
 class ProviderTimeout(ProviderError):
     def __init__(self, message: str = "provider call timed out", *, provider: str | None = None) -> None:
         super().__init__(message, retryable=True, provider=provider, code="timeout")
+
+
+class MessageRejected(PipecoreError):
+    """Raised by ``Provider.check_message``: the client gets 422 naming ``field``."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
 
 
 class WebhookError(PipecoreError):

@@ -160,6 +160,12 @@ class Provider(abc.ABC):
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
         """Deliver one message; return the provider's id for it."""
 
+    def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
+        """Refuse at accept time a message this provider could never send for this tenant, by
+        raising ``MessageRejected(field, reason)`` (the client gets 422 naming the field): a
+        ``from`` outside the tenant's sending domain, say. Called before the message is stored;
+        must not do I/O."""
+
     async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
         """Verify a callback (raise ``WebhookSignatureError`` first thing if it does not verify),
         then parse it into status events and inbound messages."""
