@@ -25,7 +25,8 @@
     │   └── WebhookPayloadError    400: signed, but not a shape the provider sends
     └── StoreError               the message store cannot take or give data now (503)
 
-Provider and webhook errors are public: plugins raise them (``from pipecored import ProviderError``).
+Provider and webhook errors are public: plugins raise them
+(``from pipecored import ProviderError``).
 Messages never contain secrets: callers build them from codes, field names and provider text.
 """
 
@@ -187,7 +188,9 @@ class ProviderError(PipecoreError):
 
 
 class ProviderTimeout(ProviderError):
-    def __init__(self, message: str = "provider call timed out", *, provider: str | None = None) -> None:
+    def __init__(
+        self, message: str = "provider call timed out", *, provider: str | None = None
+    ) -> None:
         super().__init__(message, retryable=True, provider=provider, code="timeout")
 
 

@@ -68,7 +68,8 @@ class SendContext:
     base_url: str
     http: httpx.AsyncClient
     timeout: float
-    status_callback_url: str | None = None  # this tenant's webhook URL, when server.publicUrl is set
+    # this tenant's webhook URL for the provider, when server.publicUrl is set
+    status_callback_url: str | None = None
     settings: Mapping[str, str] = field(default_factory=dict)  # provider defaults (apiVersion, ...)
 
 

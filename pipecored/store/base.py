@@ -10,7 +10,7 @@ Times are UNIX seconds (float, UTC). Statuses move forward only (see :data:`STAT
 from __future__ import annotations
 
 import abc
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -41,7 +41,7 @@ class NewMessage:
     channel: str
     to: str | list[str]  # as the client gave it
     sender: str | None
-    payload: Mapping[str, Any]  # the OutboundMessage fields as JSON (see delivery.message_from_payload)
+    payload: Mapping[str, Any]  # the OutboundMessage fields as JSON
     created_at: float
 
 

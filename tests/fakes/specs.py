@@ -72,6 +72,8 @@ def server_url(provider: str) -> str:
     return str(load_spec(provider)["servers"][0]["url"]).rstrip("/")
 
 
-def validate_request(provider: str, recorded: RecordedRequest, *, host_url: str | None = None) -> None:
+def validate_request(
+    provider: str, recorded: RecordedRequest, *, host_url: str | None = None
+) -> None:
     """Raise openapi_core's validation error when the request does not match the document."""
     openapi(provider).validate_request(_SpecRequest(host_url or server_url(provider), recorded))
