@@ -12,6 +12,7 @@ from pipecored.store.base import (
     MessageStore,
     NewMessage,
     StoreStats,
+    new_message_id,
 )
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "MessageStore",
     "NewMessage",
     "StoreStats",
+    "new_message_id",
     "open_store",
 ]
 

@@ -10,6 +10,8 @@ Times are UNIX seconds (float, UTC). Statuses move forward only (see :data:`STAT
 from __future__ import annotations
 
 import abc
+import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -32,6 +34,12 @@ def moves_forward(current: str, new: str) -> bool:
     if new == "failed":
         return current != "read"
     return STATUS_RANK.get(new, -1) > STATUS_RANK.get(current, 99)
+
+
+def new_message_id() -> str:
+    """``msg_`` + 12 hex digits of milliseconds + 16 random hex digits: unique, and sorted by
+    creation time, which keeps index inserts at the end of the b-tree."""
+    return f"msg_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
 
 
 @dataclass(frozen=True, slots=True)

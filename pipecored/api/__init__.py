@@ -1,0 +1,1 @@
+"""HTTP in: the send, message, config, logs, stats and webhook routes (SPEC section 3)."""

@@ -1,0 +1,129 @@
+"""The Starlette application: routes, error shape, request logging, lifespan."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from pipecored.api.health import healthz, metrics, readyz
+from pipecored.api.logs import get_logs, get_stats
+from pipecored.api.messages import get_message, retry_message
+from pipecored.api.openapi import openapi_json
+from pipecored.api.send import send
+from pipecored.api.tenant_config import get_config, set_provider
+from pipecored.api.webhooks import webhook
+from pipecored.errors import ApiError
+from pipecored.gateway import Gateway
+
+log = structlog.get_logger("pipecored.api")
+
+ROUTES = [
+    Route("/messaging/send/{channel}", send, methods=["POST"]),
+    Route("/messaging/messages/{message_id}", get_message, methods=["GET"]),
+    Route("/messaging/messages/{message_id}/retry", retry_message, methods=["POST"]),
+    Route("/messaging/config/provider", set_provider, methods=["POST"]),
+    Route("/messaging/config/{tenant_id}", get_config, methods=["GET"]),
+    Route("/messaging/logs/{tenant_id}", get_logs, methods=["GET"]),
+    Route("/messaging/stats/{tenant_id}", get_stats, methods=["GET"]),
+    Route("/messaging/webhook/{channel}", webhook, methods=["GET", "POST"]),
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/readyz", readyz, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/openapi.json", openapi_json, methods=["GET"]),
+]
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> JSONResponse:
+    error: dict[str, Any] = {"code": code, "message": message, **extra}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    field = getattr(exc, "field", None)
+    extra = {"field": field} if field else {}
+    return error_response(exc.status, exc.code, exc.message, exc.headers, **extra)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    return error_response(
+        exc.status_code,
+        codes.get(exc.status_code, "http_error"),
+        str(exc.detail),
+        dict(exc.headers) if exc.headers else None,
+    )
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("api.internal_error", path=request.url.path)
+    return error_response(500, "internal_error", "internal error")
+
+
+class RequestLog:
+    """Log each request with its status and duration (pure ASGI: no per-request task)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+
+        async def record(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record)
+        finally:
+            path = scope["path"]
+            if path not in ("/metrics", "/healthz", "/readyz"):
+                log.info(
+                    "http.request",
+                    method=scope["method"],
+                    path=path,
+                    status=status,
+                    duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                )
+
+
+def create_app(gateway: Gateway) -> Starlette:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = Starlette(
+        routes=ROUTES,
+        exception_handlers={
+            ApiError: _api_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.add_middleware(RequestLog)
+    return app

@@ -1,0 +1,115 @@
+"""GET /messaging/logs/{tenant} and GET /messaging/stats/{tenant}."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from datetime import UTC, datetime
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from pipecored.api.context import begin
+from pipecored.api.views import log_item
+from pipecored.errors import ServiceUnavailable, StoreError, ValidationFailed
+from pipecored.provider import CHANNELS
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+STATUSES = ("queued", "sending", "sent", "delivered", "read", "failed", "received")
+DIRECTIONS = ("outbound", "inbound")
+
+
+def encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if raw.startswith("s") and raw[1:].isdigit():
+            return int(raw[1:])
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise ValidationFailed("cursor: not a cursor this API returned", field="cursor")
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    value = request.query_params.get(name)
+    if value is not None and value not in allowed:
+        raise ValidationFailed(f"{name}: must be one of {', '.join(allowed)}", field=name)
+    return value
+
+
+def _limit(request: Request) -> int:
+    raw = request.query_params.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+        raise ValidationFailed(f"limit: a whole number from 1 to {MAX_LIMIT}", field="limit")
+    return int(raw)
+
+
+async def get_logs(request: Request) -> JSONResponse:
+    call = begin(request)
+    tenant_id = request.path_params["tenant_id"]
+    call.tenant_entry(tenant_id)
+    limit = _limit(request)
+    cursor = request.query_params.get("cursor")
+    before = decode_cursor(cursor) if cursor else None
+    channel = _choice(request, "channel", CHANNELS)
+    status = _choice(request, "status", STATUSES)
+    direction = _choice(request, "direction", DIRECTIONS)
+    try:
+        records = await call.gateway.store.list_messages(
+            tenant_id,
+            limit=limit + 1,
+            before_seq=before,
+            channel=channel,
+            status=status,
+            direction=direction,
+        )
+    except StoreError:
+        raise ServiceUnavailable(
+            "the message store is unavailable", code="store_unavailable"
+        ) from None
+    page = records[:limit]
+    next_cursor = encode_cursor(page[-1].seq) if len(records) > limit else None
+    return JSONResponse({"items": [log_item(r) for r in page], "nextCursor": next_cursor})
+
+
+def _since(request: Request) -> float | None:
+    raw = request.query_params.get("since")
+    if raw is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValidationFailed("since: expected an ISO 8601 date or time", field="since") from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+async def get_stats(request: Request) -> JSONResponse:
+    call = begin(request)
+    tenant_id = request.path_params["tenant_id"]
+    call.tenant_entry(tenant_id)
+    since = _since(request)
+    try:
+        stats = await call.gateway.store.stats(tenant_id, since=since)
+    except StoreError:
+        raise ServiceUnavailable(
+            "the message store is unavailable", code="store_unavailable"
+        ) from None
+    return JSONResponse(
+        {
+            "tenantId": tenant_id,
+            "total": stats.total,
+            "byStatus": dict(stats.by_status),
+            "byChannel": dict(stats.by_channel),
+            "byProvider": dict(stats.by_provider),
+            "deliveryRate": stats.delivery_rate,
+            "latencyMs": {q: stats.latency_ms.get(q) for q in ("p50", "p95", "p99")},
+        }
+    )

@@ -1,0 +1,504 @@
+"""GET /openapi.json: an OpenAPI 3.1 document of every route, kept true by tests.
+
+Request bodies come from the same pydantic models that validate them; responses are described
+here once.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from pipecored import __version__
+from pipecored.api.bodies import ConfigProviderBody, EmailSend, SmsSend, WhatsappSend
+from pipecored.provider import CHANNELS
+
+REF = "#/components/schemas/{model}"
+
+_NULLABLE_STRING = {"type": ["string", "null"]}
+_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
+
+_STATUSES = ["queued", "sending", "sent", "delivered", "read", "failed", "received"]
+
+
+def _tenant_id_properties() -> dict[str, Any]:
+    tenant = {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}
+    return {"tenant_id": tenant, "tenantId": tenant}
+
+
+def _body_schema(model: Any, *, tenant_required: bool = False) -> dict[str, Any]:
+    schema: dict[str, Any] = model.model_json_schema(by_alias=True, ref_template=REF)
+    schema.pop("title", None)
+    schema["properties"] = {**schema["properties"], **_tenant_id_properties()}
+    if tenant_required:
+        schema["anyOf"] = [{"required": ["tenant_id"]}, {"required": ["tenantId"]}]
+    return schema
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": REF.format(model="Error")}}},
+    }
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+_AUTH_ERRORS = {
+    "401": _error("No key, a malformed Authorization header, or an unknown key"),
+    "403": _error("The key may not act for that tenant"),
+}
+_PATH_TENANT = {
+    "name": "tenant_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string"},
+}
+_PATH_MESSAGE = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_PATH_CHANNEL = {
+    "name": "channel",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "enum": list(CHANNELS)},
+}
+_BODY_ERRORS = {
+    "400": _error("The body is not valid JSON"),
+    "413": _error("The body is over the size limit"),
+    "415": _error("The body is not JSON"),
+    "422": _error("A field is missing or invalid; the message names it"),
+}
+
+
+def _ref(model: str) -> dict[str, str]:
+    return {"$ref": REF.format(model=model)}
+
+
+def _schemas() -> dict[str, Any]:
+    attempt = {
+        "type": "object",
+        "required": ["provider", "startedAt", "outcome"],
+        "properties": {
+            "provider": {"type": "string"},
+            "startedAt": _TIMESTAMP,
+            "outcome": {
+                "type": "string",
+                "enum": ["success", "retryable_error", "permanent_error", "timeout"],
+            },
+            "httpStatus": {"type": ["integer", "null"]},
+            "errorCode": _NULLABLE_STRING,
+            "errorMessage": _NULLABLE_STRING,
+            "durationMs": {"type": "number"},
+        },
+    }
+    log_item = {
+        "type": "object",
+        "required": ["id", "tenantId", "channel", "direction", "status", "createdAt"],
+        "properties": {
+            "id": {"type": "string"},
+            "tenantId": {"type": "string"},
+            "channel": {"type": "string", "enum": list(CHANNELS)},
+            "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+            "provider": _NULLABLE_STRING,
+            "to": {
+                "anyOf": [
+                    {"type": "string"},
+                    {"type": "array", "items": {"type": "string"}},
+                    {"type": "null"},
+                ]
+            },
+            "from": _NULLABLE_STRING,
+            "status": {"type": "string", "enum": _STATUSES},
+            "attemptCount": {"type": "integer"},
+            "providerMessageId": _NULLABLE_STRING,
+            "errorCode": _NULLABLE_STRING,
+            "errorMessage": _NULLABLE_STRING,
+            "createdAt": _TIMESTAMP,
+            "updatedAt": _TIMESTAMP,
+            "body": _NULLABLE_STRING,
+        },
+    }
+    message = {
+        "allOf": [
+            _ref("LogItem"),
+            {
+                "type": "object",
+                "required": ["attempts"],
+                "properties": {
+                    "sentAt": _TIMESTAMP,
+                    "nextAttemptAt": _TIMESTAMP,
+                    "attempts": {"type": "array", "items": _ref("Attempt")},
+                },
+            },
+        ]
+    }
+    route = {
+        "type": "object",
+        "required": ["provider", "credentials"],
+        "properties": {
+            "provider": {"type": "string"},
+            "credentials": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Secret credentials are masked (****abcd)",
+            },
+            "baseUrl": {"type": "string"},
+        },
+    }
+    channel = {
+        "allOf": [
+            _ref("Route"),
+            {
+                "type": "object",
+                "required": ["isActive", "fallbacks"],
+                "properties": {
+                    "isActive": {"type": "boolean"},
+                    "fallbacks": {"type": "array", "items": _ref("Route")},
+                    "rateLimit": {
+                        "type": "object",
+                        "properties": {
+                            "perSecond": {"type": "number"},
+                            "burst": {"type": "integer"},
+                        },
+                    },
+                },
+            },
+        ]
+    }
+    tenant_config = {
+        "type": "object",
+        "required": ["tenantId", "name", "channels"],
+        "properties": {
+            "tenantId": {"type": "string"},
+            "name": _NULLABLE_STRING,
+            "channels": {"type": "object", "additionalProperties": _ref("Channel")},
+            "configError": {
+                "type": "object",
+                "properties": {
+                    "message": {"type": "string"},
+                    "issues": {"type": "array", "items": {"type": "string"}},
+                },
+            },
+        },
+    }
+    error = {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+                    "message": {"type": "string"},
+                    "field": {"type": "string"},
+                },
+            }
+        },
+    }
+    accepted = {
+        "type": "object",
+        "required": ["id", "status", "tenantId", "channel"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"const": "queued"},
+            "tenantId": {"type": "string"},
+            "channel": {"type": "string", "enum": list(CHANNELS)},
+        },
+    }
+    stats = {
+        "type": "object",
+        "required": ["tenantId", "total", "byStatus", "byChannel", "byProvider", "deliveryRate"],
+        "properties": {
+            "tenantId": {"type": "string"},
+            "total": {"type": "integer"},
+            "byStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "byChannel": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "byProvider": {"type": "object", "additionalProperties": {"type": "integer"}},
+            "deliveryRate": {"type": ["number", "null"]},
+            "latencyMs": {
+                "type": "object",
+                "properties": {q: {"type": ["number", "null"]} for q in ("p50", "p95", "p99")},
+            },
+        },
+    }
+    return {
+        "SmsSend": _body_schema(SmsSend),
+        "WhatsappSend": _body_schema(WhatsappSend),
+        "EmailSend": _body_schema(EmailSend),
+        "ConfigProvider": _body_schema(ConfigProviderBody, tenant_required=True),
+        "Accepted": accepted,
+        "Attempt": attempt,
+        "LogItem": log_item,
+        "Message": message,
+        "Route": route,
+        "Channel": channel,
+        "TenantConfig": tenant_config,
+        "Stats": stats,
+        "Error": error,
+    }
+
+
+@functools.cache
+def document() -> dict[str, Any]:
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
+    paths: dict[str, Any] = {
+        "/messaging/send/{channel}": {
+            "post": {
+                "summary": "Accept a message for delivery",
+                "security": secured,
+                "parameters": [
+                    _PATH_CHANNEL,
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "oneOf": [_ref("SmsSend"), _ref("WhatsappSend"), _ref("EmailSend")]
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "202": _json("Stored durably and queued", _ref("Accepted")),
+                    **_BODY_ERRORS,
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant, channel, or channel not configured"),
+                    "409": _error("Channel inactive, tenant config invalid, idempotency conflict"),
+                    "429": _error("Rate limited (Retry-After)"),
+                    "503": _error("Store unavailable or shutting down (Retry-After)"),
+                },
+            }
+        },
+        "/messaging/messages/{message_id}": {
+            "get": {
+                "summary": "One message with its attempts",
+                "security": secured,
+                "parameters": [_PATH_MESSAGE],
+                "responses": {
+                    "200": _json("The message", _ref("Message")),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such message for this key"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
+        "/messaging/messages/{message_id}/retry": {
+            "post": {
+                "summary": "Queue a failed message again",
+                "security": secured,
+                "parameters": [_PATH_MESSAGE],
+                "responses": {
+                    "202": _json("Queued again", _ref("Message")),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such message for this key"),
+                    "409": _error("The message is not failed"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
+        "/messaging/config/provider": {
+            "post": {
+                "summary": "Set a tenant's provider for a channel (admin)",
+                "security": secured,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("ConfigProvider")}},
+                },
+                "responses": {
+                    "200": _json("Updated; secrets masked", _ref("TenantConfig")),
+                    "201": _json("Tenant created; secrets masked", _ref("TenantConfig")),
+                    **_BODY_ERRORS,
+                    **_AUTH_ERRORS,
+                },
+            }
+        },
+        "/messaging/config/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's channels, secrets masked",
+                "security": secured,
+                "parameters": [_PATH_TENANT],
+                "responses": {
+                    "200": _json("The tenant's configuration", _ref("TenantConfig")),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant"),
+                },
+            }
+        },
+        "/messaging/logs/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's messages, newest first",
+                "security": secured,
+                "parameters": [
+                    _PATH_TENANT,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "channel",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": list(CHANNELS)},
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": _STATUSES},
+                    },
+                    {
+                        "name": "direction",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["outbound", "inbound"]},
+                    },
+                ],
+                "responses": {
+                    "200": _json(
+                        "A page of messages",
+                        {
+                            "type": "object",
+                            "required": ["items", "nextCursor"],
+                            "properties": {
+                                "items": {"type": "array", "items": _ref("LogItem")},
+                                "nextCursor": _NULLABLE_STRING,
+                            },
+                        },
+                    ),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant"),
+                    "422": _error("A query parameter is invalid"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
+        "/messaging/stats/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's counts, delivery rate and latency",
+                "security": secured,
+                "parameters": [
+                    _PATH_TENANT,
+                    {
+                        "name": "since",
+                        "in": "query",
+                        "schema": {"type": "string", "format": "date-time"},
+                    },
+                ],
+                "responses": {
+                    "200": _json("Statistics", _ref("Stats")),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant"),
+                    "422": _error("since is not ISO 8601"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
+        "/messaging/webhook/{channel}": {
+            "parameters": [
+                _PATH_CHANNEL,
+                {
+                    "name": "tenant_id",
+                    "in": "query",
+                    "required": True,
+                    "schema": {"type": "string"},
+                },
+                {"name": "provider", "in": "query", "schema": {"type": "string"}},
+            ],
+            "post": {
+                "summary": "A provider's delivery status or inbound message (signed)",
+                "requestBody": {
+                    "content": {
+                        "application/x-www-form-urlencoded": {"schema": {"type": "object"}},
+                        "application/json": {},
+                    }
+                },
+                "responses": {
+                    "200": {"description": "Applied; the body is what the provider expects"},
+                    "204": {"description": "Applied"},
+                    "400": _error("Signed, but not a payload this provider sends"),
+                    "403": _error("The signature does not verify; nothing applied"),
+                    "404": _error("Unknown tenant, channel or provider"),
+                    "413": _error("Body over the size limit"),
+                    "422": _error("tenant_id missing"),
+                    "503": _error("Store unavailable; the provider should retry"),
+                },
+            },
+            "get": {
+                "summary": "Meta's subscription check: echoes hub.challenge",
+                "parameters": [
+                    {"name": "hub.mode", "in": "query", "schema": {"type": "string"}},
+                    {"name": "hub.verify_token", "in": "query", "schema": {"type": "string"}},
+                    {"name": "hub.challenge", "in": "query", "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The challenge",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "403": _error("The verify token does not match"),
+                    "404": _error("Unknown tenant, channel, or a provider without webhooks"),
+                    "422": _error("tenant_id missing"),
+                },
+            },
+        },
+        "/healthz": {
+            "get": {
+                "summary": "Liveness",
+                "responses": {"200": _json("Alive", {"type": "object"})},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: configuration loaded and store reachable",
+                "responses": {
+                    "200": _json("Ready", {"type": "object"}),
+                    "503": _json("Not ready", {"type": "object"}),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "Text exposition format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json("OpenAPI 3.1", {"type": "object"})},
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pipecored",
+            "version": __version__,
+            "description": "Multi-tenant messaging gateway: WhatsApp, email and SMS.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": _schemas(),
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+async def openapi_json(request: Request) -> JSONResponse:
+    return JSONResponse(document())

@@ -1,0 +1,120 @@
+"""``pipecored serve | check | plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from pipecored import __version__
+from pipecored.config.loader import check_config_dir, load_daemon_config
+from pipecored.errors import ConfigError, PipecoreError
+from pipecored.logs import configure_logging
+from pipecored.plugins import ProviderRegistry, load_providers
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipecored", description="Multi-tenant messaging gateway: WhatsApp, email and SMS."
+    )
+    parser.add_argument("--version", action="version", version=f"pipecored {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the daemon")
+    serve.add_argument("--config", type=Path, default=Path("config"), help="config dir")
+    serve.add_argument("--host", help="listen address (overrides server.host)")
+    serve.add_argument("--port", type=int, help="listen port (overrides server.port)")
+
+    check = commands.add_parser("check", help="validate a config dir")
+    check.add_argument("--config", type=Path, default=Path("config"), help="config dir")
+
+    commands.add_parser("plugins", help="list the loaded providers")
+    return parser
+
+
+def _providers() -> ProviderRegistry:
+    try:
+        return load_providers()
+    except PipecoreError as exc:
+        print(f"pipecored: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+def cmd_check(config_dir: Path) -> int:
+    issues = check_config_dir(config_dir, providers=_providers(), env=os.environ)
+    for issue in issues:
+        print(issue)
+    if not issues:
+        print(f"{config_dir}: ok")
+    return 1 if issues else 0
+
+
+def cmd_plugins() -> int:
+    providers = _providers()
+    rows = [
+        (name, ",".join(sorted(p.channels)), providers.distribution(name))
+        for name, p in providers.items()
+    ]
+    widths = [
+        max(len(r[i]) for r in [("PROVIDER", "CHANNELS", "DISTRIBUTION"), *rows]) for i in range(3)
+    ]
+    for row in [("PROVIDER", "CHANNELS", "DISTRIBUTION"), *rows]:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def cmd_serve(config_dir: Path, host: str | None, port: int | None) -> int:
+    from pipecored.api.app import create_app
+    from pipecored.gateway import Gateway
+
+    try:
+        daemon = load_daemon_config(config_dir, env=os.environ)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    redactor = configure_logging(level=daemon.logging.level, fmt=daemon.logging.format)
+    gateway = Gateway(config_dir, _providers())
+    try:
+        gateway.load()
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    redactor.source = lambda: gateway.registry.snapshot.secrets
+    server = gateway.registry.snapshot.daemon.server
+    config = uvicorn.Config(
+        create_app(gateway),
+        host=host or server.host,
+        port=server.port if port is None else port,
+        log_config=None,
+        access_log=False,
+        lifespan="on",
+        proxy_headers=False,
+        server_header=False,
+        # uvicorn's own grace only bounds open HTTP requests; the delivery drain is bounded by
+        # the gateway with the same setting.
+        timeout_graceful_shutdown=int(server.shutdown_grace) or 1,
+    )
+    uvicorn_server = uvicorn.Server(config)
+    uvicorn_server.run()
+    return 0 if uvicorn_server.started else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "serve":
+        return cmd_serve(args.config, args.host, args.port)
+    if args.command == "check":
+        return cmd_check(args.config)
+    return cmd_plugins()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,156 @@
+"""The shape of ``pipecored.yaml`` and ``tenants/<id>.yaml``, as frozen pydantic models.
+
+Keys are camelCase in files and in the HTTP API; attributes are snake_case here.
+Durations are strings with a unit (``200ms``, ``1s``, ``5m``, ``24h``) or plain seconds.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Channel = Literal["whatsapp", "email", "sms"]
+
+TENANT_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 200ms, 1s, 5m or 24h")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    raise ValueError("expected a duration such as 200ms, 1s, 5m or 24h")
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration), Field(ge=0)]
+
+
+def _http_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+", value):
+        raise ValueError("expected an http:// or https:// URL")
+    return value.rstrip("/")
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        coerce_numbers_to_str=True,
+    )
+
+
+class ServerConfig(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: HttpUrl | None = None
+    shutdown_grace: Duration = 10.0
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+
+
+class AuthConfig(Model):
+    admin_keys: tuple[str, ...] = ()
+
+
+class ProviderDefaults(Model):
+    base_url: HttpUrl | None = None
+    api_version: str | None = None
+
+    def settings(self) -> dict[str, str]:
+        return {"apiVersion": self.api_version} if self.api_version else {}
+
+
+class BackoffConfig(Model):
+    initial: Duration = 1.0
+    max: Duration = 300.0
+
+
+class CircuitConfig(Model):
+    failure_threshold: int = Field(default=5, ge=1)
+    cooldown: Duration = 30.0
+
+
+class DeliveryConfig(Model):
+    max_attempts: int = Field(default=6, ge=1)
+    retry_backoff: BackoffConfig = BackoffConfig()
+    max_age: Duration = 86400.0
+    timeout: Duration = 15.0
+    circuit: CircuitConfig = CircuitConfig()
+    concurrency: int = Field(default=256, ge=1, le=10000)
+    lease: Duration = 120.0
+
+
+class AlertmanagerConfig(Model):
+    url: HttpUrl
+
+
+class AlertWebhookConfig(Model):
+    url: HttpUrl
+    secret: str | None = None
+
+
+class AlertsConfig(Model):
+    alertmanager: AlertmanagerConfig | None = None
+    webhooks: tuple[AlertWebhookConfig, ...] = ()
+
+
+class LoggingConfig(Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class DaemonConfig(Model):
+    server: ServerConfig = ServerConfig()
+    store: str = "sqlite:///pipecored.db"
+    auth: AuthConfig = AuthConfig()
+    providers: dict[str, ProviderDefaults] = {}
+    delivery: DeliveryConfig = DeliveryConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+
+# Keys whose change needs a restart: the listening socket and the database.
+RESTART_KEYS = ("server.host", "server.port", "store")
+
+
+class RateLimitConfig(Model):
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
+class RouteConfig(Model):
+    """One provider a channel can use: the channel's own, or one of its fallbacks."""
+
+    provider: str = Field(min_length=1)
+    credentials: dict[str, str] = {}
+    base_url: HttpUrl | None = None
+
+
+class ChannelConfig(RouteConfig):
+    is_active: bool = True
+    fallbacks: tuple[RouteConfig, ...] = ()
+    rate_limit: RateLimitConfig | None = None
+
+    @property
+    def routes(self) -> tuple[RouteConfig, ...]:
+        return (self, *self.fallbacks)
+
+
+class TenantConfig(Model):
+    name: str = Field(min_length=1)
+    api_keys: tuple[str, ...] = ()
+    channels: dict[Channel, ChannelConfig] = {}

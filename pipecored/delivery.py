@@ -1,0 +1,444 @@
+"""Delivery: claim due messages from the store, call providers, record what happened.
+
+The queue lives in the store, not in memory: a claimed message carries a lease, and a retry is a
+``not_before`` time, so a crash or a restart loses neither messages nor the schedule. One
+:class:`DeliveryWorker` per daemon runs a dispatch loop that keeps up to ``delivery.concurrency``
+provider calls in flight.
+
+A channel's routes are its provider followed by its fallbacks. A message retries retryable errors
+on its current route up to ``maxAttempts`` times (exponential backoff, full jitter, the provider's
+Retry-After when larger), then moves to the next route; an error that says the provider cannot
+serve now (revoked credentials) moves on at once; a permanent error fails the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+import structlog
+
+from pipecored.config.model import ChannelConfig, DaemonConfig, RouteConfig
+from pipecored.config.registry import TenantRegistry
+from pipecored.errors import ProviderError, StoreError
+from pipecored.metrics import Metrics
+from pipecored.provider import OutboundMessage, Provider, SendContext, SendResult
+from pipecored.store import AttemptOutcome, AttemptRecord, MessageRecord, MessageStore
+from pipecored.store.base import AttemptOutcomeName
+
+log = structlog.get_logger("pipecored.delivery")
+
+CLAIM_BATCH = 128
+IDLE_WAIT = 1.0  # the longest the loop sleeps without looking at the store
+QUEUE_GAUGE_INTERVAL = 2.0
+
+
+def backoff_delay(
+    attempt: int,
+    *,
+    initial: float,
+    maximum: float,
+    retry_after: float | None = None,
+    rng: Callable[[float, float], float] = random.uniform,
+) -> float:
+    """Seconds to wait after the ``attempt``-th failure (1-based): full jitter over an exponential
+    ceiling, or the provider's Retry-After when that is longer."""
+    ceiling = min(maximum, initial * 2 ** max(0, attempt - 1))
+    delay = rng(0.0, ceiling)
+    if retry_after is not None and retry_after > delay:
+        delay = retry_after
+    return delay
+
+
+def outbound_message(record: MessageRecord) -> OutboundMessage:
+    return outbound_from_payload(record.id, record.tenant_id, record.channel, record.payload)
+
+
+def outbound_from_payload(
+    message_id: str, tenant_id: str, channel: str, p: Mapping[str, Any]
+) -> OutboundMessage:
+    return OutboundMessage(
+        id=message_id,
+        tenant_id=tenant_id,
+        channel=channel,
+        to=tuple(p.get("to", ())),
+        body=p.get("body"),
+        subject=p.get("subject"),
+        html=p.get("html"),
+        text=p.get("text"),
+        sender=p.get("sender"),
+        reply_to=tuple(p.get("reply_to", ())),
+        cc=tuple(p.get("cc", ())),
+        bcc=tuple(p.get("bcc", ())),
+        headers=dict(p.get("headers", {})),
+        tags=dict(p.get("tags", {})),
+    )
+
+
+def webhook_url(public_url: str | None, tenant_id: str, channel: str, provider: str) -> str | None:
+    if not public_url:
+        return None
+    query = urlencode({"tenant_id": tenant_id, "provider": provider})
+    return f"{public_url}/messaging/webhook/{channel}?{query}"
+
+
+def send_context(
+    daemon: DaemonConfig,
+    provider: Provider,
+    tenant_id: str,
+    channel: str,
+    route: RouteConfig,
+    http: httpx.AsyncClient,
+) -> SendContext:
+    defaults = daemon.providers.get(provider.name)
+    settings = {**provider.default_settings, **(defaults.settings() if defaults else {})}
+    base_url = (
+        route.base_url or (defaults.base_url if defaults else None) or provider.default_base_url
+    )
+    return SendContext(
+        tenant_id=tenant_id,
+        channel=channel,
+        credentials=route.credentials,
+        base_url=base_url.rstrip("/"),
+        http=http,
+        timeout=daemon.delivery.timeout,
+        status_callback_url=webhook_url(
+            daemon.server.public_url, tenant_id, channel, provider.name
+        ),
+        settings=settings,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Failure:
+    outcome: AttemptOutcomeName
+    code: str
+    message: str
+    http_status: int | None
+    retry_after: float | None
+    unavailable: bool
+
+    @property
+    def retryable(self) -> bool:
+        return self.outcome != "permanent_error"
+
+
+def classify(exc: BaseException) -> _Failure:
+    if isinstance(exc, ProviderError):
+        outcome: AttemptOutcomeName = "permanent_error"
+        if exc.code == "timeout":
+            outcome = "timeout"
+        elif exc.retryable:
+            outcome = "retryable_error"
+        return _Failure(
+            outcome,
+            exc.code or ("provider_error" if exc.retryable else "rejected"),
+            exc.message,
+            exc.http_status,
+            exc.retry_after,
+            exc.unavailable,
+        )
+    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
+        return _Failure("timeout", "timeout", "provider call timed out", None, None, False)
+    if isinstance(exc, httpx.TransportError):
+        return _Failure(
+            "retryable_error", "connection_error", type(exc).__name__, None, None, False
+        )
+    # A plugin bug must not lose the message: retry, bounded by maxAttempts and maxAge.
+    return _Failure("retryable_error", "plugin_error", type(exc).__name__, None, None, False)
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        store: MessageStore,
+        registry: TenantRegistry,
+        providers: Mapping[str, Provider],
+        http: httpx.AsyncClient,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.providers = providers
+        self.http = http
+        self.metrics = metrics
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
+        self._loop_task: asyncio.Task[None] | None = None
+        self._gauge_task: asyncio.Task[None] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._run(), name="delivery-loop")
+        self._gauge_task = asyncio.create_task(self._update_gauges(), name="queue-gauges")
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def stop(self, grace: float) -> None:
+        """Stop claiming, let in-flight calls finish within ``grace`` seconds, give the rest back
+        to the queue untouched."""
+        self._stopping = True
+        self._wake.set()
+        for task in (self._loop_task, self._gauge_task):
+            if task is not None:
+                task.cancel()
+        await asyncio.gather(
+            *(t for t in (self._loop_task, self._gauge_task) if t), return_exceptions=True
+        )
+        if self._inflight:
+            log.info("delivery.draining", in_flight=len(self._inflight), grace_seconds=grace)
+            _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            for task in pending:
+                record = self._inflight.pop(task, None)
+                if record is not None and record.lease_token:
+                    await self.store.release(record.id, record.lease_token)
+            if pending:
+                log.warning("delivery.released_unfinished", count=len(pending))
+
+    # -- the dispatch loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while not self._stopping:
+            try:
+                claimed = await self._claim()
+            except StoreError as exc:
+                log.error("delivery.claim_failed", error=str(exc))
+                claimed = -1
+            if claimed > 0 and len(self._inflight) < self._concurrency:
+                continue
+            self._wake.clear()
+            await self._sleep(claimed)
+
+    @property
+    def _concurrency(self) -> int:
+        return self.registry.snapshot.daemon.delivery.concurrency
+
+    async def _claim(self) -> int:
+        free = self._concurrency - len(self._inflight)
+        if free <= 0:
+            return 0
+        daemon = self.registry.snapshot.daemon
+        records = await self.store.claim(
+            now=self.clock(), limit=min(free, CLAIM_BATCH), lease_seconds=daemon.delivery.lease
+        )
+        for record in records:
+            task = asyncio.create_task(self._deliver_safely(record))
+            self._inflight[task] = record
+            task.add_done_callback(self._done)
+        return len(records)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._inflight.pop(task, None)
+        self._wake.set()
+
+    async def _sleep(self, claimed: int) -> None:
+        timeout = IDLE_WAIT
+        if claimed == 0 and len(self._inflight) < self._concurrency:
+            try:
+                due = await self.store.next_due()
+            except StoreError:
+                due = None
+            if due is not None:
+                timeout = min(IDLE_WAIT, max(0.0, due - self.clock()))
+        if timeout <= 0:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _update_gauges(self) -> None:
+        while True:
+            try:
+                depth, oldest = await self.store.queue_depth(now=self.clock())
+                self.metrics.queue_depth.set(depth)
+                self.metrics.queue_oldest_age.set(oldest)
+            except StoreError:
+                pass
+            await asyncio.sleep(QUEUE_GAUGE_INTERVAL)
+
+    # -- one message ---------------------------------------------------------------------------
+
+    async def _deliver_safely(self, record: MessageRecord) -> None:
+        try:
+            await self.deliver(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The lease expires and the message is claimed again; nothing is lost.
+            log.exception("delivery.crashed", message_id=record.id, tenant=record.tenant_id)
+
+    async def deliver(self, record: MessageRecord) -> None:
+        snapshot = self.registry.snapshot
+        daemon = snapshot.daemon
+        policy = daemon.delivery
+        now = self.clock()
+        assert record.lease_token is not None
+        unchanged = AttemptOutcome(
+            message_id=record.id,
+            lease_token=record.lease_token,
+            attempt=None,
+            status="queued",
+            provider=record.provider,
+            route_index=record.route_index,
+            route_attempts=record.route_attempts,
+        )
+
+        if now - record.created_at > policy.max_age:
+            await self._finish(
+                record,
+                replace(
+                    unchanged,
+                    status="failed",
+                    error_code="expired",
+                    error_message=f"not delivered within maxAge ({policy.max_age:g} s)",
+                ),
+            )
+            return
+
+        tenant = snapshot.tenant(record.tenant_id)
+        channel = tenant.channels.get(record.channel) if tenant else None  # type: ignore[call-overload]
+        provider = None
+        if channel is not None and channel.is_active:
+            index = min(record.route_index, len(channel.routes) - 1)
+            route = channel.routes[index]
+            provider = self.providers.get(route.provider)
+        if channel is None or provider is None:
+            # The tenant or channel went away, was paused, or names a provider no longer loaded
+            # after the message was accepted: wait for the configuration to come back, within
+            # maxAge, rather than fail what was promised.
+            await self._finish(
+                record,
+                replace(
+                    unchanged,
+                    error_code="channel_unavailable",
+                    error_message="the tenant's channel is not configured, active or loadable",
+                    not_before=now + policy.retry_backoff.max,
+                ),
+            )
+            return
+
+        message = outbound_message(record)
+        ctx = send_context(daemon, provider, record.tenant_id, record.channel, route, self.http)
+        started = self.clock()
+        t0 = time.perf_counter()
+        try:
+            # The plugin is given the timeout; this bound catches a plugin that ignores it.
+            result: SendResult | _Failure = await asyncio.wait_for(
+                provider.send(message, ctx), policy.timeout + 1.0
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            result = classify(exc)
+            if result.code == "plugin_error":
+                log.exception("delivery.plugin_error", provider=provider.name, message_id=record.id)
+        duration = time.perf_counter() - t0
+
+        attempt = AttemptRecord(
+            provider=provider.name,
+            started_at=started,
+            outcome="success" if isinstance(result, SendResult) else result.outcome,
+            http_status=result.http_status,
+            error_code=None if isinstance(result, SendResult) else result.code,
+            error_message=None if isinstance(result, SendResult) else result.message,
+            duration_ms=round(duration * 1000, 3),
+        )
+        self.metrics.provider_duration.labels(record.channel, provider.name).observe(duration)
+        self.metrics.provider_requests.labels(
+            record.tenant_id, record.channel, provider.name, attempt.outcome
+        ).inc()
+        log.info(
+            "delivery.attempt",
+            tenant=record.tenant_id,
+            channel=record.channel,
+            provider=provider.name,
+            message_id=record.id,
+            outcome=attempt.outcome,
+            error_code=attempt.error_code,
+            duration_ms=attempt.duration_ms,
+        )
+        attempted = replace(
+            unchanged,
+            attempt=attempt,
+            provider=provider.name,
+            route_index=index,
+            route_attempts=record.route_attempts + 1,
+        )
+        if isinstance(result, SendResult):
+            outcome = replace(
+                attempted,
+                status=result.status,
+                provider_message_id=result.provider_message_id,
+                sent_at=self.clock(),
+            )
+        else:
+            outcome = self._after_failure(record, channel, attempted, result)
+        await self._finish(record, outcome)
+
+    def _after_failure(
+        self,
+        record: MessageRecord,
+        channel: ChannelConfig,
+        attempted: AttemptOutcome,
+        failure: _Failure,
+    ) -> AttemptOutcome:
+        policy = self.registry.snapshot.daemon.delivery
+        now = self.clock()
+        failed = replace(attempted, error_code=failure.code, error_message=failure.message)
+        index = attempted.route_index
+        has_next = index + 1 < len(channel.routes)
+        exhausted = attempted.route_attempts >= policy.max_attempts
+        if has_next and (failure.unavailable or (failure.retryable and exhausted)):
+            from_provider = attempted.provider or ""
+            to_provider = channel.routes[index + 1].provider
+            self.metrics.failovers.labels(
+                record.tenant_id, record.channel, from_provider, to_provider
+            ).inc()
+            log.warning(
+                "delivery.failover",
+                tenant=record.tenant_id,
+                channel=record.channel,
+                message_id=record.id,
+                from_provider=from_provider,
+                to_provider=to_provider,
+                reason=failure.code,
+            )
+            return replace(
+                failed, status="queued", route_index=index + 1, route_attempts=0, not_before=now
+            )
+        if failure.retryable and not failure.unavailable and not exhausted:
+            delay = backoff_delay(
+                attempted.route_attempts,
+                initial=policy.retry_backoff.initial,
+                maximum=policy.retry_backoff.max,
+                retry_after=failure.retry_after,
+            )
+            return replace(failed, status="queued", not_before=now + delay)
+        return replace(failed, status="failed")
+
+    async def _finish(self, record: MessageRecord, outcome: AttemptOutcome) -> None:
+        applied = await self.store.complete(outcome)
+        if not applied:
+            log.warning("delivery.lease_lost", message_id=record.id)
+            return
+        if outcome.status in ("sent", "delivered", "failed"):
+            self.metrics.messages.labels(
+                record.tenant_id, record.channel, outcome.provider or "none", outcome.status
+            ).inc()
+        if outcome.status == "queued" and outcome.not_before is not None:
+            self._wake.set()
