@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -103,6 +104,11 @@ def cmd_serve(config_dir: Path, host: str | None, port: int | None) -> int:
         timeout_graceful_shutdown=int(server.shutdown_grace) or 1,
     )
     uvicorn_server = uvicorn.Server(config)
+    # uvicorn re-raises the stop signal once its graceful shutdown is done, so that the process
+    # dies by it; the contract is exit status 0 after a clean stop, so the re-raised signal
+    # lands on a handler that does nothing.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
     uvicorn_server.run()
     return 0 if uvicorn_server.started else 1
 

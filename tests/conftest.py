@@ -1,0 +1,306 @@
+"""Fixtures shared by every test: a fresh plugin manager, a config dir, an in-process app,
+a real daemon process over loopback, and the example third-party plugin installed with pip."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client import CollectorRegistry
+
+from pipecored.api.app import create_app
+from pipecored.gateway import Gateway
+from pipecored.plugins import ProviderRegistry, collect_providers, get_plugin_manager
+from tests.fakes.httpjson import HttpJsonGateway
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE_PLUGIN = ROOT / "examples" / "pipecored-httpjson"
+
+ADMIN_KEY = "admin-key-0123456789abcdef"
+HTTPJSON_TOKEN = "hj-token-s3cr3t-0123456789"
+HTTPJSON_SIGNING = "hj-signing-s3cr3t-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def httpjson_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example plugin, pip-installed into a folder of its own exactly as a third party's
+    distribution would be (its entry point is how pipecored finds it)."""
+    target = tmp_path_factory.mktemp("site")
+    source = tmp_path_factory.mktemp("src") / EXAMPLE_PLUGIN.name
+    shutil.copytree(EXAMPLE_PLUGIN, source)  # a build writes into its source tree
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(source),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return target
+
+
+@pytest.fixture
+def providers(httpjson_site: Path, monkeypatch: pytest.MonkeyPatch) -> ProviderRegistry:
+    """Built-ins and the example plugin, loaded through the entry-point group."""
+    monkeypatch.syspath_prepend(str(httpjson_site))
+    import importlib
+
+    importlib.invalidate_caches()
+    return collect_providers(get_plugin_manager())
+
+
+@pytest.fixture
+def fake_gateway() -> Iterator[HttpJsonGateway]:
+    gateway = HttpJsonGateway().start()
+    yield gateway
+    gateway.stop()
+
+
+def httpjson_channel(url: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "provider": "httpjson",
+        "baseUrl": url,
+        "credentials": {"token": HTTPJSON_TOKEN, "signingSecret": HTTPJSON_SIGNING},
+        **extra,
+    }
+
+
+@dataclass
+class ConfigDir:
+    path: Path
+
+    def write_daemon(self, settings: dict[str, Any]) -> None:
+        (self.path / "pipecored.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+
+    def write_tenant(self, tenant_id: str, data: dict[str, Any] | str) -> Path:
+        path = self.path / "tenants" / f"{tenant_id}.yaml"
+        text = data if isinstance(data, str) else yaml.safe_dump(data, allow_unicode=True)
+        path.write_text(text, encoding="utf-8")
+        return path
+
+
+def default_daemon_settings(db: Path, **delivery: Any) -> dict[str, Any]:
+    return {
+        "store": f"sqlite:///{db}",
+        "auth": {"adminKeys": [ADMIN_KEY]},
+        "delivery": {
+            "retryBackoff": {"initial": "10ms", "max": "50ms"},
+            "timeout": "2s",
+            **delivery,
+        },
+        "logging": {"format": "json"},
+    }
+
+
+@pytest.fixture
+def config_dir(tmp_path: Path, fake_gateway: HttpJsonGateway) -> ConfigDir:
+    """Two tenants on the fake gateway (acme: sms + email; globex: whatsapp) and a console one."""
+    root = tmp_path / "config"
+    (root / "tenants").mkdir(parents=True)
+    cfg = ConfigDir(root)
+    cfg.write_daemon(default_daemon_settings(tmp_path / "pipecored.db"))
+    cfg.write_tenant(
+        "acme",
+        {
+            "name": "Acme",
+            "apiKeys": ["acme-key-0123456789"],
+            "channels": {
+                "sms": httpjson_channel(fake_gateway.url),
+                "email": httpjson_channel(fake_gateway.url),
+                "whatsapp": {**httpjson_channel(fake_gateway.url), "isActive": False},
+            },
+        },
+    )
+    cfg.write_tenant(
+        "globex",
+        {
+            "name": "Globex",
+            "apiKeys": ["globex-key-0123456789"],
+            "channels": {"whatsapp": httpjson_channel(fake_gateway.url)},
+        },
+    )
+    cfg.write_tenant(
+        "demo",
+        {
+            "name": "Demo",
+            "apiKeys": ["demo-key-0123456789"],
+            "channels": {"sms": {"provider": "console"}},
+        },
+    )
+    return cfg
+
+
+@pytest.fixture
+async def app_client(
+    config_dir: ConfigDir, providers: ProviderRegistry
+) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+    """The whole app in process (real SQLite file, real delivery worker, no file watcher)."""
+    gateway = Gateway(config_dir.path, providers, metrics_registry=CollectorRegistry(), watch=False)
+    gateway.load()
+    app = create_app(gateway)
+    await gateway.start()
+    try:
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://pipecored") as client:
+            yield client, gateway
+    finally:
+        await gateway.stop()
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+    """Await ``predicate()`` (sync or async) until it returns something truthy."""
+    import asyncio
+    import inspect
+
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass
+class Daemon:
+    """A real ``pipecored serve`` process on a loopback port."""
+
+    config: Path
+    port: int
+    env: dict[str, str]
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+    logs: list[str] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 20.0) -> Daemon:
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pipecored",
+                "serve",
+                "--config",
+                str(self.config),
+                "--port",
+                str(self.port),
+            ],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=0.5).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"daemon not ready in {timeout}s:\n{self.output()}")
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        code = self.proc.wait(timeout=timeout)
+        self._log.close()
+        return code
+
+    def ensure_stopped(self) -> None:
+        if self.proc is not None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.wait()
+
+    def stop(self) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.signal(signal.SIGTERM)
+        return self.wait()
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+        self.wait()
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def client(self, key: str | None = None) -> httpx.Client:
+        headers = auth(key) if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=10)
+
+
+@pytest.fixture
+def daemon_factory(tmp_path: Path, httpjson_site: Path) -> Iterator[Callable[..., Daemon]]:
+    started: list[Daemon] = []
+
+    def make(config: Path, *, env: dict[str, str] | None = None, port: int | None = None) -> Daemon:
+        environment = {
+            k: v for k, v in os.environ.items() if not k.startswith(("PIPECORE", "PYTEST"))
+        }
+        environment["PYTHONPATH"] = os.pathsep.join(
+            [str(httpjson_site), *filter(None, [os.environ.get("PYTHONPATH")])]
+        )
+        environment.update(env or {})
+        daemon = Daemon(
+            config, port or free_port(), environment, tmp_path / f"daemon-{len(started)}.log"
+        )
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        daemon.ensure_stopped()
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)
