@@ -173,6 +173,36 @@ async def app_client(
         await gateway.stop()
 
 
+@pytest.fixture
+def app_client_factory(config_dir: ConfigDir, providers: ProviderRegistry, tmp_path: Path) -> Any:
+    """Like ``app_client``, with delivery settings of the test's own (an async context manager)."""
+    import contextlib
+
+    @contextlib.asynccontextmanager
+    async def make(
+        delivery: dict[str, Any] | None = None,
+    ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
+        config_dir.write_daemon(
+            default_daemon_settings(tmp_path / "pipecored.db", **(delivery or {}))
+        )
+        gateway = Gateway(
+            config_dir.path, providers, metrics_registry=CollectorRegistry(), watch=False
+        )
+        gateway.load()
+        app = create_app(gateway)
+        await gateway.start()
+        try:
+            transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+            async with httpx.AsyncClient(
+                transport=transport, base_url="http://pipecored"
+            ) as client:
+                yield client, gateway
+        finally:
+            await gateway.stop()
+
+    return make
+
+
 async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
     """Await ``predicate()`` (sync or async) until it returns something truthy."""
     import asyncio
