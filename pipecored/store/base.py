@@ -117,6 +117,7 @@ class AttemptOutcome:
     """The result of one delivery attempt, written in one transaction with the attempt row.
 
     Applied only if the message still carries ``lease_token`` (its lease was not taken over).
+    When a webhook has already moved the message further, its status wins over ``status``.
     ``status`` is where the message goes: ``sent``/``delivered`` (done), ``queued`` (retry at
     ``not_before``) or ``failed``.
     """

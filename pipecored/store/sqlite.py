@@ -1,0 +1,935 @@
+"""The message store on one SQLite file.
+
+Concurrency model
+-----------------
+SQLite allows one writer at a time, and with ``synchronous=FULL`` every commit costs an fsync.
+So every write goes through **one writer thread** with its own connection: it takes every job
+waiting in its queue (up to :data:`MAX_BATCH`), runs each inside its own ``SAVEPOINT`` (a job that
+fails, e.g. with :class:`IdempotencyConflict`, rolls back only itself), commits once, and only
+then resolves the jobs' futures. N concurrent ``accept()`` calls thus cost about one fsync, and
+none of them returns before its message is on disk. When the commit itself fails (disk full, I/O
+error) every job of the batch gets a :class:`StoreError` and none of it is kept; the writer goes
+on with the next batch.
+
+Reads run on a small thread pool, each thread with its own read-only connection: in WAL mode
+they see the last commit and never wait for the writer.
+
+Stats read per-hour counts that triggers keep (see ``sqlite_schema``), and latency percentiles
+with ``LIMIT 1 OFFSET k`` on an index, so they stay fast for a tenant with millions of messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future as ThreadFuture
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from pipecored.errors import PipecoreError, StoreError
+from pipecored.provider import InboundMessage, StatusEvent
+from pipecored.store.base import (
+    AcceptResult,
+    AttemptOutcome,
+    AttemptRecord,
+    IdempotencyClaim,
+    IdempotencyConflict,
+    MessageRecord,
+    MessageStore,
+    NewMessage,
+    StoreStats,
+    moves_forward,
+    new_message_id,
+)
+from pipecored.store.sqlite_schema import migrate
+
+__all__ = ["MAX_BATCH", "SQLiteStore", "sqlite_path"]
+
+_T = TypeVar("_T")
+
+MAX_BATCH: Final = 512
+BUSY_TIMEOUT_MS: Final = 5000
+READ_THREADS: Final = 4
+# A callback for a message we never recorded (or whose provider id never arrives) is dropped
+# after this long, so pending_events cannot grow without bound.
+PENDING_EVENT_TTL: Final = 24 * 3600.0
+# Without a limit the WAL keeps the size of the largest burst it ever absorbed.
+WAL_SIZE_LIMIT: Final = 64 * 1024 * 1024
+
+
+def sqlite_path(url: str, *, base_dir: str) -> str:
+    """The file named by a SQLAlchemy-style URL.
+
+    ``sqlite:///data/p.db`` is relative to ``base_dir``; ``sqlite:////var/lib/p.db`` is
+    absolute. An in-memory database would lose the queue at every restart, so it is refused.
+    """
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ValueError(
+            "a SQLite URL looks like sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    path = url[len(prefix) :]
+    if "?" in path:
+        raise ValueError("SQLite URL query parameters are not supported")
+    if path in ("", ":memory:") or path.startswith("file:"):
+        raise ValueError("an in-memory SQLite database cannot hold a durable queue; name a file")
+    return os.path.normpath(os.path.join(base_dir, path))
+
+
+def _json(value: object) -> str:
+    # ensure_ascii=False: text is stored as the UTF-8 the client sent, not as \u escapes
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def _store_error(op: str, exc: BaseException) -> PipecoreError:
+    if isinstance(exc, PipecoreError):
+        return exc
+    if isinstance(exc, sqlite3.Error | OSError):
+        # SQLite's messages name constraints and conditions, never the values involved; an
+        # OSError names at most the database path
+        error = StoreError(f"{op} failed: {exc}")
+    else:
+        error = StoreError(f"{op} failed: {type(exc).__name__}")
+    error.__cause__ = exc
+    return error
+
+
+def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        path,
+        timeout=BUSY_TIMEOUT_MS / 1000,
+        isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE, SAVEPOINT, COMMIT
+        check_same_thread=False,  # readers are closed by close(), from another thread
+    )
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        if read_only:
+            conn.execute("PRAGMA query_only = ON")
+        else:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot use WAL journal mode (got {mode})")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction, so the queries of one call see the same commit."""
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        conn.execute("COMMIT")
+
+
+# ---------------------------------------------------------------------------------------------
+# rows
+
+
+def _record(row: sqlite3.Row, attempts: tuple[AttemptRecord, ...] = ()) -> MessageRecord:
+    return MessageRecord(
+        id=row["id"],
+        seq=row["seq"],
+        tenant_id=row["tenant_id"],
+        channel=row["channel"],
+        direction=row["direction"],
+        provider=row["provider"],
+        to=json.loads(row["to_json"]),
+        sender=row["sender"],
+        status=row["status"],
+        attempt_count=row["attempt_count"],
+        provider_message_id=row["provider_message_id"],
+        error_code=row["error_code"],
+        error_message=row["error_message"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        sent_at=row["sent_at"],
+        not_before=row["not_before"],
+        route_index=row["route_index"],
+        route_attempts=row["route_attempts"],
+        lease_token=row["lease_token"],
+        payload=json.loads(row["payload_json"]),
+        body_preview=row["body_preview"],
+        attempts=attempts,
+    )
+
+
+def _attempts(conn: sqlite3.Connection, seq: int) -> tuple[AttemptRecord, ...]:
+    rows = conn.execute(
+        "SELECT provider, started_at, outcome, http_status, error_code, error_message,"
+        " duration_ms FROM attempts WHERE message_seq = ? ORDER BY started_at, id",
+        (seq,),
+    ).fetchall()
+    return tuple(
+        AttemptRecord(
+            provider=r["provider"],
+            started_at=r["started_at"],
+            outcome=r["outcome"],
+            http_status=r["http_status"],
+            error_code=r["error_code"],
+            error_message=r["error_message"],
+            duration_ms=r["duration_ms"],
+        )
+        for r in rows
+    )
+
+
+def _get(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
+    row = conn.execute("SELECT * FROM messages WHERE id = ?", (message_id,)).fetchone()
+    return None if row is None else _record(row, _attempts(conn, row["seq"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# write transactions: each runs on the writer thread inside its own savepoint
+
+
+def _accept_tx(
+    conn: sqlite3.Connection, message: NewMessage, claim: IdempotencyClaim | None
+) -> AcceptResult:
+    if claim is not None:
+        row = conn.execute(
+            "SELECT request_hash, message_id, expires_at FROM idempotency"
+            " WHERE tenant_id = ? AND key = ?",
+            (message.tenant_id, claim.key),
+        ).fetchone()
+        # the request's own accept time is "now", so a replayed request sees the clock it carries
+        if row is not None and row["expires_at"] > message.created_at:
+            if row["request_hash"] != claim.request_hash:
+                raise IdempotencyConflict(row["message_id"])
+            existing = _get(conn, row["message_id"])
+            if existing is not None:
+                return AcceptResult(existing, replayed=True)
+    rows = conn.execute(
+        "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
+        " created_at, updated_at, payload_json)"
+        " VALUES (?, ?, ?, 'outbound', ?, ?, 'queued', ?, ?, ?)"
+        " RETURNING *",
+        (
+            message.id,
+            message.tenant_id,
+            message.channel,
+            _json(message.to),
+            message.sender,
+            message.created_at,
+            message.created_at,
+            _json(message.payload),
+        ),
+    ).fetchall()
+    if claim is not None:
+        conn.execute(
+            "INSERT INTO idempotency (tenant_id, key, request_hash, message_id, expires_at)"
+            " VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (tenant_id, key) DO UPDATE SET request_hash = excluded.request_hash,"
+            " message_id = excluded.message_id, expires_at = excluded.expires_at",
+            (message.tenant_id, claim.key, claim.request_hash, message.id, claim.expires_at),
+        )
+    return AcceptResult(_record(rows[0]), replayed=False)
+
+
+def _claim_tx(
+    conn: sqlite3.Connection, now: float, limit: int, lease_seconds: float
+) -> list[MessageRecord]:
+    # The repeated status IN (...) term lets the planner use the partial queue index; "+seq"
+    # stops it from walking the whole table in seq order to skip the sort of the few due rows.
+    # randomblob() gives each row its own token inside the single UPDATE.
+    rows = conn.execute(
+        "UPDATE messages SET status = 'sending', lease_until = :lease_until,"
+        " lease_token = lower(hex(randomblob(16))), updated_at = :now"
+        " WHERE seq IN ("
+        "  SELECT seq FROM messages WHERE status IN ('queued', 'sending') AND ("
+        "   (status = 'queued' AND (not_before IS NULL OR not_before <= :now))"
+        "   OR (status = 'sending' AND lease_until < :now))"
+        "  ORDER BY +seq LIMIT :limit)"
+        " RETURNING *",
+        {"now": now, "lease_until": now + lease_seconds, "limit": limit},
+    ).fetchall()
+    return sorted((_record(r) for r in rows), key=lambda r: r.seq)
+
+
+def _move(
+    conn: sqlite3.Connection,
+    seq: int,
+    current: str,
+    new: str,
+    error_code: str | None,
+    error_message: str | None,
+    now: float,
+) -> str:
+    """Apply a status event to one message, only forward; returns the status it ends with."""
+    if not moves_forward(current, new):
+        return current
+    if new == "failed":
+        conn.execute(
+            "UPDATE messages SET status = 'failed', error_code = ?, error_message = ?,"
+            " updated_at = ? WHERE seq = ?",
+            (error_code, error_message, now, seq),
+        )
+    else:
+        conn.execute(
+            "UPDATE messages SET status = ?, updated_at = ? WHERE seq = ?", (new, now, seq)
+        )
+    return new
+
+
+def _apply_pending(
+    conn: sqlite3.Connection,
+    seq: int,
+    status: str,
+    tenant_id: str,
+    provider: str,
+    provider_message_id: str,
+    now: float,
+) -> None:
+    key = (tenant_id, provider, provider_message_id)
+    events = conn.execute(
+        "SELECT status, error_code, error_message FROM pending_events"
+        " WHERE tenant_id = ? AND provider = ? AND provider_message_id = ? ORDER BY id",
+        key,
+    ).fetchall()
+    if not events:
+        return
+    for event in events:
+        status = _move(
+            conn, seq, status, event["status"], event["error_code"], event["error_message"], now
+        )
+    conn.execute(
+        "DELETE FROM pending_events"
+        " WHERE tenant_id = ? AND provider = ? AND provider_message_id = ?",
+        key,
+    )
+
+
+def _complete_tx(conn: sqlite3.Connection, outcome: AttemptOutcome, now: float) -> bool:
+    row = conn.execute(
+        "SELECT seq, tenant_id, status, provider, provider_message_id, created_at, sent_at,"
+        " error_code, error_message FROM messages WHERE id = ? AND lease_token = ?",
+        (outcome.message_id, outcome.lease_token),
+    ).fetchone()
+    if row is None:
+        return False
+    seq: int = row["seq"]
+    attempt = outcome.attempt
+    if attempt is not None:
+        conn.execute(
+            "INSERT INTO attempts (message_seq, provider, started_at, outcome, http_status,"
+            " error_code, error_message, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                seq,
+                attempt.provider,
+                attempt.started_at,
+                attempt.outcome,
+                attempt.http_status,
+                attempt.error_code,
+                attempt.error_message,
+                attempt.duration_ms,
+            ),
+        )
+
+    current: str = row["status"]
+    status: str
+    if current in ("queued", "sending") or moves_forward(current, outcome.status):
+        status = outcome.status
+        error_code, error_message = outcome.error_code, outcome.error_message
+    else:
+        # a callback overtook the provider's answer (delivered before our "sent" is written):
+        # the callback is the newer news, so it and its error fields stay
+        status = current
+        error_code, error_message = row["error_code"], row["error_message"]
+
+    sent_at: float | None = row["sent_at"]
+    latency_ms: float | None = None
+    if outcome.status in ("sent", "delivered"):
+        sent_at = outcome.sent_at if outcome.sent_at is not None else now
+        latency_ms = (sent_at - row["created_at"]) * 1000
+    provider = outcome.provider if outcome.provider is not None else row["provider"]
+    provider_message_id = (
+        outcome.provider_message_id
+        if outcome.provider_message_id is not None
+        else row["provider_message_id"]
+    )
+    conn.execute(
+        "UPDATE messages SET status = ?, provider = ?, route_index = ?, route_attempts = ?,"
+        " error_code = ?, error_message = ?, not_before = ?, provider_message_id = ?,"
+        " sent_at = ?, latency_ms = COALESCE(?, latency_ms), attempt_count = attempt_count + ?,"
+        " lease_until = NULL, lease_token = NULL, updated_at = ? WHERE seq = ?",
+        (
+            status,
+            provider,
+            outcome.route_index,
+            outcome.route_attempts,
+            error_code,
+            error_message,
+            outcome.not_before,
+            provider_message_id,
+            sent_at,
+            latency_ms,
+            0 if attempt is None else 1,
+            now,
+            seq,
+        ),
+    )
+    if provider is not None and provider_message_id is not None:
+        _apply_pending(conn, seq, status, row["tenant_id"], provider, provider_message_id, now)
+    return True
+
+
+def _release_tx(conn: sqlite3.Connection, message_id: str, lease_token: str, now: float) -> None:
+    # a callback may have moved the message on while it was leased; then only the lease goes
+    conn.execute(
+        "UPDATE messages SET status = CASE status WHEN 'sending' THEN 'queued' ELSE status END,"
+        " lease_until = NULL, lease_token = NULL, updated_at = ?"
+        " WHERE id = ? AND lease_token = ?",
+        (now, message_id, lease_token),
+    )
+
+
+def _apply_status_tx(
+    conn: sqlite3.Connection, tenant_id: str, provider: str, event: StatusEvent, now: float
+) -> str | None:
+    row = None
+    if event.message_id is not None:
+        row = conn.execute(
+            "SELECT seq, id, status FROM messages"
+            " WHERE id = ? AND tenant_id = ? AND direction = 'outbound'",
+            (event.message_id, tenant_id),
+        ).fetchone()
+    if row is None and event.provider_message_id is not None:
+        row = conn.execute(
+            "SELECT seq, id, status FROM messages WHERE tenant_id = ? AND provider = ?"
+            " AND provider_message_id = ? AND direction = 'outbound' ORDER BY seq DESC LIMIT 1",
+            (tenant_id, provider, event.provider_message_id),
+        ).fetchone()
+    if row is not None:
+        status, error_code, error_message = event.status, event.error_code, event.error_message
+        _move(conn, row["seq"], row["status"], status, error_code, error_message, now)
+        return str(row["id"])
+    if event.provider_message_id is not None:
+        conn.execute("DELETE FROM pending_events WHERE received_at < ?", (now - PENDING_EVENT_TTL,))
+        conn.execute(
+            "INSERT INTO pending_events (tenant_id, provider, provider_message_id, status,"
+            " error_code, error_message, occurred_at, received_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                tenant_id,
+                provider,
+                event.provider_message_id,
+                event.status,
+                event.error_code,
+                event.error_message,
+                None if event.occurred_at is None else event.occurred_at.timestamp(),
+                now,
+            ),
+        )
+    return None
+
+
+def _add_inbound_tx(
+    conn: sqlite3.Connection,
+    tenant_id: str,
+    channel: str,
+    provider: str,
+    message: InboundMessage,
+    now: float,
+) -> tuple[str, bool]:
+    if message.provider_message_id is not None:
+        row = conn.execute(
+            "SELECT id FROM messages WHERE tenant_id = ? AND provider = ?"
+            " AND provider_message_id = ? AND direction = 'inbound' LIMIT 1",
+            (tenant_id, provider, message.provider_message_id),
+        ).fetchone()
+        if row is not None:
+            return str(row["id"]), False
+    payload: dict[str, object] = {
+        "from": message.sender,
+        "to": message.recipient,
+        "body": message.body,
+    }
+    if message.subject is not None:
+        payload["subject"] = message.subject
+    if message.occurred_at is not None:
+        payload["occurred_at"] = message.occurred_at.isoformat()
+    message_id = new_message_id()
+    conn.execute(
+        "INSERT INTO messages (id, tenant_id, channel, direction, provider, to_json, sender,"
+        " status, provider_message_id, created_at, updated_at, payload_json, body_preview)"
+        " VALUES (?, ?, ?, 'inbound', ?, ?, ?, 'received', ?, ?, ?, ?, ?)",
+        (
+            message_id,
+            tenant_id,
+            channel,
+            provider,
+            _json(message.recipient),
+            message.sender,
+            message.provider_message_id,
+            now,
+            now,
+            _json(payload),
+            message.body,
+        ),
+    )
+    return message_id, True
+
+
+def _requeue_tx(conn: sqlite3.Connection, message_id: str, now: float) -> MessageRecord | None:
+    rows = conn.execute(
+        "UPDATE messages SET status = 'queued', not_before = NULL, route_index = 0,"
+        " route_attempts = 0, error_code = NULL, error_message = NULL, lease_until = NULL,"
+        " lease_token = NULL, updated_at = ?"
+        " WHERE id = ? AND direction = 'outbound' AND status = 'failed'"
+        " RETURNING *",
+        (now, message_id),
+    ).fetchall()
+    if not rows:
+        return None
+    return _record(rows[0], _attempts(conn, rows[0]["seq"]))
+
+
+def _purge_idempotency_tx(conn: sqlite3.Connection, now: float) -> int:
+    return conn.execute("DELETE FROM idempotency WHERE expires_at <= ?", (now,)).rowcount
+
+
+# ---------------------------------------------------------------------------------------------
+# reads
+
+
+def _list_tx(
+    conn: sqlite3.Connection,
+    tenant_id: str,
+    limit: int,
+    before_seq: int | None,
+    channel: str | None,
+    status: str | None,
+    direction: str | None,
+) -> list[MessageRecord]:
+    where = ["tenant_id = ?"]
+    params: list[object] = [tenant_id]
+    for column, value in (
+        ("seq <", before_seq),
+        ("channel =", channel),
+        ("status =", status),
+        ("direction =", direction),
+    ):
+        if value is not None:
+            where.append(f"{column} ?")
+            params.append(value)
+    params.append(limit)
+    # only fixed fragments are joined; each keeps its index (tenant+status+seq, ...) usable,
+    # which a static "(? IS NULL OR status = ?)" would not
+    sql = f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"  # noqa: S608
+    rows = conn.execute(sql, params).fetchall()
+    return [_record(r) for r in rows]
+
+
+# Counts come from the trigger-kept message_counts table; only the part of an hour that a
+# ?since cuts into is counted from the messages themselves.
+_COUNTED_HOURS: Final = (
+    "SELECT status, channel, provider, sum(n) AS n, sum(measured) AS measured"
+    " FROM message_counts WHERE tenant_id = :tenant AND hour >= :hour"
+    " GROUP BY status, channel, provider HAVING sum(n) > 0"
+)
+_COUNTED_ROWS: Final = (
+    "SELECT status, channel, COALESCE(provider, '') AS provider, count(*) AS n,"
+    " count(latency_ms) AS measured FROM messages"
+    " WHERE tenant_id = :tenant AND created_at >= :since"
+    # the bound keeps the index range short; the hour test is the exact complement of the
+    # hours counted above, whatever float rounding does at the boundary
+    " AND created_at < (:hour + 1) * 3600 AND CAST(created_at / 3600 AS INTEGER) < :hour"
+    " AND direction = 'outbound' GROUP BY status, channel, provider"
+)
+_LATENCY_WHERE: Final = (
+    " FROM messages WHERE tenant_id = :tenant AND latency_ms IS NOT NULL"
+    " AND (:since IS NULL OR created_at >= :since)"
+)
+_LATENCY_ASC: Final = (
+    "SELECT latency_ms" + _LATENCY_WHERE + " ORDER BY latency_ms ASC LIMIT 1 OFFSET :offset"
+)
+_LATENCY_DESC: Final = (
+    "SELECT latency_ms" + _LATENCY_WHERE + " ORDER BY latency_ms DESC LIMIT 1 OFFSET :offset"
+)
+_HOUR: Final = 3600
+
+
+def _stats_tx(conn: sqlite3.Connection, tenant_id: str, since: float | None) -> StoreStats:
+    by_status: dict[str, int] = {}
+    by_channel: dict[str, int] = {}
+    by_provider: dict[str, int] = {}
+    measured = 0
+    with _snapshot(conn):
+        first_whole_hour = -(2**62) if since is None else math.ceil(since / _HOUR)
+        groups = conn.execute(
+            _COUNTED_HOURS, {"tenant": tenant_id, "hour": first_whole_hour}
+        ).fetchall()
+        if since is not None and since < first_whole_hour * _HOUR:
+            groups += conn.execute(
+                _COUNTED_ROWS, {"tenant": tenant_id, "since": since, "hour": first_whole_hour}
+            ).fetchall()
+        for g in groups:
+            n: int = g["n"]
+            measured += g["measured"]
+            by_status[g["status"]] = by_status.get(g["status"], 0) + n
+            by_channel[g["channel"]] = by_channel.get(g["channel"], 0) + n
+            if g["provider"]:
+                by_provider[g["provider"]] = by_provider.get(g["provider"], 0) + n
+
+        params = {"tenant": tenant_id, "since": since}
+
+        def percentile(p: float) -> float | None:
+            if measured == 0:
+                return None
+            rank = min(measured - 1, max(0, math.ceil(p * measured) - 1))  # nearest rank
+            # walk the index from whichever end is nearer: p99 of a million steps 10,000 entries
+            if rank <= measured // 2:
+                sql, offset = _LATENCY_ASC, rank
+            else:
+                sql, offset = _LATENCY_DESC, measured - 1 - rank
+            value: float = conn.execute(sql, {**params, "offset": offset}).fetchone()[0]
+            return value
+
+        latency = {"p50": percentile(0.50), "p95": percentile(0.95), "p99": percentile(0.99)}
+
+    done = sum(by_status.get(s, 0) for s in ("delivered", "read"))
+    settled = done + by_status.get("sent", 0) + by_status.get("failed", 0)
+    return StoreStats(
+        total=sum(by_status.values()),
+        by_status=by_status,
+        by_channel=by_channel,
+        by_provider=by_provider,
+        delivery_rate=done / settled if settled else None,
+        latency_ms=latency,
+    )
+
+
+def _queue_depth_tx(conn: sqlite3.Connection, now: float) -> tuple[int, float]:
+    count, oldest = conn.execute(
+        "SELECT count(*), min(created_at) FROM messages WHERE status IN ('queued', 'sending')"
+    ).fetchone()
+    return int(count), 0.0 if oldest is None else max(0.0, now - oldest)
+
+
+def _next_due_tx(conn: sqlite3.Connection) -> float | None:
+    value: float | None = conn.execute(
+        "SELECT min(CASE status WHEN 'queued' THEN COALESCE(not_before, created_at)"
+        " ELSE lease_until END) FROM messages WHERE status IN ('queued', 'sending')"
+    ).fetchone()[0]
+    return value
+
+
+def _ping_tx(conn: sqlite3.Connection) -> None:
+    conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
+
+
+# ---------------------------------------------------------------------------------------------
+# the store
+
+
+@dataclass(slots=True)
+class _WriteJob:
+    op: str
+    run: Callable[[sqlite3.Connection], object]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+class _BatchAborted(Exception):
+    """SQLite rolled back the whole transaction under a job (I/O error, disk full)."""
+
+
+_STOP: Final = object()
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: object) -> None:
+    if future.done():  # the caller was cancelled; the write happened anyway
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        assert isinstance(value, BaseException)
+        future.set_exception(value)
+
+
+class SQLiteStore(MessageStore):
+    """:class:`MessageStore` on one SQLite file, with group commit (see the module docstring)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._state = "new"  # new -> open -> closed
+        self._state_lock = threading.Lock()
+        self._jobs: queue.SimpleQueue[_WriteJob | object] = queue.SimpleQueue()
+        self._writer_done: ThreadFuture[None] = ThreadFuture()
+        self._commits = 0
+        self._readers: ThreadPoolExecutor | None = None
+        self._reader_local = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+
+    @property
+    def commits(self) -> int:
+        """Write transactions committed so far (each one fsync), however many jobs each held."""
+        return self._commits
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        with self._state_lock:
+            if self._state != "new":
+                raise StoreError(f"open failed: store is {self._state}")
+            self._state = "opening"
+        started: ThreadFuture[None] = ThreadFuture()
+        self._writer_done = ThreadFuture()
+        writer = threading.Thread(
+            target=self._writer_main,
+            args=(started,),
+            name="pipecored-store-writer",
+            # a daemon that forgets close() must still be able to exit; SQLite keeps the file
+            # consistent whatever point the thread is stopped at
+            daemon=True,
+        )
+        writer.start()
+        try:
+            await asyncio.wrap_future(started)
+        except BaseException as exc:
+            with self._state_lock:
+                self._state = "new"
+            raise _store_error("open", exc) from exc
+        self._readers = ThreadPoolExecutor(
+            max_workers=READ_THREADS, thread_name_prefix="pipecored-store-read"
+        )
+        with self._state_lock:
+            if self._state == "closed":  # close() ran while we were opening
+                self._jobs.put(_STOP)
+                raise StoreError("open failed: store was closed while opening")
+            self._state = "open"
+
+    async def close(self) -> None:
+        with self._state_lock:
+            was_open = self._state == "open"
+            self._state = "closed"
+            if was_open:
+                # nothing can be queued after the stop marker: submission holds this lock
+                self._jobs.put(_STOP)
+        if not was_open:
+            return
+        await asyncio.wrap_future(self._writer_done)
+        readers = self._readers
+        if readers is not None:
+            await asyncio.get_running_loop().run_in_executor(None, readers.shutdown)
+        for conn in self._reader_conns:
+            conn.close()
+        self._reader_conns.clear()
+
+    # -- the writer thread --------------------------------------------------------------------
+
+    def _writer_main(self, started: ThreadFuture[None]) -> None:
+        try:
+            try:
+                directory = os.path.dirname(self.path)
+                if directory:
+                    os.makedirs(directory, exist_ok=True)
+                conn = _connect(self.path, read_only=False)
+            except BaseException as exc:
+                started.set_exception(exc)
+                return
+            try:
+                migrate(conn)
+            except BaseException as exc:
+                conn.close()
+                started.set_exception(exc)
+                return
+            started.set_result(None)
+            try:
+                self._writer_loop(conn)
+            finally:
+                conn.close()
+        finally:
+            self._writer_done.set_result(None)
+
+    def _writer_loop(self, conn: sqlite3.Connection) -> None:
+        while True:
+            item = self._jobs.get()
+            batch: list[_WriteJob] = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                    break
+                assert isinstance(item, _WriteJob)
+                batch.append(item)
+                if len(batch) >= MAX_BATCH:
+                    break
+                try:
+                    item = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+            if batch:
+                self._run_batch(conn, batch)
+            if stop:
+                return
+
+    def _run_batch(self, conn: sqlite3.Connection, batch: list[_WriteJob]) -> None:
+        results: list[tuple[bool, object]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for job in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    value = job.run(conn)
+                except Exception as exc:
+                    if not conn.in_transaction:
+                        raise _BatchAborted(str(exc)) from exc
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    results.append((False, _store_error(job.op, exc)))
+                else:
+                    conn.execute("RELEASE job")
+                    results.append((True, value))
+            conn.execute("COMMIT")
+        except Exception as exc:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            reason = exc.__cause__ if isinstance(exc, _BatchAborted) else exc
+            for job in batch:
+                error = StoreError(f"{job.op} failed: the write was not committed: {reason}")
+                error.__cause__ = reason
+                self._resolve(job, False, error)
+            return
+        self._commits += 1
+        for job, (ok, value) in zip(batch, results, strict=True):
+            self._resolve(job, ok, value)
+
+    @staticmethod
+    def _resolve(job: _WriteJob, ok: bool, value: object) -> None:
+        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+
+    async def _write(self, op: str, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_T] = loop.create_future()
+        with self._state_lock:
+            if self._state != "open":
+                raise StoreError(f"{op} failed: store is not open")
+            self._jobs.put(_WriteJob(op, run, loop, future))
+        return await future
+
+    # -- readers ------------------------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._reader_local, "conn", None)
+        if conn is None:
+            conn = _connect(self.path, read_only=True)
+            self._reader_local.conn = conn
+            with self._state_lock:
+                self._reader_conns.append(conn)
+        return conn
+
+    def _run_read(self, op: str, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        try:
+            return run(self._reader())
+        except Exception as exc:
+            raise _store_error(op, exc) from exc
+
+    async def _read(self, op: str, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        readers = self._readers
+        if self._state != "open" or readers is None:
+            raise StoreError(f"{op} failed: store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(readers, self._run_read, op, run)
+        except RuntimeError as exc:  # the pool was shut down between the check and the submit
+            raise StoreError(f"{op} failed: store is not open") from exc
+
+    # -- MessageStore -------------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        if self._writer_done.done() and self._state == "open":
+            raise StoreError("ping failed: the writer thread has stopped")
+        await self._read("ping", _ping_tx)
+
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyClaim | None = None
+    ) -> AcceptResult:
+        return await self._write("accept", lambda conn: _accept_tx(conn, message, idempotency))
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        def run(conn: sqlite3.Connection) -> MessageRecord | None:
+            with _snapshot(conn):
+                return _get(conn, message_id)
+
+        return await self._read("get", run)
+
+    async def claim(self, *, now: float, limit: int, lease_seconds: float) -> list[MessageRecord]:
+        return await self._write("claim", lambda conn: _claim_tx(conn, now, limit, lease_seconds))
+
+    async def complete(self, outcome: AttemptOutcome) -> bool:
+        now = time.time()
+        return await self._write("complete", lambda conn: _complete_tx(conn, outcome, now))
+
+    async def release(self, message_id: str, lease_token: str) -> None:
+        now = time.time()
+        await self._write("release", lambda conn: _release_tx(conn, message_id, lease_token, now))
+
+    async def next_due(self) -> float | None:
+        return await self._read("next_due", _next_due_tx)
+
+    async def apply_status(self, tenant_id: str, provider: str, event: StatusEvent) -> str | None:
+        now = time.time()
+        return await self._write(
+            "apply_status", lambda conn: _apply_status_tx(conn, tenant_id, provider, event, now)
+        )
+
+    async def add_inbound(
+        self, tenant_id: str, channel: str, provider: str, message: InboundMessage
+    ) -> tuple[str, bool]:
+        now = time.time()
+        return await self._write(
+            "add_inbound",
+            lambda conn: _add_inbound_tx(conn, tenant_id, channel, provider, message, now),
+        )
+
+    async def requeue(self, message_id: str, *, now: float) -> MessageRecord | None:
+        return await self._write("requeue", lambda conn: _requeue_tx(conn, message_id, now))
+
+    async def list_messages(
+        self,
+        tenant_id: str,
+        *,
+        limit: int,
+        before_seq: int | None = None,
+        channel: str | None = None,
+        status: str | None = None,
+        direction: str | None = None,
+    ) -> list[MessageRecord]:
+        return await self._read(
+            "list_messages",
+            lambda conn: _list_tx(conn, tenant_id, limit, before_seq, channel, status, direction),
+        )
+
+    async def stats(self, tenant_id: str, *, since: float | None = None) -> StoreStats:
+        return await self._read("stats", lambda conn: _stats_tx(conn, tenant_id, since))
+
+    async def queue_depth(self, *, now: float) -> tuple[int, float]:
+        return await self._read("queue_depth", lambda conn: _queue_depth_tx(conn, now))
+
+    async def purge_idempotency(self, *, now: float) -> int:
+        return await self._write("purge_idempotency", lambda conn: _purge_idempotency_tx(conn, now))
