@@ -41,7 +41,8 @@ def load_spec(provider: str) -> dict[str, Any]:
     with path.open(encoding="utf-8") as f:
         if path.suffix == ".json":
             return json.load(f)  # type: ignore[no-any-return]
-        return yaml.safe_load(f)  # type: ignore[no-any-return]
+        # The C loader: Meta's document is 1 MB of YAML (about 4 s with the pure-Python one).
+        return yaml.load(f, Loader=yaml.CSafeLoader)  # type: ignore[no-any-return]
 
 
 @functools.cache

@@ -1,0 +1,221 @@
+"""The Meta provider: WhatsApp through the WhatsApp Cloud API.
+
+One ``POST /{version}/{phone-number-id}/messages`` per message
+(https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages), and Meta's signed
+notifications (plus its GET subscription handshake) at ``/messaging/webhook/whatsapp``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Mapping
+from urllib.parse import quote
+
+import httpx
+
+from pipecored import (
+    CredentialField,
+    MessageRejected,
+    OutboundMessage,
+    Provider,
+    ProviderError,
+    ProviderTimeout,
+    SendContext,
+    SendResult,
+    WebhookContext,
+    WebhookPayloadError,
+    WebhookRequest,
+    WebhookResponse,
+    WebhookResult,
+    __version__,
+)
+
+from . import events, signature
+from .errors import PROVIDER, classify, scrub, timed_out
+
+# Meta's OpenAPI document asks for a User-Agent of the form product/major.minor.patch.
+USER_AGENT = f"pipecored/{__version__}"
+DEFAULT_API_VERSION = "v23.0"
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+_DIGITS = re.compile(r"[1-9][0-9]{5,14}")
+
+
+def recipient_digits(address: str) -> str | None:
+    """The recipient in the form the Cloud API takes (international, digits only), or None."""
+    text = address.strip()
+    if text.startswith("whatsapp:"):
+        text = text[len("whatsapp:") :]
+    text = _SEPARATORS.sub("", text)
+    if text.startswith("+"):
+        text = text[1:]
+    elif text.startswith("00"):
+        text = text[2:]
+    return text if _DIGITS.fullmatch(text) else None
+
+
+def _credential(credentials: Mapping[str, str], name: str) -> str:
+    value = credentials.get(name)
+    if not value:
+        raise ProviderError(
+            f"the tenant's Meta credentials lack {name}",
+            retryable=False,
+            provider=PROVIDER,
+            code="missing_credential",
+            unavailable=True,
+        )
+    return value
+
+
+def _query(request: WebhookRequest, name: str) -> str | None:
+    for key, value in request.query:
+        if key == name:
+            return value
+    return None
+
+
+class MetaProvider(Provider):
+    name = "meta"
+    channels = frozenset({"whatsapp"})
+    credentials = (
+        CredentialField("accessToken", secret=True, description="system user access token"),
+        CredentialField("phoneNumberId", description="the business number's Phone Number ID"),
+        CredentialField(
+            "verifyToken",
+            secret=True,
+            description="the Verify Token entered in the app's webhook settings",
+        ),
+        CredentialField(
+            "appSecret", secret=True, description="the App Secret that signs webhook requests"
+        ),
+    )
+    default_base_url = "https://graph.facebook.com"
+    default_settings = {"apiVersion": DEFAULT_API_VERSION}
+
+    def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
+        if len(message.to) != 1:
+            raise MessageRejected("to", "WhatsApp sends each message to exactly one recipient")
+        if recipient_digits(message.to[0]) is None:
+            raise MessageRejected(
+                "to", "must be a phone number in international form, such as +34600111222"
+            )
+        if not message.body:
+            raise MessageRejected("body", "WhatsApp needs a non-empty body")
+        if message.sender is not None and message.sender.strip() != credentials.get(
+            "phoneNumberId"
+        ):
+            raise MessageRejected(
+                "from", "the Cloud API sends only from the tenant's phoneNumberId"
+            )
+
+    async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
+        access_token = _credential(ctx.credentials, "accessToken")
+        phone_number_id = _credential(ctx.credentials, "phoneNumberId")
+        to = recipient_digits(message.to[0]) if len(message.to) == 1 else None
+        if to is None:
+            raise ProviderError(
+                "WhatsApp needs exactly one recipient phone number in international form",
+                retryable=False,
+                provider=PROVIDER,
+                code="invalid_recipient",
+            )
+        payload = {
+            "messaging_product": "whatsapp",
+            "recipient_type": "individual",
+            "to": to,
+            "type": "text",
+            "text": {"body": message.body or "", "preview_url": False},
+        }
+        version = ctx.settings.get("apiVersion") or DEFAULT_API_VERSION
+        url = (
+            f"{ctx.base_url.rstrip('/')}/{quote(version, safe='')}"
+            f"/{quote(phone_number_id, safe='')}/messages"
+        )
+        secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
+        try:
+            # httpx's timeout bounds each phase; this bounds the whole call.
+            async with asyncio.timeout(ctx.timeout):
+                response = await ctx.http.post(
+                    url,
+                    content=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                    headers={
+                        "Authorization": f"Bearer {access_token}",
+                        "Content-Type": "application/json",
+                        "Accept": "application/json",
+                        "User-Agent": USER_AGENT,
+                    },
+                    timeout=ctx.timeout,
+                )
+        except TimeoutError:
+            raise ProviderTimeout(provider=PROVIDER) from None
+        except httpx.TransportError as exc:
+            if timed_out(exc):
+                raise ProviderTimeout(provider=PROVIDER) from None
+            raise ProviderError(
+                scrub(f"could not reach Meta: {type(exc).__name__}: {exc}", secrets),
+                retryable=True,
+                provider=PROVIDER,
+                code="connection_error",
+            ) from None
+
+        if not response.is_success:
+            raise classify(response, secrets=secrets)
+        message_id = _message_id(response)
+        if message_id is None:
+            # Meta took the message; sending again could duplicate it, so this is not retried.
+            raise ProviderError(
+                f"Meta answered HTTP {response.status_code} without a message id",
+                retryable=False,
+                provider=PROVIDER,
+                code="invalid_response",
+                http_status=response.status_code,
+            )
+        return SendResult(provider_message_id=message_id, http_status=response.status_code)
+
+    async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
+        method = request.method.upper()
+        if method == "GET":
+            return self._subscribe(request, ctx)
+        signature.verify(
+            header=request.headers.get("x-hub-signature-256"),
+            app_secret=ctx.credentials.get("appSecret", ""),
+            body=request.body,
+        )
+        try:
+            payload = json.loads(request.body)
+        except ValueError:
+            raise WebhookPayloadError("Meta notification body is not JSON") from None
+        found = events.parse(payload, phone_number_id=ctx.credentials.get("phoneNumberId", ""))
+        return WebhookResult(events=found, response=WebhookResponse(status=200))
+
+    @staticmethod
+    def _subscribe(request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
+        signature.verify_token(
+            given=_query(request, "hub.verify_token"),
+            expected=ctx.credentials.get("verifyToken", ""),
+        )
+        if _query(request, "hub.mode") != "subscribe":
+            raise WebhookPayloadError("hub.mode is not subscribe")
+        challenge = _query(request, "hub.challenge")
+        if not challenge:
+            raise WebhookPayloadError("hub.challenge is missing")
+        return WebhookResult(
+            response=WebhookResponse(
+                status=200,
+                body=challenge.encode("utf-8"),
+                content_type="text/plain; charset=utf-8",
+            )
+        )
+
+
+def _message_id(response: httpx.Response) -> str | None:
+    try:
+        payload = response.json()
+    except ValueError:
+        return None
+    messages = payload.get("messages") if isinstance(payload, dict) else None
+    first = messages[0] if isinstance(messages, list) and messages else None
+    message_id = first.get("id") if isinstance(first, dict) else None
+    return message_id if isinstance(message_id, str) and message_id else None

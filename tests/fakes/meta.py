@@ -1,0 +1,475 @@
+"""A loopback stand-in for the WhatsApp Cloud API, and signed Meta webhooks for tests.
+
+:class:`FakeMeta` answers ``POST /{version}/{phone-number-id}/messages`` like Graph does: 200 with
+``{"messaging_product", "contacts", "messages": [{"id": "wamid..."}]}`` for a valid request, Graph
+error objects otherwise, and whatever a test scripts with :meth:`FakeMeta.fail_next`. The helpers
+below build the notifications Meta POSTs to a webhook, signed with ``X-Hub-Signature-256``, and the
+GET subscription handshake, so that end-to-end tests can send them to a running daemon.
+
+:func:`validate_meta_request` checks a recorded request against Meta's OpenAPI document. That
+document writes each message type as ``allOf: [BaseMessageProperties, {additionalProperties:
+false, properties: {text, type}}]``; under JSON Schema, ``additionalProperties`` in one branch
+cannot see the other branch's properties, so no valid message (``to``, ``messaging_product``...)
+passes openapi-core's body check. Security, path and header parameters are still checked by
+openapi-core against the unmodified document; the body is checked with jsonschema against the same
+document's request schema with each ``allOf`` merged into one object schema, which is what the
+document means: the union of the branches' properties, and nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import copy
+import functools
+import hashlib
+import hmac
+import json
+import re
+import time
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import jsonschema
+from openapi_core.validation.request.exceptions import RequestBodyValidationError
+from starlette.responses import Response
+
+from pipecored import WebhookRequest
+from tests.fakes.server import FakeServer, RecordedRequest
+from tests.fakes.specs import _SpecRequest, load_spec, openapi, server_url
+
+MESSAGES_PATH = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<phone_number_id>[^/]+)/messages$")
+SPEC_OPERATION = ("/{Version}/{Phone-Number-ID}/messages", "post")
+
+# Texts Graph answers with, for fail_next() calls that give only a code.
+ERROR_MESSAGES: Mapping[int, tuple[str, str]] = {
+    1: ("OAuthException", "An unknown error occurred"),
+    2: ("OAuthException", "Service temporarily unavailable"),
+    4: ("OAuthException", "(#4) Application request limit reached"),
+    10: ("OAuthException", "(#10) Permission denied"),
+    100: ("OAuthException", "(#100) Invalid parameter"),
+    190: ("OAuthException", "Invalid OAuth access token - Cannot parse access token"),
+    200: ("OAuthException", "(#200) Permissions error"),
+    80007: ("OAuthException", "(#80007) Rate limit issues"),
+    130429: ("OAuthException", "(#130429) Rate limit hit"),
+    131026: ("OAuthException", "(#131026) Message undeliverable"),
+    131047: ("OAuthException", "(#131047) Re-engagement message"),
+    131056: (
+        "OAuthException",
+        "(#131056) (Business Account, Consumer Account) pair rate limit hit",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class SentWhatsApp:
+    """One message the fake accepted."""
+
+    id: str
+    api_version: str
+    phone_number_id: str
+    to: str
+    body: str
+    preview_url: bool | None
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ScriptedAnswer:
+    """The answer to the next request; ``status=None`` answers as usual, after ``delay``."""
+
+    status: int | None
+    body: bytes = b""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+
+
+def graph_error(
+    code: int,
+    *,
+    message: str | None = None,
+    error_type: str | None = None,
+    subcode: int | None = None,
+    is_transient: bool | None = None,
+    details: str | None = None,
+) -> dict[str, Any]:
+    default_type, default_message = ERROR_MESSAGES.get(code, ("OAuthException", f"(#{code})"))
+    error: dict[str, Any] = {
+        "message": message if message is not None else default_message,
+        "type": error_type or default_type,
+        "code": code,
+        "fbtrace_id": "A" + uuid.uuid4().hex[:22],
+    }
+    if subcode is not None:
+        error["error_subcode"] = subcode
+    if is_transient is not None:
+        error["is_transient"] = is_transient
+    if details is not None:
+        error["error_data"] = {"messaging_product": "whatsapp", "details": details}
+    return {"error": error}
+
+
+def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(payload).encode("utf-8"),
+        status_code=status,
+        media_type="application/json",
+        headers=dict(headers or {}),
+    )
+
+
+def new_message_id() -> str:
+    return "wamid." + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode("ascii")
+
+
+class FakeMeta:
+    """The WhatsApp Cloud API's send endpoint on 127.0.0.1.
+
+    ``access_tokens`` maps each phone number id to the token it accepts; without it any bearer
+    token is accepted.
+    """
+
+    def __init__(self, access_tokens: Mapping[str, str] | None = None) -> None:
+        self.access_tokens = dict(access_tokens or {})
+        self.messages: list[SentWhatsApp] = []
+        self.server = FakeServer(self._answer)
+        self._script: deque[ScriptedAnswer] = deque()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        return self.server.requests
+
+    def start(self) -> FakeMeta:
+        self.server.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self) -> FakeMeta:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def reset(self) -> None:
+        self.server.requests.clear()
+        self.messages.clear()
+        self._script.clear()
+
+    def fail_next(
+        self,
+        *,
+        status: int = 400,
+        code: int = 131026,
+        message: str | None = None,
+        error_type: str | None = None,
+        subcode: int | None = None,
+        is_transient: bool | None = None,
+        details: str | None = None,
+        retry_after: float | str | None = None,
+        times: int = 1,
+    ) -> None:
+        """Answer the next ``times`` requests with a Graph error."""
+        payload = graph_error(
+            code,
+            message=message,
+            error_type=error_type,
+            subcode=subcode,
+            is_transient=is_transient,
+            details=details,
+        )
+        headers = {"content-type": "application/json"}
+        if retry_after is not None:
+            headers["retry-after"] = str(retry_after)
+        for _ in range(times):
+            self._script.append(
+                ScriptedAnswer(status, json.dumps(payload).encode("utf-8"), headers)
+            )
+
+    def respond_next(
+        self,
+        status: int,
+        body: bytes | str = b"",
+        headers: Mapping[str, str] | None = None,
+        *,
+        delay: float = 0.0,
+    ) -> None:
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        self._script.append(ScriptedAnswer(status, data, dict(headers or {}), delay))
+
+    def delay_next(self, seconds: float) -> None:
+        """Answer the next request as usual, but only after ``seconds``."""
+        self._script.append(ScriptedAnswer(None, delay=seconds))
+
+    async def _answer(self, request: RecordedRequest) -> Response:
+        scripted = self._script.popleft() if self._script else None
+        if scripted is not None and scripted.delay:
+            await asyncio.sleep(scripted.delay)
+        if scripted is not None and scripted.status is not None:
+            return Response(scripted.body, status_code=scripted.status, headers=scripted.headers)
+        return self._default(request)
+
+    def _default(self, request: RecordedRequest) -> Response:
+        match = MESSAGES_PATH.match(request.path)
+        if request.method != "POST" or match is None:
+            return _json(
+                400,
+                graph_error(
+                    2500, message=f"Unknown path components: {request.path}", error_type=None
+                ),
+            )
+        phone_number_id = match["phone_number_id"]
+        authorization = request.headers.get("authorization", "")
+        if not authorization.startswith("Bearer "):
+            return _json(
+                400,
+                graph_error(
+                    2500,
+                    message="An active access token must be used to query information.",
+                ),
+            )
+        expected = self.access_tokens.get(phone_number_id)
+        if self.access_tokens and authorization[len("Bearer ") :] != expected:
+            return _json(401, graph_error(190))
+        try:
+            payload = json.loads(request.body.decode("utf-8"))
+        except ValueError:
+            return _json(400, graph_error(100, message="(#100) Invalid JSON"))
+        if not isinstance(payload, dict):
+            return _json(400, graph_error(100))
+        for name in ("messaging_product", "to", "type"):
+            if not payload.get(name):
+                return _json(
+                    400, graph_error(100, message=f"(#100) The parameter {name} is required.")
+                )
+        text = payload.get("text")
+        if payload["type"] != "text" or not isinstance(text, dict) or not text.get("body"):
+            return _json(400, graph_error(100, message="(#100) Param text['body'] is required."))
+        message_id = new_message_id()
+        self.messages.append(
+            SentWhatsApp(
+                id=message_id,
+                api_version=match["version"],
+                phone_number_id=phone_number_id,
+                to=str(payload["to"]),
+                body=str(text["body"]),
+                preview_url=text.get("preview_url"),
+                payload=payload,
+            )
+        )
+        return _json(
+            200,
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": payload["to"], "wa_id": payload["to"]}],
+                "messages": [{"id": message_id}],
+            },
+        )
+
+
+# Request validation against Meta's OpenAPI document (see the module docstring for why the body
+# is checked apart).
+
+
+def _merge_all_of(schema: Mapping[str, Any], schemas: Mapping[str, Any]) -> dict[str, Any]:
+    if "allOf" not in schema:
+        return dict(schema)
+    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    closed = False
+    for branch in schema["allOf"]:
+        if "$ref" in branch:
+            branch = _merge_all_of(schemas[branch["$ref"].rsplit("/", 1)[-1]], schemas)
+        for name, prop in branch.get("properties", {}).items():
+            # A property both branches declare must satisfy both.
+            properties[name] = {"allOf": [properties[name], prop]} if name in properties else prop
+        required.extend(r for r in branch.get("required", []) if r not in required)
+        closed = closed or branch.get("additionalProperties") is False
+    merged.update(type="object", properties=properties, required=required)
+    if closed:
+        merged["additionalProperties"] = False
+    return merged
+
+
+@functools.cache
+def _body_validator() -> jsonschema.Draft202012Validator:
+    spec = load_spec("meta")
+    components = copy.deepcopy(spec["components"])
+    schemas = components["schemas"]
+    for name in list(schemas):
+        schemas[name] = _merge_all_of(schemas[name], spec["components"]["schemas"])
+    path, method = SPEC_OPERATION
+    body_schema = spec["paths"][path][method]["requestBody"]["content"]["application/json"]
+    root = {**copy.deepcopy(body_schema["schema"]), "components": components}
+    return jsonschema.Draft202012Validator(root)
+
+
+def validate_meta_request(recorded: RecordedRequest) -> None:
+    """Raise unless ``recorded`` is a request Meta's OpenAPI document allows.
+
+    openapi-core checks security, path and headers; jsonschema checks the body (module docstring).
+    """
+    request = _SpecRequest(server_url("meta"), recorded)
+    for error in openapi("meta").iter_request_errors(request):
+        if not isinstance(error, RequestBodyValidationError):
+            raise error
+    if recorded.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        raise ValueError("Meta's send takes an application/json body")
+    _body_validator().validate(json.loads(recorded.body.decode("utf-8")))
+
+
+# Webhooks Meta sends.
+
+
+@dataclass(frozen=True)
+class SignedWebhook:
+    """A webhook request as Meta would make it: POST ``body`` with ``headers`` to ``url``."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    def webhook_request(self, *, received_at: datetime | None = None) -> WebhookRequest:
+        return WebhookRequest(
+            method=self.method,
+            url=self.url,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            query=parse_qsl(urlsplit(self.url).query, keep_blank_values=True),
+            body=self.body,
+            received_at=received_at or datetime.now(UTC),
+        )
+
+
+def hub_signature(body: bytes, app_secret: str) -> str:
+    """``X-Hub-Signature-256`` for ``body``: Meta publishes no library, so this is the recipe."""
+    return "sha256=" + hmac.new(app_secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def signed_notification(
+    url: str, app_secret: str, payload: Mapping[str, Any] | bytes
+) -> SignedWebhook:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode("utf-8")
+    return SignedWebhook(
+        method="POST",
+        url=url,
+        headers={
+            "content-type": "application/json",
+            "x-hub-signature-256": hub_signature(body, app_secret),
+        },
+        body=body,
+    )
+
+
+def subscription_check(
+    url: str, *, verify_token: str, challenge: str, mode: str = "subscribe"
+) -> SignedWebhook:
+    query = urlencode(
+        {"hub.mode": mode, "hub.verify_token": verify_token, "hub.challenge": challenge}
+    )
+    return SignedWebhook(method="GET", url=f"{url}{'&' if '?' in url else '?'}{query}", headers={})
+
+
+def status(
+    message_id: str,
+    state: str,
+    *,
+    recipient_id: str = "34600111222",
+    timestamp: int | None = None,
+    errors: Sequence[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """One ``statuses[]`` item."""
+    item: dict[str, Any] = {
+        "id": message_id,
+        "status": state,
+        "timestamp": str(timestamp if timestamp is not None else int(time.time())),
+        "recipient_id": recipient_id,
+    }
+    if state in ("sent", "delivered"):
+        item["conversation"] = {
+            "id": uuid.uuid4().hex,
+            "origin": {"type": "service"},
+        }
+        item["pricing"] = {"billable": True, "pricing_model": "CBP", "category": "service"}
+    if errors:
+        item["errors"] = [dict(e) for e in errors]
+    return item
+
+
+def status_error(
+    code: int, title: str, *, message: str | None = None, details: str | None = None
+) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "title": title, "message": message or title}
+    if details is not None:
+        error["error_data"] = {"details": details}
+    return error
+
+
+def inbound(
+    sender: str,
+    kind: str = "text",
+    content: Mapping[str, Any] | None = None,
+    *,
+    body: str | None = None,
+    message_id: str | None = None,
+    timestamp: int | None = None,
+) -> dict[str, Any]:
+    """One ``messages[]`` item from the customer ``sender`` (digits, as Meta sends them)."""
+    item: dict[str, Any] = {
+        "from": sender,
+        "id": message_id or new_message_id(),
+        "timestamp": str(timestamp if timestamp is not None else int(time.time())),
+        "type": kind,
+    }
+    if kind == "text":
+        item["text"] = {"body": body if body is not None else ""}
+    elif content is not None:
+        item[kind] = dict(content)
+    return item
+
+
+def change(
+    phone_number_id: str,
+    *,
+    display_phone_number: str = "15550001234",
+    statuses: Iterable[Mapping[str, Any]] = (),
+    messages: Iterable[Mapping[str, Any]] = (),
+    field_name: str = "messages",
+) -> dict[str, Any]:
+    """One ``entry[].changes[]`` item for the business number ``phone_number_id``."""
+    value: dict[str, Any] = {
+        "messaging_product": "whatsapp",
+        "metadata": {
+            "display_phone_number": display_phone_number,
+            "phone_number_id": phone_number_id,
+        },
+    }
+    statuses = [dict(s) for s in statuses]
+    messages = [dict(m) for m in messages]
+    if statuses:
+        value["statuses"] = statuses
+    if messages:
+        value["messages"] = messages
+        value["contacts"] = [{"profile": {"name": "Cliente"}, "wa_id": m["from"]} for m in messages]
+    return {"field": field_name, "value": value}
+
+
+def notification(
+    *entries: Sequence[Mapping[str, Any]], waba_id: str = "102290129340398"
+) -> dict[str, Any]:
+    """A whole notification: one ``entry`` per sequence of changes."""
+    return {
+        "object": "whatsapp_business_account",
+        "entry": [{"id": waba_id, "changes": [dict(c) for c in changes]} for changes in entries],
+    }
