@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import secrets
 import time
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -175,10 +175,18 @@ class MessageStore(abc.ABC):
         """One message with its attempts, oldest first."""
 
     @abc.abstractmethod
-    async def claim(self, *, now: float, limit: int, lease_seconds: float) -> list[MessageRecord]:
+    async def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        exclude: Collection[tuple[str, str]] = (),
+    ) -> list[MessageRecord]:
         """Take up to ``limit`` due messages: queued with ``not_before <= now`` (or none), or
         ``sending`` whose lease expired. Each gets status ``sending``, a fresh ``lease_token``
-        and a lease until ``now + lease_seconds``. Oldest first."""
+        and a lease until ``now + lease_seconds``. Oldest first. Messages of the (tenant,
+        channel) pairs in ``exclude`` (throttled by their rate limit) are left in the queue."""
 
     @abc.abstractmethod
     async def complete(self, outcome: AttemptOutcome) -> bool:

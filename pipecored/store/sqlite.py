@@ -29,7 +29,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -248,22 +248,39 @@ def _accept_tx(
     return AcceptResult(_record(rows[0]), replayed=False)
 
 
+def _exclusion(exclude: list[tuple[str, str]]) -> str:
+    # Only placeholders are formatted in; the values travel as parameters.
+    return "".join(
+        f" AND NOT (tenant_id = :xt{i} AND channel = :xc{i})" for i in range(len(exclude))
+    )
+
+
 def _claim_tx(
-    conn: sqlite3.Connection, now: float, limit: int, lease_seconds: float
+    conn: sqlite3.Connection,
+    now: float,
+    limit: int,
+    lease_seconds: float,
+    exclude: list[tuple[str, str]],
 ) -> list[MessageRecord]:
     # The repeated status IN (...) term lets the planner use the partial queue index; "+seq"
     # stops it from walking the whole table in seq order to skip the sort of the few due rows.
     # randomblob() gives each row its own token inside the single UPDATE.
+    due = (
+        "SELECT seq FROM messages WHERE status IN ('queued', 'sending') AND ("
+        " (status = 'queued' AND (not_before IS NULL OR not_before <= :now))"
+        " OR (status = 'sending' AND lease_until < :now))"
+    ) + _exclusion(exclude)
     rows = conn.execute(
         "UPDATE messages SET status = 'sending', lease_until = :lease_until,"
         " lease_token = lower(hex(randomblob(16))), updated_at = :now"
-        " WHERE seq IN ("
-        "  SELECT seq FROM messages WHERE status IN ('queued', 'sending') AND ("
-        "   (status = 'queued' AND (not_before IS NULL OR not_before <= :now))"
-        "   OR (status = 'sending' AND lease_until < :now))"
-        "  ORDER BY +seq LIMIT :limit)"
-        " RETURNING *",
-        {"now": now, "lease_until": now + lease_seconds, "limit": limit},
+        f" WHERE seq IN ({due} ORDER BY +seq LIMIT :limit) RETURNING *",
+        {
+            "now": now,
+            "lease_until": now + lease_seconds,
+            "limit": limit,
+            **{f"xt{i}": t for i, (t, _) in enumerate(exclude)},
+            **{f"xc{i}": c for i, (_, c) in enumerate(exclude)},
+        },
     ).fetchall()
     return sorted((_record(r) for r in rows), key=lambda r: r.seq)
 
@@ -537,7 +554,7 @@ def _list_tx(
     params.append(limit)
     # only fixed fragments are joined; each keeps its index (tenant+status+seq, ...) usable,
     # which a static "(? IS NULL OR status = ?)" would not
-    sql = f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"  # noqa: S608
+    sql = f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
     rows = conn.execute(sql, params).fetchall()
     return [_record(r) for r in rows]
 
@@ -878,8 +895,18 @@ class SQLiteStore(MessageStore):
 
         return await self._read("get", run)
 
-    async def claim(self, *, now: float, limit: int, lease_seconds: float) -> list[MessageRecord]:
-        return await self._write("claim", lambda conn: _claim_tx(conn, now, limit, lease_seconds))
+    async def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        exclude: Collection[tuple[str, str]] = (),
+    ) -> list[MessageRecord]:
+        excluded = sorted(set(exclude))
+        return await self._write(
+            "claim", lambda conn: _claim_tx(conn, now, limit, lease_seconds, excluded)
+        )
 
     async def complete(self, outcome: AttemptOutcome) -> bool:
         now = time.time()

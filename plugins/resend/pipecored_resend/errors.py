@@ -1,0 +1,117 @@
+"""Resend's error answers, classified for the delivery worker.
+
+Resend answers ``{"statusCode", "name", "message"}`` (https://resend.com/docs/api-reference/errors).
+``name`` is documented and stable, so it decides; the HTTP status decides when it is missing or new.
+Every retry of a send is safe: each carries an ``Idempotency-Key``, so Resend answers a repeated
+call with the first call's result instead of sending again.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+
+from pipecored import ProviderError
+
+PROVIDER = "resend"
+
+# The account cannot send at all now: move the tenant's traffic to its fallback at once.
+_QUOTA_NAMES = frozenset({"daily_quota_exceeded", "monthly_quota_exceeded"})
+_CREDENTIAL_NAMES = frozenset({"missing_api_key", "invalid_api_key", "restricted_api_key"})
+_CREDENTIAL_STATUSES = frozenset({401, 403})
+
+# concurrent_idempotent_requests: our own earlier attempt is still in flight at Resend; asking
+# again later returns its result.
+_RETRYABLE_NAMES = frozenset(
+    {
+        "rate_limit_exceeded",
+        "concurrent_idempotent_requests",
+        "application_error",
+        "internal_server_error",
+    }
+)
+_RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+_CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+_MAX_MESSAGE = 500
+
+
+def parse_delay(value: str | None, *, now: float) -> float | None:
+    """Seconds to wait from a ``Retry-After``-style value: delta seconds or an HTTP date."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        try:
+            seconds = parsedate_to_datetime(value).timestamp() - now
+        except (TypeError, ValueError, IndexError):
+            return None
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
+    """``retry-after`` when present, else ``ratelimit-reset`` (seconds until the window resets)."""
+    current = time.time() if now is None else now
+    delay = parse_delay(response.headers.get("retry-after"), now=current)
+    if delay is None:
+        delay = parse_delay(response.headers.get("ratelimit-reset"), now=current)
+    return delay
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """Provider text, cut short and with any credential it echoes masked."""
+    for secret in secrets:
+        if len(secret) >= 4:
+            text = text.replace(secret, "****")
+    if len(text) > _MAX_MESSAGE:
+        text = text[: _MAX_MESSAGE - 1] + "…"
+    return text
+
+
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ProviderError:
+    """The ``ProviderError`` for a non-2xx answer to ``POST /emails``."""
+    status = response.status_code
+    body = _error_body(response)
+    name = body.get("name")
+    name = name if isinstance(name, str) and _CODE.fullmatch(name) else None
+    text = body.get("message")
+    message = (
+        scrub(text, secrets) if isinstance(text, str) and text else f"Resend answered HTTP {status}"
+    )
+
+    unavailable = False
+    if name in _QUOTA_NAMES or name in _CREDENTIAL_NAMES or status in _CREDENTIAL_STATUSES:
+        # 401/403 without a credential name are still account-wide: Resend uses them for a
+        # deleted key (validation_error) and for an unverified sending domain.
+        retryable, unavailable = False, True
+    elif name in _RETRYABLE_NAMES or status in _RETRYABLE_STATUSES:
+        retryable = True
+    else:
+        retryable = False
+
+    return ProviderError(
+        message,
+        retryable=retryable,
+        provider=PROVIDER,
+        code=name or f"http_{status}",
+        http_status=status,
+        retry_after=retry_after(response),
+        unavailable=unavailable,
+    )

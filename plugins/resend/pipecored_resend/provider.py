@@ -1,0 +1,140 @@
+"""The Resend email provider: ``POST /emails`` to send, Svix-signed webhooks for statuses."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from pipecored import (
+    CredentialField,
+    OutboundMessage,
+    Provider,
+    ProviderError,
+    ProviderTimeout,
+    SendContext,
+    SendResult,
+    WebhookContext,
+    WebhookRequest,
+    WebhookResult,
+    __version__,
+)
+
+from . import events, signature
+from .addresses import check_sender
+from .errors import PROVIDER, classify
+
+USER_AGENT = f"pipecored/{__version__}"
+
+
+class ResendProvider(Provider):
+    name = PROVIDER
+    channels = frozenset({"email"})
+    credentials: ClassVar[tuple[CredentialField, ...]] = (
+        CredentialField("apiKey", secret=True, description="Resend API key (re_...)"),
+        CredentialField(
+            "fromEmail",
+            description="default sender; a send's from must be an address in the same domain",
+        ),
+        CredentialField(
+            "webhookSecret",
+            secret=True,
+            required=False,
+            description="signing secret of the Resend webhook (whsec_...); without it every "
+            "callback is refused",
+        ),
+    )
+    default_base_url = "https://api.resend.com"
+
+    def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
+        check_sender(message.sender, credentials)
+
+    def request_body(
+        self, message: OutboundMessage, credentials: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The JSON body of ``POST /emails`` for ``message``."""
+        sender = message.sender or credentials.get("fromEmail")
+        if not sender:
+            raise ProviderError(
+                "no sender: the message has no from and the tenant no fromEmail",
+                retryable=False,
+                provider=PROVIDER,
+                code="missing_from",
+            )
+        body: dict[str, Any] = {
+            "from": sender,
+            "to": list(message.to),
+            "subject": message.subject or "",
+        }
+        if message.html is not None:
+            body["html"] = message.html
+        if message.text is not None:
+            body["text"] = message.text
+        if message.reply_to:
+            body["reply_to"] = list(message.reply_to)
+        if message.cc:
+            body["cc"] = list(message.cc)
+        if message.bcc:
+            body["bcc"] = list(message.bcc)
+        if message.headers:
+            body["headers"] = dict(message.headers)
+        if message.tags:
+            body["tags"] = [{"name": name, "value": value} for name, value in message.tags.items()]
+        return body
+
+    async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
+        api_key = ctx.credentials.get("apiKey", "")
+        content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
+        try:
+            response = await ctx.http.post(
+                f"{ctx.base_url.rstrip('/')}/emails",
+                content=content.encode("utf-8"),
+                headers={
+                    "Authorization": f"Bearer {api_key}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    # Resend refuses calls without a User-Agent.
+                    "User-Agent": USER_AGENT,
+                    # A retry after a timeout or a 5xx gets the first call's answer, never a
+                    # second email (Resend keeps keys for 24 hours).
+                    "Idempotency-Key": message.id,
+                },
+                timeout=ctx.timeout,
+            )
+        except httpx.TimeoutException:
+            raise ProviderTimeout(provider=PROVIDER) from None
+        except httpx.TransportError as exc:
+            raise ProviderError(
+                f"could not reach Resend: {type(exc).__name__}",
+                retryable=True,
+                provider=PROVIDER,
+                code="connection_error",
+            ) from None
+
+        if not response.is_success:
+            raise classify(response, secrets=ctx.credentials.values())
+        try:
+            provider_id = response.json().get("id")
+        except (ValueError, AttributeError):
+            provider_id = None
+        if not isinstance(provider_id, str) or not provider_id:
+            # Safe to ask again: the idempotency key makes Resend repeat the first answer.
+            raise ProviderError(
+                f"Resend answered HTTP {response.status_code} without an email id",
+                retryable=True,
+                provider=PROVIDER,
+                code="invalid_response",
+                http_status=response.status_code,
+            )
+        return SendResult(provider_message_id=provider_id, http_status=response.status_code)
+
+    async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
+        signature.verify(
+            request.headers,
+            request.body,
+            secret=ctx.credentials.get("webhookSecret"),
+            received_at=request.received_at,
+        )
+        return WebhookResult(events=events.parse(request.body))

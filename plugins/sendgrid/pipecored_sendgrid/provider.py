@@ -1,0 +1,157 @@
+"""The SendGrid email provider: ``POST /v3/mail/send`` to send, signed event webhooks back."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import httpx
+
+from pipecored import (
+    CredentialField,
+    OutboundMessage,
+    Provider,
+    ProviderError,
+    ProviderTimeout,
+    SendContext,
+    SendResult,
+    WebhookContext,
+    WebhookRequest,
+    WebhookResult,
+    __version__,
+)
+
+from . import events, signature
+from .addresses import check_sender, parse_mailbox
+from .errors import PROVIDER, classify
+
+USER_AGENT = f"pipecored/{__version__}"
+# SendGrid's limits on categories: at most 10 per message, 255 characters each.
+_MAX_CATEGORIES = 10
+_MAX_CATEGORY_LENGTH = 255
+
+
+def mailbox(value: str) -> dict[str, str]:
+    """SendGrid's ``{"email", "name"?}`` for ``addr@x`` or ``Name <addr@x>``."""
+    parsed = parse_mailbox(value)
+    if parsed is None:
+        # Passed on as given, so that SendGrid's answer names the address it refuses.
+        return {"email": value}
+    name, address = parsed
+    return {"email": address, "name": name} if name else {"email": address}
+
+
+def _categories(tags: Mapping[str, str]) -> list[str] | None:
+    values = list(dict.fromkeys(v for v in tags.values() if v))
+    if not values or len(values) > _MAX_CATEGORIES:
+        return None
+    if any(len(v) > _MAX_CATEGORY_LENGTH for v in values):
+        return None
+    return values
+
+
+class SendGridProvider(Provider):
+    name = PROVIDER
+    channels = frozenset({"email"})
+    credentials: ClassVar[tuple[CredentialField, ...]] = (
+        CredentialField("apiKey", secret=True, description="SendGrid API key (SG....)"),
+        CredentialField(
+            "fromEmail",
+            description="default sender; a send's from must be an address in the same domain",
+        ),
+        CredentialField(
+            "webhookPublicKey",
+            required=False,
+            description="verification key of the signed event webhook (base64 DER, P-256); "
+            "without it every callback is refused",
+        ),
+    )
+    default_base_url = "https://api.sendgrid.com"
+
+    def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
+        check_sender(message.sender, credentials)
+
+    def request_body(
+        self, message: OutboundMessage, credentials: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """The JSON body of ``POST /v3/mail/send`` for ``message``."""
+        sender = message.sender or credentials.get("fromEmail")
+        if not sender:
+            raise ProviderError(
+                "no sender: the message has no from and the tenant no fromEmail",
+                retryable=False,
+                provider=PROVIDER,
+                code="missing_from",
+            )
+        personalization: dict[str, Any] = {"to": [mailbox(a) for a in message.to]}
+        if message.cc:
+            personalization["cc"] = [mailbox(a) for a in message.cc]
+        if message.bcc:
+            personalization["bcc"] = [mailbox(a) for a in message.bcc]
+        # Inside the personalization, not at the top level: the published document types the
+        # top-level custom_args as a string. Our id goes last so a tag cannot replace it.
+        personalization["custom_args"] = {**message.tags, events.MESSAGE_ID_ARG: message.id}
+
+        body: dict[str, Any] = {"personalizations": [personalization], "from": mailbox(sender)}
+        if len(message.reply_to) == 1:
+            body["reply_to"] = mailbox(message.reply_to[0])
+        elif message.reply_to:
+            body["reply_to_list"] = [mailbox(a) for a in message.reply_to]
+        if message.subject:
+            body["subject"] = message.subject
+        # SendGrid requires text/plain before text/html, and refuses empty values.
+        content = [
+            {"type": kind, "value": value}
+            for kind, value in (("text/plain", message.text), ("text/html", message.html))
+            if value
+        ]
+        if content:
+            body["content"] = content
+        if message.headers:
+            body["headers"] = dict(message.headers)
+        categories = _categories(message.tags)
+        if categories:
+            body["categories"] = categories
+        return body
+
+    async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
+        api_key = ctx.credentials.get("apiKey", "")
+        content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
+        try:
+            response = await ctx.http.post(
+                f"{ctx.base_url.rstrip('/')}/v3/mail/send",
+                content=content.encode("utf-8"),
+                headers={
+                    "Authorization": f"Bearer {api_key}",
+                    "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
+                },
+                timeout=ctx.timeout,
+            )
+        except httpx.TimeoutException:
+            raise ProviderTimeout(provider=PROVIDER) from None
+        except httpx.TransportError as exc:
+            raise ProviderError(
+                f"could not reach SendGrid: {type(exc).__name__}",
+                retryable=True,
+                provider=PROVIDER,
+                code="connection_error",
+            ) from None
+
+        if not response.is_success:
+            raise classify(response, secrets=ctx.credentials.values())
+        # SendGrid accepted the message: failing it now would invite a second copy. Should the
+        # header ever be missing, our own id stands in; webhook events still match through the
+        # pipecore_message_id custom arg.
+        provider_id = response.headers.get("x-message-id") or message.id
+        return SendResult(provider_message_id=provider_id, http_status=response.status_code)
+
+    async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
+        signature.verify(
+            request.headers,
+            request.body,
+            public_key=ctx.credentials.get("webhookPublicKey"),
+            received_at=request.received_at,
+        )
+        return WebhookResult(events=events.parse(request.body))

@@ -1,0 +1,758 @@
+"""The Resend provider against a loopback Resend and Svix-signed webhooks."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from httpx_aiohttp import AiohttpTransport
+from pipecored_resend import ResendProvider, register_providers
+from svix.webhooks import Webhook, WebhookVerificationError
+
+from pipecored import (
+    InboundMessage,
+    MessageRejected,
+    OutboundMessage,
+    Provider,
+    ProviderError,
+    ProviderTimeout,
+    SendContext,
+    StatusEvent,
+    WebhookContext,
+    WebhookPayloadError,
+    WebhookRequest,
+    WebhookSignatureError,
+    __version__,
+)
+from tests.fakes.resend import FakeResend, email_event, webhook
+from tests.fakes.specs import validate_request
+
+API_KEY = "re_tableflow_0123456789abcdef"
+SECRET = "whsec_" + base64.b64encode(b"tableflow-resend-signing-key-32b").decode()
+OTHER_SECRET = "whsec_" + base64.b64encode(b"genda-resend-signing-key-32bytes").decode()
+CREDENTIALS = {"apiKey": API_KEY, "fromEmail": "noreply@tableflow.com", "webhookSecret": SECRET}
+
+SUBJECT = "¡Reserva confirmada, Begoña! 🎉 Mañana a las 21:00"
+HTML = "<p>Hola Begoña,</p>\n<p>Tu mesa para 4 está lista: ¿vienes con niños? 👶🍽️</p>"
+TEXT = "Hola Begoña,\nTu mesa para 4 está lista.\n¿Vienes con niños? 👶🍽️\n— TableFlow"
+
+provider = ResendProvider()
+
+
+@pytest.fixture(scope="module")
+def shared_fake() -> Iterator[FakeResend]:
+    with FakeResend(api_key=API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(shared_fake: FakeResend) -> Iterator[FakeResend]:
+    shared_fake.reset()
+    yield shared_fake
+    # Whatever the test made the plugin send must be a request Resend's document allows.
+    for recorded in shared_fake.requests:
+        validate_request("resend", recorded)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def send_context(
+    http: httpx.AsyncClient,
+    base_url: str,
+    *,
+    timeout: float = 5.0,
+    credentials: Mapping[str, str] = CREDENTIALS,
+) -> SendContext:
+    return SendContext(
+        tenant_id="tableflow_123",
+        channel="email",
+        credentials=credentials,
+        base_url=base_url,
+        http=http,
+        timeout=timeout,
+    )
+
+
+def email(**fields: Any) -> OutboundMessage:
+    values: dict[str, Any] = {
+        "id": "msg_01HZYRESEND",
+        "tenant_id": "tableflow_123",
+        "channel": "email",
+        "to": ("begona@example.com",),
+        "subject": SUBJECT,
+        "html": HTML,
+    }
+    values.update(fields)
+    return OutboundMessage(**values)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def assert_no_secret(exc: BaseException) -> None:
+    for text in (str(exc), repr(exc), getattr(exc, "message", "")):
+        assert API_KEY not in text
+        assert SECRET not in text
+        assert SECRET.removeprefix("whsec_") not in text
+
+
+# --- the plugin ----------------------------------------------------------------------------------
+
+
+def test_registers_one_email_provider() -> None:
+    registered: list[Provider] = []
+    register_providers(register=registered.append)
+    assert [type(p) for p in registered] == [ResendProvider]
+    resend = registered[0]
+    assert resend.name == "resend"
+    assert resend.channels == frozenset({"email"})
+    assert resend.default_base_url == "https://api.resend.com"
+    assert [c.name for c in resend.credentials] == ["apiKey", "fromEmail", "webhookSecret"]
+    assert resend.secret_names() == {"apiKey", "webhookSecret"}
+    assert [c.name for c in resend.credentials if c.required_for("email")] == [
+        "apiKey",
+        "fromEmail",
+    ]
+
+
+def test_imports_only_the_public_plugin_api() -> None:
+    package = Path(ResendProvider.__module__.replace(".", "/")).parts[0]
+    root = Path(__import__(package).__file__ or "").parent
+    for source in root.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("pipecored."), source.name
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("pipecored.") for a in node.names), source.name
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+async def test_send_posts_the_email_with_every_field(
+    fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    message = email(
+        to=("begona@example.com", "Íñigo Núñez <inigo@example.com>"),
+        text=TEXT,
+        reply_to=("reservas@tableflow.com",),
+        cc=("sala@tableflow.com",),
+        bcc=("auditoria@tableflow.com",),
+        headers={"X-Entity-Ref-ID": "booking-42"},
+        tags={"category": "booking", "restaurant": "la_bodega"},
+    )
+    result = await provider.send(message, send_context(http, fake.url))
+
+    assert result.provider_message_id == fake.emails[0]["id"]
+    assert result.status == "sent"
+    assert result.http_status == 200
+    [request] = fake.requests
+    validate_request("resend", request)
+    assert (request.method, request.path) == ("POST", "/emails")
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == f"pipecored/{__version__}"
+    assert request.headers["idempotency-key"] == message.id
+    assert json.loads(request.body) == {
+        "from": "noreply@tableflow.com",
+        "to": ["begona@example.com", "Íñigo Núñez <inigo@example.com>"],
+        "subject": SUBJECT,
+        "html": HTML,
+        "text": TEXT,
+        "reply_to": ["reservas@tableflow.com"],
+        "cc": ["sala@tableflow.com"],
+        "bcc": ["auditoria@tableflow.com"],
+        "headers": {"X-Entity-Ref-ID": "booking-42"},
+        "tags": [
+            {"name": "category", "value": "booking"},
+            {"name": "restaurant", "value": "la_bodega"},
+        ],
+    }
+
+
+async def test_text_reaches_resend_byte_exact(fake: FakeResend, http: httpx.AsyncClient) -> None:
+    await provider.send(email(text=TEXT), send_context(http, fake.url))
+
+    [request] = fake.requests
+    # Sent as UTF-8, not as \u escapes, and decoded back to exactly what the client sent.
+    assert SUBJECT.encode("utf-8") in request.body
+    sent = json.loads(request.body.decode("utf-8"))
+    assert (sent["subject"], sent["html"], sent["text"]) == (SUBJECT, HTML, TEXT)
+
+
+async def test_send_leaves_out_fields_the_message_does_not_have(
+    fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    await provider.send(email(), send_context(http, fake.url))
+
+    assert json.loads(fake.requests[0].body) == {
+        "from": "noreply@tableflow.com",
+        "to": ["begona@example.com"],
+        "subject": SUBJECT,
+        "html": HTML,
+    }
+
+
+async def test_a_repeated_send_does_not_send_twice(
+    fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    # The host retries after a timeout whose answer it never saw; the key makes that harmless.
+    first = await provider.send(email(), send_context(http, fake.url))
+    second = await provider.send(email(), send_context(http, fake.url))
+
+    assert second.provider_message_id == first.provider_message_id
+    assert len(fake.requests) == 2
+    assert len(fake.emails) == 1
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        pytest.param("reservas@tableflow.com", id="bare-address"),
+        pytest.param("Reservas TableFlow <reservas@tableflow.com>", id="name-and-address"),
+        pytest.param("Begoña de TableFlow <begona@TableFlow.COM>", id="domain-case-insensitive"),
+        pytest.param("<reservas@tableflow.com>", id="angle-brackets-only"),
+    ],
+)
+async def test_from_in_the_tenant_domain_is_used(
+    sender: str, fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    message = email(sender=sender)
+    provider.check_message(message, CREDENTIALS)
+    await provider.send(message, send_context(http, fake.url))
+    assert json.loads(fake.requests[0].body)["from"] == sender
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        pytest.param("ventas@otro.com", id="other-domain"),
+        pytest.param("TableFlow <noreply@otro.com>", id="other-domain-with-name"),
+        pytest.param("noreply@mail.tableflow.com", id="subdomain"),
+        pytest.param("noreply@tableflow.com.evil.com", id="suffix-domain"),
+        pytest.param("noreply@tableflow.com, spam@otro.com", id="two-addresses"),
+        pytest.param("noreply@tableflow.com <x@otro.com>", id="address-as-display-name"),
+        pytest.param("reservas", id="no-domain"),
+        pytest.param("noreply@tableflow.com\r\nBcc: x@otro.com", id="header-injection"),
+    ],
+)
+def test_from_outside_the_tenant_domain_is_refused(sender: str) -> None:
+    with pytest.raises(MessageRejected) as caught:
+        provider.check_message(email(sender=sender), CREDENTIALS)
+    assert caught.value.field == "from"
+    assert caught.value.message == "must be an address at tableflow.com"
+
+
+def test_from_domain_comes_from_a_named_from_email() -> None:
+    credentials = {**CREDENTIALS, "fromEmail": "TableFlow <noreply@tableflow.com>"}
+    provider.check_message(email(sender="hola@tableflow.com"), credentials)
+    provider.check_message(email(), credentials)
+    with pytest.raises(MessageRejected):
+        provider.check_message(email(sender="hola@otro.com"), credentials)
+
+
+@pytest.mark.parametrize(
+    ("status", "name", "retryable", "unavailable"),
+    [
+        pytest.param(400, "validation_error", False, False, id="400-validation"),
+        pytest.param(400, "invalid_idempotency_key", False, False, id="400-idempotency-key"),
+        pytest.param(401, "missing_api_key", False, True, id="401-missing-key"),
+        pytest.param(401, "restricted_api_key", False, True, id="401-restricted-key"),
+        pytest.param(401, "validation_error", False, True, id="401-deleted-key"),
+        pytest.param(403, "invalid_api_key", False, True, id="403-invalid-key"),
+        pytest.param(403, "validation_error", False, True, id="403-domain-not-verified"),
+        pytest.param(404, "not_found", False, False, id="404"),
+        pytest.param(409, "invalid_idempotent_request", False, False, id="409-key-reused"),
+        pytest.param(409, "concurrent_idempotent_requests", True, False, id="409-in-flight"),
+        pytest.param(422, "invalid_from_address", False, False, id="422-from"),
+        pytest.param(422, "missing_required_field", False, False, id="422-missing-field"),
+        pytest.param(429, "rate_limit_exceeded", True, False, id="429-rate-limit"),
+        pytest.param(429, "daily_quota_exceeded", False, True, id="429-daily-quota"),
+        pytest.param(429, "monthly_quota_exceeded", False, True, id="429-monthly-quota"),
+        pytest.param(451, "security_error", False, False, id="451-security"),
+        pytest.param(500, "application_error", True, False, id="500-application"),
+        pytest.param(500, "internal_server_error", True, False, id="500-internal"),
+        pytest.param(503, "internal_server_error", True, False, id="503"),
+    ],
+)
+async def test_resend_errors_are_classified_by_name(
+    status: int,
+    name: str,
+    retryable: bool,
+    unavailable: bool,
+    fake: FakeResend,
+    http: httpx.AsyncClient,
+) -> None:
+    fake.fail_next(status, name=name, message=f"Resend says {name}")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    error = caught.value
+    assert type(error) is ProviderError
+    assert (error.provider, error.code, error.http_status) == ("resend", name, status)
+    assert (error.retryable, error.unavailable) == (retryable, unavailable)
+    assert error.message == f"Resend says {name}"
+    assert fake.emails == []
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        pytest.param(500, id="500"),
+        pytest.param(502, id="502"),
+        pytest.param(503, id="503"),
+        pytest.param(504, id="504"),
+    ],
+)
+async def test_gateway_errors_without_json_are_retryable(
+    status: int, fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(status, body=b"<html>Bad Gateway</html>", content_type="text/html")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.retryable
+    assert caught.value.code == f"http_{status}"
+    assert caught.value.message == f"Resend answered HTTP {status}"
+
+
+async def test_an_unknown_4xx_is_permanent(fake: FakeResend, http: httpx.AsyncClient) -> None:
+    fake.fail_next(418, body=b"teapot", content_type="text/plain")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert not caught.value.retryable
+    assert caught.value.code == "http_418"
+
+
+async def test_wrong_api_key_is_unavailable_and_never_echoed(
+    fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    credentials = {**CREDENTIALS, "apiKey": "re_revoked_key_0000"}
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url, credentials=credentials))
+
+    assert (caught.value.code, caught.value.unavailable) == ("invalid_api_key", True)
+    assert "re_revoked_key_0000" not in str(caught.value)
+
+
+async def test_a_key_echoed_by_resend_is_masked(fake: FakeResend, http: httpx.AsyncClient) -> None:
+    fake.fail_next(400, message=f"API key {API_KEY} is malformed")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.message == "API key **** is malformed"
+    assert_no_secret(caught.value)
+
+
+async def test_an_answer_without_an_id_is_retried(
+    fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(200, body=b"{}")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert (caught.value.code, caught.value.retryable) == ("invalid_response", True)
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"retry-after": "7"}, 7.0, id="retry-after"),
+        pytest.param({"ratelimit-reset": "3"}, 3.0, id="ratelimit-reset"),
+        pytest.param({"retry-after": "2", "ratelimit-reset": "9"}, 2.0, id="retry-after-wins"),
+        pytest.param({"retry-after": "-4"}, 0.0, id="negative-floored"),
+        pytest.param({"retry-after": "soon"}, None, id="unreadable"),
+        pytest.param({}, None, id="absent"),
+    ],
+)
+async def test_rate_limit_carries_the_wait(
+    headers: dict[str, str], expected: float | None, fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(429, headers=headers)
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.retryable
+    assert caught.value.retry_after == expected
+
+
+async def test_retry_after_as_an_http_date(fake: FakeResend, http: httpx.AsyncClient) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=60)
+    fake.fail_next(429, headers={"retry-after": format_datetime(when, usegmt=True)})
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.retry_after is not None
+    assert 55 <= caught.value.retry_after <= 60
+
+
+async def finished_late(fake: FakeResend, count: int) -> None:
+    """Wait for the fake to finish answers that a timed-out client stopped waiting for."""
+    deadline = time.monotonic() + 5
+    while len(fake.emails) < count:
+        assert time.monotonic() < deadline, "the fake never finished the slow answer"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_slow_resend_times_out(fake: FakeResend, http: httpx.AsyncClient) -> None:
+    fake.delay_next(0.3)
+
+    with pytest.raises(ProviderTimeout) as caught:
+        await provider.send(email(), send_context(http, fake.url, timeout=0.1))
+
+    assert (caught.value.provider, caught.value.code, caught.value.retryable) == (
+        "resend",
+        "timeout",
+        True,
+    )
+    # Resend sent it after all; the retry the host makes gets that email's id and sends nothing.
+    await finished_late(fake, 1)
+    retried = await provider.send(email(), send_context(http, fake.url))
+    assert retried.provider_message_id == fake.emails[0]["id"]
+    assert len(fake.emails) == 1
+
+
+async def test_a_closed_port_is_a_retryable_connection_error(http: httpx.AsyncClient) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, closed_port_url()))
+
+    assert type(caught.value) is ProviderError
+    assert (caught.value.code, caught.value.retryable) == ("connection_error", True)
+    assert_no_secret(caught.value)
+
+
+@pytest.mark.parametrize(
+    "slow",
+    [pytest.param(True, id="slow-server"), pytest.param(False, id="closed-port")],
+)
+async def test_failures_through_the_hosts_aiohttp_client_are_retryable(
+    slow: bool, fake: FakeResend
+) -> None:
+    if slow:
+        fake.delay_next(0.3)
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        with pytest.raises(ProviderError) as caught:
+            url = fake.url if slow else closed_port_url()
+            await provider.send(email(), send_context(client, url, timeout=0.1))
+    assert caught.value.retryable
+    assert_no_secret(caught.value)
+    if slow:
+        await finished_late(fake, 1)
+
+
+async def test_sends_through_the_hosts_aiohttp_client(fake: FakeResend) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        result = await provider.send(email(text=TEXT), send_context(client, fake.url))
+
+    assert result.provider_message_id == fake.emails[0]["id"]
+    assert json.loads(fake.requests[0].body)["text"] == TEXT
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+def webhook_request(
+    headers: dict[str, str], body: bytes, *, received_at: datetime | None = None
+) -> WebhookRequest:
+    return WebhookRequest(
+        method="POST",
+        url="https://pipecore.example.com/messaging/webhook/email?tenant_id=tableflow_123&provider=resend",
+        headers=headers,
+        query=[("tenant_id", "tableflow_123"), ("provider", "resend")],
+        body=body,
+        received_at=received_at or datetime.now(UTC),
+    )
+
+
+def webhook_context(credentials: Mapping[str, str] = CREDENTIALS) -> WebhookContext:
+    return WebhookContext(tenant_id="tableflow_123", channel="email", credentials=credentials)
+
+
+async def test_a_signed_event_is_applied() -> None:
+    payload = email_event("email.delivered", "4ef9a417-02e9-4d39-ad75-9611e0fcc33c")
+    headers, body = webhook(SECRET, payload)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert result.response.status == 200
+    assert result.events == [
+        StatusEvent(
+            status="delivered",
+            provider_message_id="4ef9a417-02e9-4d39-ad75-9611e0fcc33c",
+            occurred_at=datetime.fromisoformat(payload["created_at"]),
+        )
+    ]
+
+
+async def test_any_matching_signature_passes_while_a_secret_rotates() -> None:
+    headers, body = webhook(SECRET, email_event("email.sent", "e-1"))
+    rotated = Webhook(OTHER_SECRET).sign(
+        headers["svix-id"],
+        datetime.fromtimestamp(int(headers["svix-timestamp"]), UTC),
+        body.decode(),
+    )
+    headers["svix-signature"] = f"v1a,bm90LXVzZWQ= {rotated} {headers['svix-signature']}"
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert [e.status for e in result.events if isinstance(e, StatusEvent)] == ["sent"]
+
+
+def _tamper(headers: dict[str, str], body: bytes, how: str) -> tuple[dict[str, str], bytes]:
+    headers = dict(headers)
+    if how == "body":
+        body = body.replace(b"e-1", b"e-2")
+    elif how == "id":
+        headers["svix-id"] = "msg_forged"
+    elif how == "timestamp":
+        headers["svix-timestamp"] = str(int(headers["svix-timestamp"]) - 1)
+    elif how == "signature":
+        headers["svix-signature"] = "v1," + base64.b64encode(b"\0" * 32).decode()
+    elif how == "garbage":
+        headers["svix-signature"] = "v1,%%%not-base64%%%"
+    elif how == "other-version":
+        headers["svix-signature"] = headers["svix-signature"].replace("v1,", "v2,")
+    elif how.startswith("no-"):
+        del headers[how.removeprefix("no-")]
+    return headers, body
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("body", id="body-changed"),
+        pytest.param("id", id="id-changed"),
+        pytest.param("timestamp", id="timestamp-changed"),
+        pytest.param("signature", id="wrong-signature"),
+        pytest.param("garbage", id="signature-not-base64"),
+        pytest.param("other-version", id="only-unknown-versions"),
+        pytest.param("no-svix-signature", id="no-signature"),
+        pytest.param("no-svix-id", id="no-id"),
+        pytest.param("no-svix-timestamp", id="no-timestamp"),
+    ],
+)
+async def test_a_forged_callback_is_refused_as_svix_refuses_it(how: str) -> None:
+    headers, body = _tamper(*webhook(SECRET, email_event("email.bounced", "e-1")), how)
+
+    with pytest.raises(WebhookSignatureError) as caught:
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+    # Svix's verifier lets binascii.Error (a ValueError) out on undecodable signatures.
+    with pytest.raises((WebhookVerificationError, ValueError)):
+        Webhook(SECRET).verify(body, headers)
+    assert_no_secret(caught.value)
+
+
+async def test_another_tenants_signature_is_refused() -> None:
+    headers, body = webhook(OTHER_SECRET, email_event("email.delivered", "e-1"))
+
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+@pytest.mark.parametrize(
+    ("age", "accepted"),
+    [
+        pytest.param(timedelta(minutes=4, seconds=50), True, id="4m50s-old"),
+        pytest.param(timedelta(minutes=-4, seconds=-50), True, id="4m50s-ahead"),
+        pytest.param(timedelta(minutes=5, seconds=10), False, id="5m10s-old"),
+        pytest.param(timedelta(minutes=-5, seconds=-10), False, id="5m10s-ahead"),
+        pytest.param(timedelta(days=400), False, id="a-year-old"),
+    ],
+)
+async def test_the_timestamp_must_be_within_five_minutes(age: timedelta, accepted: bool) -> None:
+    received_at = datetime.now(UTC)
+    headers, body = webhook(
+        SECRET, email_event("email.delivered", "e-1"), timestamp=received_at - age
+    )
+    request = webhook_request(headers, body, received_at=received_at)
+
+    if accepted:
+        result = await provider.handle_webhook(request, webhook_context())
+        assert len(result.events) == 1
+    else:
+        with pytest.raises(WebhookSignatureError, match="tolerance"):
+            await provider.handle_webhook(request, webhook_context())
+
+
+@pytest.mark.parametrize(
+    "value",
+    [pytest.param("", id="empty"), pytest.param("1.7e9", id="float"), pytest.param("x", id="text")],
+)
+async def test_an_unreadable_timestamp_is_refused(value: str) -> None:
+    headers, body = webhook(SECRET, email_event("email.delivered", "e-1"))
+    headers["svix-timestamp"] = value
+
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        pytest.param({"apiKey": API_KEY, "fromEmail": "noreply@tableflow.com"}, id="no-secret"),
+        pytest.param({**CREDENTIALS, "webhookSecret": ""}, id="empty-secret"),
+    ],
+)
+async def test_without_a_webhook_secret_every_callback_is_refused(
+    credentials: dict[str, str],
+) -> None:
+    headers, body = webhook(SECRET, email_event("email.delivered", "e-1"))
+
+    with pytest.raises(WebhookSignatureError, match="no webhookSecret"):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context(credentials))
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request({}, body), webhook_context(credentials))
+
+
+async def test_a_malformed_secret_is_refused_without_naming_it() -> None:
+    credentials = {**CREDENTIALS, "webhookSecret": "whsec_not*base64!"}
+    headers, body = webhook(SECRET, email_event("email.delivered", "e-1"))
+
+    with pytest.raises(WebhookSignatureError) as caught:
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context(credentials))
+    assert "not*base64" not in str(caught.value)
+
+
+async def test_the_signature_is_checked_before_the_body_is_read() -> None:
+    headers, _ = webhook(SECRET, email_event("email.delivered", "e-1"))
+
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, b"not json"), webhook_context())
+
+
+@pytest.mark.parametrize(
+    ("event_type", "status", "code"),
+    [
+        pytest.param("email.sent", "sent", None, id="sent"),
+        pytest.param("email.delivered", "delivered", None, id="delivered"),
+        pytest.param("email.opened", "read", None, id="opened"),
+        pytest.param("email.bounced", "failed", "bounced", id="bounced"),
+        pytest.param("email.complained", "failed", "complained", id="complained"),
+        pytest.param("email.failed", "failed", "failed", id="failed"),
+        pytest.param("email.suppressed", "failed", "suppressed", id="suppressed"),
+        pytest.param("email.delivery_delayed", None, None, id="delivery-delayed"),
+        pytest.param("email.clicked", None, None, id="clicked"),
+        pytest.param("email.scheduled", None, None, id="scheduled"),
+    ],
+)
+async def test_status_mapping(event_type: str, status: str | None, code: str | None) -> None:
+    headers, body = webhook(SECRET, email_event(event_type, "e-1"))
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert result.response.status == 200
+    if status is None:
+        assert result.events == []
+        return
+    [event] = result.events
+    assert isinstance(event, StatusEvent)
+    assert (event.status, event.provider_message_id, event.error_code) == (status, "e-1", code)
+    assert (event.error_message is not None) == (status == "failed")
+
+
+@pytest.mark.parametrize(
+    ("event_type", "message"),
+    [
+        pytest.param(
+            "email.bounced", "The recipient's email address does not exist.", id="bounce-message"
+        ),
+        pytest.param("email.failed", "reached_daily_quota", id="failure-reason"),
+        pytest.param(
+            "email.suppressed", "The address is on the account suppression list.", id="suppressed"
+        ),
+        pytest.param("email.complained", "the recipient marked the email as spam", id="complaint"),
+    ],
+)
+async def test_failures_carry_resends_reason(event_type: str, message: str) -> None:
+    headers, body = webhook(SECRET, email_event(event_type, "e-1"))
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    [event] = result.events
+    assert isinstance(event, StatusEvent)
+    assert event.error_message == message
+
+
+async def test_a_received_email_is_an_inbound_message() -> None:
+    payload = email_event(
+        "email.received",
+        "a39999a6-88e3-48b1-888b-beaabcde1b33",
+        sender="Begoña Ruiz <begona@example.com>",
+        to=("reservas@tableflow.com",),
+        subject="Re: ¿Puedo cambiar la hora? 🙏",
+    )
+    headers, body = webhook(SECRET, payload)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert result.events == [
+        InboundMessage(
+            sender="begona@example.com",
+            recipient="reservas@tableflow.com",
+            body="",
+            provider_message_id="a39999a6-88e3-48b1-888b-beaabcde1b33",
+            subject="Re: ¿Puedo cambiar la hora? 🙏",
+            occurred_at=datetime.fromisoformat(payload["created_at"]),
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param({"type": "contact.created", "created_at": "x", "data": {}}, id="contact"),
+        pytest.param({"type": "domain.updated", "created_at": "x", "data": {}}, id="domain"),
+    ],
+)
+async def test_events_about_other_things_are_acknowledged(payload: dict[str, Any]) -> None:
+    headers, body = webhook(SECRET, payload)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert result.events == []
+    assert result.response.status == 200
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b"[]", id="array"),
+        pytest.param(b'{"type": "email.sent"}', id="no-data"),
+        pytest.param(b'{"type": "email.sent", "data": {"to": ["a@b.c"]}}', id="no-email-id"),
+        pytest.param(
+            b'{"type": "email.received", "data": {"email_id": "e"}}', id="inbound-no-from"
+        ),
+    ],
+)
+async def test_a_signed_but_malformed_body_is_a_payload_error(body: bytes) -> None:
+    headers, body = webhook(SECRET, body)
+    with pytest.raises(WebhookPayloadError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())

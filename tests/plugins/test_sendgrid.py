@@ -1,0 +1,950 @@
+"""The SendGrid provider against a loopback SendGrid and ECDSA-signed event webhooks."""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import base64
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from httpx_aiohttp import AiohttpTransport
+from pipecored_sendgrid import SendGridProvider, register_providers
+from sendgrid.helpers.eventwebhook import EventWebhook
+
+from pipecored import (
+    MessageRejected,
+    OutboundMessage,
+    Provider,
+    ProviderError,
+    ProviderTimeout,
+    SendContext,
+    StatusEvent,
+    WebhookContext,
+    WebhookPayloadError,
+    WebhookRequest,
+    WebhookSignatureError,
+    __version__,
+)
+from tests.fakes.sendgrid import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    EventWebhookSigner,
+    FakeSendGrid,
+    event,
+)
+from tests.fakes.specs import validate_request
+
+API_KEY = "SG.tableflow_key.0123456789abcdefghijklmnopqrstuvwxyz"
+SIGNER = EventWebhookSigner()
+OTHER_TENANT_SIGNER = EventWebhookSigner()
+CREDENTIALS = {
+    "apiKey": API_KEY,
+    "fromEmail": "TableFlow <noreply@tableflow.com>",
+    "webhookPublicKey": SIGNER.public_key,
+}
+
+SUBJECT = "¡Reserva confirmada, Begoña! 🎉 Mañana a las 21:00"
+HTML = "<p>Hola Begoña,</p>\n<p>Tu mesa para 4 está lista: ¿vienes con niños? 👶🍽️</p>"
+TEXT = "Hola Begoña,\nTu mesa para 4 está lista.\n¿Vienes con niños? 👶🍽️\n— TableFlow"
+
+provider = SendGridProvider()
+
+
+@pytest.fixture(scope="module")
+def shared_fake() -> Iterator[FakeSendGrid]:
+    with FakeSendGrid(api_key=API_KEY) as fake:
+        yield fake
+
+
+@pytest.fixture
+def fake(shared_fake: FakeSendGrid) -> Iterator[FakeSendGrid]:
+    shared_fake.reset()
+    yield shared_fake
+    # Whatever the test made the plugin send must be a request SendGrid's document allows.
+    for recorded in shared_fake.requests:
+        validate_request("sendgrid", recorded)
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient() as client:
+        yield client
+
+
+def send_context(
+    http: httpx.AsyncClient,
+    base_url: str,
+    *,
+    timeout: float = 5.0,
+    credentials: Mapping[str, str] = CREDENTIALS,
+) -> SendContext:
+    return SendContext(
+        tenant_id="tableflow_123",
+        channel="email",
+        credentials=credentials,
+        base_url=base_url,
+        http=http,
+        timeout=timeout,
+    )
+
+
+def email(**fields: Any) -> OutboundMessage:
+    values: dict[str, Any] = {
+        "id": "msg_01HZYSENDGRID",
+        "tenant_id": "tableflow_123",
+        "channel": "email",
+        "to": ("begona@example.com",),
+        "subject": SUBJECT,
+        "html": HTML,
+    }
+    values.update(fields)
+    return OutboundMessage(**values)
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def assert_no_secret(exc: BaseException) -> None:
+    for text in (str(exc), repr(exc), getattr(exc, "message", "")):
+        assert API_KEY not in text
+
+
+# --- the plugin ----------------------------------------------------------------------------------
+
+
+def test_registers_one_email_provider() -> None:
+    registered: list[Provider] = []
+    register_providers(register=registered.append)
+    assert [type(p) for p in registered] == [SendGridProvider]
+    sendgrid = registered[0]
+    assert sendgrid.name == "sendgrid"
+    assert sendgrid.channels == frozenset({"email"})
+    assert sendgrid.default_base_url == "https://api.sendgrid.com"
+    assert [c.name for c in sendgrid.credentials] == ["apiKey", "fromEmail", "webhookPublicKey"]
+    # The public key verifies signatures; it is not a secret and may be shown unmasked.
+    assert sendgrid.secret_names() == {"apiKey"}
+    assert [c.name for c in sendgrid.credentials if c.required_for("email")] == [
+        "apiKey",
+        "fromEmail",
+    ]
+
+
+def test_imports_only_the_public_plugin_api() -> None:
+    root = Path(__import__("pipecored_sendgrid").__file__ or "").parent
+    for source in root.glob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0:
+                assert not (node.module or "").startswith("pipecored."), source.name
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("pipecored.") for a in node.names), source.name
+
+
+# --- sending -------------------------------------------------------------------------------------
+
+
+async def test_send_posts_the_mail_with_every_field(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    message = email(
+        to=("begona@example.com", "Íñigo Núñez <inigo@example.com>"),
+        text=TEXT,
+        reply_to=("Reservas <reservas@tableflow.com>",),
+        cc=("sala@tableflow.com",),
+        bcc=("auditoria@tableflow.com",),
+        headers={"X-Entity-Ref-ID": "booking-42"},
+        tags={"category": "booking", "restaurant": "la_bodega"},
+    )
+    result = await provider.send(message, send_context(http, fake.url))
+
+    assert result.provider_message_id == fake.messages[0]["x_message_id"]
+    assert (result.status, result.http_status) == ("sent", 202)
+    [request] = fake.requests
+    validate_request("sendgrid", request)
+    assert (request.method, request.path) == ("POST", "/v3/mail/send")
+    assert request.headers["authorization"] == f"Bearer {API_KEY}"
+    assert request.headers["content-type"] == "application/json"
+    assert request.headers["user-agent"] == f"pipecored/{__version__}"
+    assert json.loads(request.body) == {
+        "personalizations": [
+            {
+                "to": [
+                    {"email": "begona@example.com"},
+                    {"email": "inigo@example.com", "name": "Íñigo Núñez"},
+                ],
+                "cc": [{"email": "sala@tableflow.com"}],
+                "bcc": [{"email": "auditoria@tableflow.com"}],
+                "custom_args": {
+                    "category": "booking",
+                    "restaurant": "la_bodega",
+                    "pipecore_message_id": message.id,
+                },
+            }
+        ],
+        "from": {"email": "noreply@tableflow.com", "name": "TableFlow"},
+        "reply_to": {"email": "reservas@tableflow.com", "name": "Reservas"},
+        "subject": SUBJECT,
+        "content": [
+            {"type": "text/plain", "value": TEXT},
+            {"type": "text/html", "value": HTML},
+        ],
+        "headers": {"X-Entity-Ref-ID": "booking-42"},
+        "categories": ["booking", "la_bodega"],
+    }
+
+
+async def test_text_reaches_sendgrid_byte_exact(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    await provider.send(email(text=TEXT), send_context(http, fake.url))
+
+    [request] = fake.requests
+    # Sent as UTF-8, not as \u escapes, and decoded back to exactly what the client sent.
+    assert SUBJECT.encode("utf-8") in request.body
+    sent = json.loads(request.body.decode("utf-8"))
+    assert sent["subject"] == SUBJECT
+    assert sent["content"] == [
+        {"type": "text/plain", "value": TEXT},
+        {"type": "text/html", "value": HTML},
+    ]
+
+
+async def test_send_leaves_out_fields_the_message_does_not_have(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    await provider.send(email(), send_context(http, fake.url))
+
+    assert json.loads(fake.requests[0].body) == {
+        "personalizations": [
+            {
+                "to": [{"email": "begona@example.com"}],
+                "custom_args": {"pipecore_message_id": "msg_01HZYSENDGRID"},
+            }
+        ],
+        "from": {"email": "noreply@tableflow.com", "name": "TableFlow"},
+        "subject": SUBJECT,
+        "content": [{"type": "text/html", "value": HTML}],
+    }
+
+
+async def test_several_reply_to_addresses_use_the_list(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    message = email(reply_to=("reservas@tableflow.com", "Sala <sala@tableflow.com>"))
+    await provider.send(message, send_context(http, fake.url))
+
+    sent = json.loads(fake.requests[0].body)
+    assert "reply_to" not in sent
+    assert sent["reply_to_list"] == [
+        {"email": "reservas@tableflow.com"},
+        {"email": "sala@tableflow.com", "name": "Sala"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("tags", "categories"),
+    [
+        pytest.param({"a": "x", "b": "x", "c": "y"}, ["x", "y"], id="duplicates-merged"),
+        pytest.param({f"t{i}": f"v{i}" for i in range(11)}, None, id="more-than-ten"),
+        pytest.param({"long": "v" * 256}, None, id="value-too-long"),
+        pytest.param({"empty": ""}, None, id="empty-value"),
+    ],
+)
+async def test_tags_become_categories_only_within_sendgrids_limits(
+    tags: dict[str, str], categories: list[str] | None, fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    await provider.send(email(tags=tags), send_context(http, fake.url))
+
+    sent = json.loads(fake.requests[0].body)
+    assert sent.get("categories") == categories
+    # custom_args carry every tag whatever happens to categories.
+    assert sent["personalizations"][0]["custom_args"] == {
+        **tags,
+        "pipecore_message_id": "msg_01HZYSENDGRID",
+    }
+
+
+async def test_a_tag_cannot_replace_our_message_id(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    await provider.send(email(tags={"pipecore_message_id": "forged"}), send_context(http, fake.url))
+
+    custom_args = json.loads(fake.requests[0].body)["personalizations"][0]["custom_args"]
+    assert custom_args == {"pipecore_message_id": "msg_01HZYSENDGRID"}
+
+
+@pytest.mark.parametrize(
+    ("sender", "expected"),
+    [
+        pytest.param("reservas@tableflow.com", {"email": "reservas@tableflow.com"}, id="bare"),
+        pytest.param(
+            "Reservas TableFlow <reservas@tableflow.com>",
+            {"email": "reservas@tableflow.com", "name": "Reservas TableFlow"},
+            id="name-and-address",
+        ),
+        pytest.param(
+            "Begoña <begona@TableFlow.COM>",
+            {"email": "begona@TableFlow.COM", "name": "Begoña"},
+            id="domain-case-insensitive",
+        ),
+    ],
+)
+async def test_from_in_the_tenant_domain_is_used(
+    sender: str, expected: dict[str, str], fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    message = email(sender=sender)
+    provider.check_message(message, CREDENTIALS)
+    await provider.send(message, send_context(http, fake.url))
+    assert json.loads(fake.requests[0].body)["from"] == expected
+
+
+@pytest.mark.parametrize(
+    "sender",
+    [
+        pytest.param("ventas@otro.com", id="other-domain"),
+        pytest.param("TableFlow <noreply@otro.com>", id="other-domain-with-name"),
+        pytest.param("noreply@mail.tableflow.com", id="subdomain"),
+        pytest.param("noreply@tableflow.com.evil.com", id="suffix-domain"),
+        pytest.param("noreply@tableflow.com, spam@otro.com", id="two-addresses"),
+        pytest.param("noreply@tableflow.com <x@otro.com>", id="address-as-display-name"),
+        pytest.param("reservas", id="no-domain"),
+        pytest.param("noreply@tableflow.com\nBcc: x@otro.com", id="header-injection"),
+    ],
+)
+def test_from_outside_the_tenant_domain_is_refused(sender: str) -> None:
+    with pytest.raises(MessageRejected) as caught:
+        provider.check_message(email(sender=sender), CREDENTIALS)
+    assert caught.value.field == "from"
+    assert caught.value.message == "must be an address at tableflow.com"
+
+
+@pytest.mark.parametrize(
+    ("status", "errors", "code", "retryable", "unavailable"),
+    [
+        pytest.param(
+            400,
+            [("The from email does not contain a valid address.", "from.email")],
+            "invalid_from_email",
+            False,
+            False,
+            id="400-from",
+        ),
+        pytest.param(
+            400,
+            [("Does not contain a valid address.", "personalizations.0.to.1.email")],
+            "invalid_personalizations_to_email",
+            False,
+            False,
+            id="400-recipient",
+        ),
+        pytest.param(400, [("invalid request", "null")], "http_400", False, False, id="400"),
+        pytest.param(401, [("authorization required", None)], "http_401", False, True, id="401"),
+        pytest.param(
+            403,
+            [("The from address does not match a verified Sender Identity.", "from")],
+            "http_403",
+            False,
+            True,
+            id="403-sender-identity",
+        ),
+        pytest.param(404, [("not found", None)], "http_404", False, False, id="404"),
+        pytest.param(413, [("content too large", None)], "http_413", False, False, id="413"),
+        pytest.param(429, [("too many requests", None)], "http_429", True, False, id="429"),
+        pytest.param(500, [("internal server error", None)], "http_500", True, False, id="500"),
+        pytest.param(502, [("bad gateway", None)], "http_502", True, False, id="502"),
+        pytest.param(503, [("unavailable", None)], "http_503", True, False, id="503"),
+        pytest.param(504, [("gateway timeout", None)], "http_504", True, False, id="504"),
+    ],
+)
+async def test_sendgrid_errors_are_classified(
+    status: int,
+    errors: list[tuple[str, str | None]],
+    code: str,
+    retryable: bool,
+    unavailable: bool,
+    fake: FakeSendGrid,
+    http: httpx.AsyncClient,
+) -> None:
+    fake.fail_next(status, errors=errors)
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    error = caught.value
+    assert type(error) is ProviderError
+    assert (error.provider, error.code, error.http_status) == ("sendgrid", code, status)
+    assert (error.retryable, error.unavailable) == (retryable, unavailable)
+    assert error.message == errors[0][0]
+    assert fake.messages == []
+
+
+async def test_several_errors_are_counted_in_the_message(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(400, errors=[("The subject is required.", "subject"), ("Bad content", None)])
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.message == "The subject is required. (and 1 more)"
+    assert caught.value.code == "invalid_subject"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [pytest.param(500, id="500"), pytest.param(502, id="502"), pytest.param(504, id="504")],
+)
+async def test_gateway_errors_without_json_are_retryable(
+    status: int, fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(status, body=b"<html>oops</html>", content_type="text/html")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert (caught.value.code, caught.value.retryable) == (f"http_{status}", True)
+    assert caught.value.message == f"SendGrid answered HTTP {status}"
+
+
+async def test_a_wrong_key_is_unavailable_and_never_echoed(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    credentials = {**CREDENTIALS, "apiKey": "SG.revoked.key0000"}
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url, credentials=credentials))
+
+    assert (caught.value.http_status, caught.value.unavailable) == (401, True)
+    assert "SG.revoked.key0000" not in str(caught.value)
+
+
+async def test_a_key_echoed_by_sendgrid_is_masked(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(400, message=f"key {API_KEY} is malformed")
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.message == "key **** is malformed"
+    assert_no_secret(caught.value)
+
+
+async def test_the_rate_limit_reset_timestamp_becomes_a_wait(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(429, retry_after=30)
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.retryable
+    assert caught.value.retry_after is not None
+    assert 28 <= caught.value.retry_after <= 30
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param({"X-RateLimit-Reset": "1000"}, 0.0, id="reset-in-the-past"),
+        pytest.param({"Retry-After": "12"}, 12.0, id="retry-after-only"),
+        pytest.param({"X-RateLimit-Reset": "soon", "Retry-After": "4"}, 4.0, id="bad-reset"),
+        pytest.param({"X-RateLimit-Reset": "later"}, None, id="unreadable"),
+        pytest.param({}, None, id="absent"),
+    ],
+)
+async def test_rate_limit_headers(
+    headers: dict[str, str], expected: float | None, fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(429, headers=headers)
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.retry_after == expected
+
+
+async def test_the_reset_header_wins_over_retry_after(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(429, retry_after=20, headers={"Retry-After": "3"})
+
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, fake.url))
+
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 15
+
+
+async def test_an_accepted_mail_without_an_id_is_still_sent(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    fake.fail_next(202, body=b"", content_type=None)
+
+    result = await provider.send(email(), send_context(http, fake.url))
+
+    assert result.provider_message_id == "msg_01HZYSENDGRID"
+
+
+async def finished_late(fake: FakeSendGrid, count: int) -> None:
+    """Wait for the fake to finish answers that a timed-out client stopped waiting for."""
+    deadline = time.monotonic() + 5
+    while len(fake.messages) < count:
+        assert time.monotonic() < deadline, "the fake never finished the slow answer"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_slow_sendgrid_times_out(fake: FakeSendGrid, http: httpx.AsyncClient) -> None:
+    fake.delay_next(0.3)
+
+    with pytest.raises(ProviderTimeout) as caught:
+        await provider.send(email(), send_context(http, fake.url, timeout=0.1))
+
+    assert (caught.value.provider, caught.value.code, caught.value.retryable) == (
+        "sendgrid",
+        "timeout",
+        True,
+    )
+
+
+async def test_a_retry_after_a_timeout_can_duplicate_but_both_copies_carry_our_id(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    # The documented cost of retrying without an idempotency key: SendGrid may have accepted the
+    # first call. Every copy's events still lead back to our message.
+    fake.delay_next(0.3)
+    with pytest.raises(ProviderTimeout):
+        await provider.send(email(), send_context(http, fake.url, timeout=0.1))
+    await finished_late(fake, 1)
+
+    retried = await provider.send(email(), send_context(http, fake.url))
+
+    assert len(fake.messages) == 2
+    assert retried.provider_message_id == fake.messages[1]["x_message_id"]
+    assert [m["personalizations"][0]["custom_args"] for m in fake.messages] == [
+        {"pipecore_message_id": "msg_01HZYSENDGRID"}
+    ] * 2
+
+
+async def test_a_closed_port_is_a_retryable_connection_error(http: httpx.AsyncClient) -> None:
+    with pytest.raises(ProviderError) as caught:
+        await provider.send(email(), send_context(http, closed_port_url()))
+
+    assert type(caught.value) is ProviderError
+    assert (caught.value.code, caught.value.retryable) == ("connection_error", True)
+    assert_no_secret(caught.value)
+
+
+@pytest.mark.parametrize(
+    "slow",
+    [pytest.param(True, id="slow-server"), pytest.param(False, id="closed-port")],
+)
+async def test_failures_through_the_hosts_aiohttp_client_are_retryable(
+    slow: bool, fake: FakeSendGrid
+) -> None:
+    if slow:
+        fake.delay_next(0.3)
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        with pytest.raises(ProviderError) as caught:
+            url = fake.url if slow else closed_port_url()
+            await provider.send(email(), send_context(client, url, timeout=0.1))
+    assert caught.value.retryable
+    if slow:
+        await finished_late(fake, 1)
+
+
+async def test_sends_through_the_hosts_aiohttp_client(fake: FakeSendGrid) -> None:
+    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+        result = await provider.send(email(text=TEXT), send_context(client, fake.url))
+
+    assert result.provider_message_id == fake.messages[0]["x_message_id"]
+
+
+# --- webhooks ------------------------------------------------------------------------------------
+
+
+def webhook_request(
+    headers: dict[str, str], body: bytes, *, received_at: datetime | None = None
+) -> WebhookRequest:
+    return WebhookRequest(
+        method="POST",
+        url="https://pipecore.example.com/messaging/webhook/email?tenant_id=tableflow_123&provider=sendgrid",
+        headers=headers,
+        query=[("tenant_id", "tableflow_123"), ("provider", "sendgrid")],
+        body=body,
+        received_at=received_at or datetime.now(UTC),
+    )
+
+
+def webhook_context(credentials: Mapping[str, str] = CREDENTIALS) -> WebhookContext:
+    return WebhookContext(tenant_id="tableflow_123", channel="email", credentials=credentials)
+
+
+def sendgrid_accepts(headers: Mapping[str, str], body: bytes, public_key: str) -> bool:
+    """SendGrid's own verifier, from its Python library."""
+    return bool(
+        EventWebhook(public_key).verify_signature(
+            body.decode("utf-8"), headers[SIGNATURE_HEADER], headers[TIMESTAMP_HEADER]
+        )
+    )
+
+
+async def test_a_signed_batch_is_applied_in_order() -> None:
+    moment = datetime(2026, 11, 27, 21, 0, 5, tzinfo=UTC)
+    events = [
+        event("processed", "X1", pipecore_message_id="msg_a", timestamp=moment),
+        event("delivered", "X1", pipecore_message_id="msg_a", timestamp=moment),
+        event("open", "X1", pipecore_message_id="msg_a", timestamp=moment),
+        event("bounce", "X2", pipecore_message_id="msg_b", timestamp=moment),
+    ]
+    headers, body = SIGNER.webhook(events)
+    assert sendgrid_accepts(headers, body, SIGNER.public_key)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert result.response.status == 200
+    assert result.events == [
+        StatusEvent(
+            status="sent", provider_message_id="X1", message_id="msg_a", occurred_at=moment
+        ),
+        StatusEvent(
+            status="delivered", provider_message_id="X1", message_id="msg_a", occurred_at=moment
+        ),
+        StatusEvent(
+            status="read", provider_message_id="X1", message_id="msg_a", occurred_at=moment
+        ),
+        StatusEvent(
+            status="failed",
+            provider_message_id="X2",
+            message_id="msg_b",
+            error_code="bounce",
+            error_message="550 5.1.1 The email account that you tried to reach does not exist.",
+            occurred_at=moment,
+        ),
+    ]
+
+
+async def test_events_of_a_sent_message_find_it_both_ways(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    message = email()
+    sent = await provider.send(message, send_context(http, fake.url))
+    custom_args = fake.messages[0]["personalizations"][0]["custom_args"]
+    headers, body = SIGNER.webhook([event("delivered", sent.provider_message_id, **custom_args)])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    [status] = result.events
+    assert isinstance(status, StatusEvent)
+    assert (status.provider_message_id, status.message_id) == (sent.provider_message_id, message.id)
+
+
+@pytest.mark.parametrize(
+    ("sg_message_id", "expected"),
+    [
+        pytest.param(
+            "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0", "14c5d75ce93", id="many-dots"
+        ),
+        pytest.param("W86EgYT6SQKk0lRflfLRsA.recvd-1-0", "W86EgYT6SQKk0lRflfLRsA", id="one-dot"),
+        pytest.param("W86EgYT6SQKk0lRflfLRsA", "W86EgYT6SQKk0lRflfLRsA", id="no-dot"),
+    ],
+)
+async def test_the_provider_id_is_the_part_before_the_first_dot(
+    sg_message_id: str, expected: str
+) -> None:
+    headers, body = SIGNER.webhook([event("delivered", "unused", sg_message_id=sg_message_id)])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    [status] = result.events
+    assert isinstance(status, StatusEvent)
+    assert (status.provider_message_id, status.message_id) == (expected, None)
+
+
+async def test_an_event_is_matched_by_our_id_alone_when_needed() -> None:
+    only_ours = event("delivered", "X1", pipecore_message_id="msg_a")
+    del only_ours["sg_message_id"]
+    neither = event("delivered", "X2")
+    del neither["sg_message_id"]
+    headers, body = SIGNER.webhook([only_ours, neither])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert [
+        (e.provider_message_id, e.message_id) for e in result.events if isinstance(e, StatusEvent)
+    ] == [(None, "msg_a")]
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "status", "code", "message"),
+    [
+        pytest.param("processed", {}, "sent", None, None, id="processed"),
+        pytest.param("delivered", {}, "delivered", None, None, id="delivered"),
+        pytest.param("open", {}, "read", None, None, id="open"),
+        pytest.param(
+            "bounce",
+            {"reason": "550 no such user"},
+            "failed",
+            "bounce",
+            "550 no such user",
+            id="bounce",
+        ),
+        pytest.param(
+            "bounce",
+            {"type": "blocked", "reason": "554 blocked by policy"},
+            "failed",
+            "blocked",
+            "554 blocked by policy",
+            id="bounce-of-type-blocked",
+        ),
+        pytest.param(
+            "blocked", {"reason": "IP listed"}, "failed", "blocked", "IP listed", id="blocked"
+        ),
+        pytest.param(
+            "dropped",
+            {"reason": "Bounced Address"},
+            "failed",
+            "dropped",
+            "Bounced Address",
+            id="dropped",
+        ),
+        pytest.param(
+            "dropped",
+            {"reason": None, "response": "Unsubscribed Address"},
+            "failed",
+            "dropped",
+            "Unsubscribed Address",
+            id="dropped-with-response",
+        ),
+        pytest.param(
+            "spamreport",
+            {},
+            "failed",
+            "spamreport",
+            "the recipient marked the email as spam",
+            id="spamreport",
+        ),
+        pytest.param("deferred", {}, None, None, None, id="deferred"),
+        pytest.param("click", {"url": "https://x"}, None, None, None, id="click"),
+        pytest.param("unsubscribe", {}, None, None, None, id="unsubscribe"),
+        pytest.param("group_unsubscribe", {"asm_group_id": 1}, None, None, None, id="group-unsub"),
+        pytest.param("group_resubscribe", {"asm_group_id": 1}, None, None, None, id="group-resub"),
+    ],
+)
+async def test_status_mapping(
+    name: str, extra: dict[str, Any], status: str | None, code: str | None, message: str | None
+) -> None:
+    headers, body = SIGNER.webhook([event(name, "X1", pipecore_message_id="msg_a", **extra)])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert result.response.status == 200
+    if status is None:
+        assert result.events == []
+        return
+    [status_event] = result.events
+    assert isinstance(status_event, StatusEvent)
+    assert (status_event.status, status_event.error_code, status_event.error_message) == (
+        status,
+        code,
+        message,
+    )
+
+
+def _tamper(headers: dict[str, str], body: bytes, how: str) -> tuple[dict[str, str], bytes]:
+    headers = dict(headers)
+    if how == "body":
+        body = body.replace(b"delivered", b"bounce")
+    elif how == "timestamp":
+        headers[TIMESTAMP_HEADER] = str(int(headers[TIMESTAMP_HEADER]) - 1)
+    elif how == "signature":
+        headers[SIGNATURE_HEADER] = SIGNER.sign(headers[TIMESTAMP_HEADER], b"[]")
+    elif how == "other-tenant":
+        headers[SIGNATURE_HEADER] = OTHER_TENANT_SIGNER.sign(headers[TIMESTAMP_HEADER], body)
+    return headers, body
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        pytest.param("body", id="body-changed"),
+        pytest.param("timestamp", id="timestamp-changed"),
+        pytest.param("signature", id="signature-of-another-body"),
+        pytest.param("other-tenant", id="signed-with-another-tenants-key"),
+    ],
+)
+async def test_a_forged_batch_is_refused_as_sendgrid_refuses_it(how: str) -> None:
+    headers, body = _tamper(*SIGNER.webhook([event("delivered", "X1")]), how)
+
+    assert not sendgrid_accepts(headers, body, SIGNER.public_key)
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({}, id="no-headers"),
+        pytest.param({TIMESTAMP_HEADER: "1764277205"}, id="no-signature"),
+        pytest.param({SIGNATURE_HEADER: "MEUCIQ=="}, id="no-timestamp"),
+    ],
+)
+async def test_an_unsigned_batch_is_refused(headers: dict[str, str]) -> None:
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, b"[]"), webhook_context())
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param("%%%", id="not-base64"),
+        pytest.param(base64.b64encode(b"not der").decode(), id="not-der"),
+    ],
+)
+async def test_an_unreadable_signature_is_refused(signature: str) -> None:
+    headers, body = SIGNER.webhook([event("delivered", "X1")])
+    headers[SIGNATURE_HEADER] = signature
+
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+async def test_another_tenants_key_does_not_verify_this_tenants_batch() -> None:
+    headers, body = OTHER_TENANT_SIGNER.webhook([event("delivered", "X1")])
+
+    assert not sendgrid_accepts(headers, body, SIGNER.public_key)
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+@pytest.mark.parametrize(
+    ("age", "accepted"),
+    [
+        pytest.param(timedelta(minutes=9, seconds=50), True, id="9m50s-old"),
+        pytest.param(timedelta(minutes=-9, seconds=-50), True, id="9m50s-ahead"),
+        pytest.param(timedelta(minutes=10, seconds=10), False, id="10m10s-old"),
+        pytest.param(timedelta(minutes=-10, seconds=-10), False, id="10m10s-ahead"),
+        pytest.param(timedelta(days=30), False, id="a-month-old"),
+    ],
+)
+async def test_the_timestamp_must_be_within_ten_minutes(age: timedelta, accepted: bool) -> None:
+    received_at = datetime.now(UTC)
+    headers, body = SIGNER.webhook([event("delivered", "X1")], timestamp=received_at - age)
+    # The signature itself is good: only its age decides.
+    assert sendgrid_accepts(headers, body, SIGNER.public_key)
+    request = webhook_request(headers, body, received_at=received_at)
+
+    if accepted:
+        result = await provider.handle_webhook(request, webhook_context())
+        assert len(result.events) == 1
+    else:
+        with pytest.raises(WebhookSignatureError, match="tolerance"):
+            await provider.handle_webhook(request, webhook_context())
+
+
+@pytest.mark.parametrize(
+    "credentials",
+    [
+        pytest.param({"apiKey": API_KEY, "fromEmail": "noreply@tableflow.com"}, id="no-key"),
+        pytest.param({**CREDENTIALS, "webhookPublicKey": ""}, id="empty-key"),
+    ],
+)
+async def test_without_a_public_key_every_batch_is_refused(credentials: dict[str, str]) -> None:
+    headers, body = SIGNER.webhook([event("delivered", "X1")])
+
+    with pytest.raises(WebhookSignatureError, match="no webhookPublicKey"):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context(credentials))
+
+
+def _public_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
+    der = key.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    return base64.b64encode(der).decode()
+
+
+@pytest.mark.parametrize(
+    "public_key",
+    [
+        pytest.param("not base64!", id="not-base64"),
+        pytest.param(base64.b64encode(b"not a key").decode(), id="not-der"),
+        pytest.param(_public_key(ec.generate_private_key(ec.SECP384R1())), id="p384"),
+        pytest.param(_public_key(rsa.generate_private_key(65537, 2048)), id="rsa"),
+    ],
+)
+async def test_a_public_key_that_is_not_p256_is_refused(public_key: str) -> None:
+    headers, body = SIGNER.webhook([event("delivered", "X1")])
+
+    with pytest.raises(WebhookSignatureError, match="webhookPublicKey"):
+        await provider.handle_webhook(
+            webhook_request(headers, body),
+            webhook_context({**CREDENTIALS, "webhookPublicKey": public_key}),
+        )
+
+
+async def test_a_pem_public_key_is_accepted() -> None:
+    pem = SIGNER.private_key.public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
+    )
+    headers, body = SIGNER.webhook([event("delivered", "X1")])
+
+    result = await provider.handle_webhook(
+        webhook_request(headers, body),
+        webhook_context({**CREDENTIALS, "webhookPublicKey": pem.decode()}),
+    )
+
+    assert len(result.events) == 1
+
+
+async def test_the_signature_is_checked_before_the_body_is_read() -> None:
+    headers, _ = SIGNER.webhook([event("delivered", "X1")])
+
+    with pytest.raises(WebhookSignatureError):
+        await provider.handle_webhook(webhook_request(headers, b"not json"), webhook_context())
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b"not json", id="not-json"),
+        pytest.param(b'{"event": "delivered"}', id="object-not-array"),
+        pytest.param(b'["delivered"]', id="item-not-object"),
+        pytest.param(b'[{"sg_message_id": "X1.0"}]', id="no-event-name"),
+    ],
+)
+async def test_a_signed_but_malformed_body_is_a_payload_error(body: bytes) -> None:
+    headers, body = SIGNER.webhook(body)
+
+    with pytest.raises(WebhookPayloadError):
+        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+async def test_an_empty_batch_is_acknowledged() -> None:
+    headers, body = SIGNER.webhook([])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    assert (result.events, result.response.status) == ([], 200)
+
+
+async def test_unicode_in_events_survives_verification() -> None:
+    headers, body = SIGNER.webhook(
+        [event("dropped", "X1", reason="Dirección inválida: ñandú@例え.jp 🚫")]
+    )
+    assert sendgrid_accepts(headers, body, SIGNER.public_key)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    [status] = result.events
+    assert isinstance(status, StatusEvent)
+    assert status.error_message == "Dirección inválida: ñandú@例え.jp 🚫"
