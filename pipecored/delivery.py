@@ -9,6 +9,10 @@ A channel's routes are its provider followed by its fallbacks. A message retries
 on its current route up to ``maxAttempts`` times (exponential backoff, full jitter, the provider's
 Retry-After when larger), then moves to the next route; an error that says the provider cannot
 serve now (revoked credentials) moves on at once; a permanent error fails the message.
+
+Each (tenant, channel, provider) has a circuit breaker (``pipecored.circuit``): while it is open
+no call goes to that provider; messages move to the next route, or wait for the trial call.
+A channel's ``rateLimit`` paces its calls with a token bucket instead of collecting 429s.
 """
 
 from __future__ import annotations
@@ -25,11 +29,13 @@ from urllib.parse import urlencode
 import httpx
 import structlog
 
-from pipecored.config.model import ChannelConfig, DaemonConfig, RouteConfig
+from pipecored.circuit import CircuitBreakers, CircuitChange, CircuitKey
+from pipecored.config.model import ChannelConfig, DaemonConfig, RateLimitConfig, RouteConfig
 from pipecored.config.registry import TenantRegistry
 from pipecored.errors import ProviderError, StoreError
 from pipecored.metrics import Metrics
 from pipecored.provider import OutboundMessage, Provider, SendContext, SendResult
+from pipecored.ratelimit import TokenBucket
 from pipecored.store import AttemptOutcome, AttemptRecord, MessageRecord, MessageStore
 from pipecored.store.base import AttemptOutcomeName
 
@@ -38,6 +44,9 @@ log = structlog.get_logger("pipecored.delivery")
 CLAIM_BATCH = 128
 IDLE_WAIT = 1.0  # the longest the loop sleeps without looking at the store
 QUEUE_GAUGE_INTERVAL = 2.0
+# A rate-limited channel with more than this many seconds of sends already reserved is left in
+# the queue by claim(), so that one throttled tenant cannot hold the worker's slots.
+MAX_RATE_BACKLOG = 1.0
 
 
 def backoff_delay(
@@ -177,6 +186,9 @@ class DeliveryWorker:
         self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
         self._loop_task: asyncio.Task[None] | None = None
         self._gauge_task: asyncio.Task[None] | None = None
+        self.circuits = CircuitBreakers(clock=clock)
+        self.circuits.listeners.append(self._circuit_changed)
+        self._buckets: dict[tuple[str, str], tuple[RateLimitConfig, TokenBucket]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -234,8 +246,14 @@ class DeliveryWorker:
         if free <= 0:
             return 0
         daemon = self.registry.snapshot.daemon
+        throttled = [
+            pair for pair, (_, b) in self._buckets.items() if b.backlog() > MAX_RATE_BACKLOG
+        ]
         records = await self.store.claim(
-            now=self.clock(), limit=min(free, CLAIM_BATCH), lease_seconds=daemon.delivery.lease
+            now=self.clock(),
+            limit=min(free, CLAIM_BATCH),
+            lease_seconds=daemon.delivery.lease,
+            exclude=throttled,
         )
         for record in records:
             task = asyncio.create_task(self._deliver_safely(record))
@@ -317,21 +335,42 @@ class DeliveryWorker:
             index = min(record.route_index, len(channel.routes) - 1)
             route = channel.routes[index]
             provider = self.providers.get(route.provider)
-        if channel is None or provider is None:
-            # The tenant or channel went away, was paused, or names a provider no longer loaded
-            # after the message was accepted: wait for the configuration to come back, within
-            # maxAge, rather than fail what was promised.
-            await self._finish(
-                record,
-                replace(
-                    unchanged,
-                    error_code="channel_unavailable",
-                    error_message="the tenant's channel is not configured, active or loadable",
-                    not_before=now + policy.retry_backoff.max,
-                ),
-            )
+        if channel is None or provider is None or not channel.is_active:
+            await self._wait_for_config(record, unchanged)
             return
 
+        route_attempts = record.route_attempts
+        key: CircuitKey = (record.tenant_id, record.channel, route.provider)
+        while not self.circuits.allow(
+            key, cooldown=policy.circuit.cooldown, trial_timeout=policy.timeout * 2
+        ):
+            if index + 1 >= len(channel.routes):
+                # No fallback left: wait for the circuit's trial call rather than hammer it.
+                await self._finish(
+                    record,
+                    replace(
+                        unchanged,
+                        route_index=index,
+                        route_attempts=route_attempts,
+                        error_code="circuit_open",
+                        error_message=f"provider {route.provider} is failing; waiting for it",
+                        not_before=self.circuits.retry_at(key, policy.circuit.cooldown),
+                    ),
+                )
+                return
+            self._count_failover(
+                record, route.provider, channel.routes[index + 1].provider, "circuit_open"
+            )
+            index += 1
+            route_attempts = 0
+            route = channel.routes[index]
+            key = (record.tenant_id, record.channel, route.provider)
+            provider = self.providers.get(route.provider)
+            if provider is None:
+                await self._wait_for_config(record, unchanged)
+                return
+
+        await self._pace(record.tenant_id, record.channel, channel)
         message = outbound_message(record)
         ctx = send_context(daemon, provider, record.tenant_id, record.channel, route, self.http)
         started = self.clock()
@@ -372,12 +411,13 @@ class DeliveryWorker:
             error_code=attempt.error_code,
             duration_ms=attempt.duration_ms,
         )
+        self._record_health(key, result, policy.circuit.failure_threshold)
         attempted = replace(
             unchanged,
             attempt=attempt,
             provider=provider.name,
             route_index=index,
-            route_attempts=record.route_attempts + 1,
+            route_attempts=route_attempts + 1,
         )
         if isinstance(result, SendResult):
             outcome = replace(
@@ -404,19 +444,8 @@ class DeliveryWorker:
         has_next = index + 1 < len(channel.routes)
         exhausted = attempted.route_attempts >= policy.max_attempts
         if has_next and (failure.unavailable or (failure.retryable and exhausted)):
-            from_provider = attempted.provider or ""
-            to_provider = channel.routes[index + 1].provider
-            self.metrics.failovers.labels(
-                record.tenant_id, record.channel, from_provider, to_provider
-            ).inc()
-            log.warning(
-                "delivery.failover",
-                tenant=record.tenant_id,
-                channel=record.channel,
-                message_id=record.id,
-                from_provider=from_provider,
-                to_provider=to_provider,
-                reason=failure.code,
+            self._count_failover(
+                record, attempted.provider or "", channel.routes[index + 1].provider, failure.code
             )
             return replace(
                 failed, status="queued", route_index=index + 1, route_attempts=0, not_before=now
@@ -431,7 +460,87 @@ class DeliveryWorker:
             return replace(failed, status="queued", not_before=now + delay)
         return replace(failed, status="failed")
 
+    async def _wait_for_config(self, record: MessageRecord, unchanged: AttemptOutcome) -> None:
+        """The tenant or channel went away, was paused, or names a provider no longer loaded
+        after the message was accepted: wait for the configuration to come back, within maxAge,
+        rather than fail what was promised."""
+        backoff = self.registry.snapshot.daemon.delivery.retry_backoff
+        await self._finish(
+            record,
+            replace(
+                unchanged,
+                error_code="channel_unavailable",
+                error_message="the tenant's channel is not configured, active or loadable",
+                not_before=self.clock() + backoff.max,
+            ),
+        )
+
+    def _count_failover(
+        self, record: MessageRecord, from_provider: str, to_provider: str, reason: str
+    ) -> None:
+        self.metrics.failovers.labels(
+            record.tenant_id, record.channel, from_provider, to_provider
+        ).inc()
+        log.warning(
+            "delivery.failover",
+            tenant=record.tenant_id,
+            channel=record.channel,
+            message_id=record.id,
+            from_provider=from_provider,
+            to_provider=to_provider,
+            reason=reason,
+        )
+
+    # -- circuits and pacing -------------------------------------------------------------------
+
+    def _record_health(
+        self, key: CircuitKey, result: SendResult | _Failure, threshold: int
+    ) -> None:
+        if isinstance(result, SendResult) or not (result.retryable or result.unavailable):
+            # The provider answered; a message it refuses says nothing about its health.
+            self.circuits.success(key)
+            if self.circuits.state(key) == "closed":
+                self.metrics.provider_up.labels(*key).set(1)
+        else:
+            self.circuits.failure(
+                key, threshold=threshold, reason=f"{result.code}: {result.message}"
+            )
+
+    def _circuit_changed(self, change: CircuitChange) -> None:
+        up = 1 if change.state == "closed" else 0
+        self.metrics.provider_up.labels(change.tenant, change.channel, change.provider).set(up)
+        (log.info if up else log.warning)(
+            "delivery.circuit_" + change.state,
+            tenant=change.tenant,
+            channel=change.channel,
+            provider=change.provider,
+            reason=change.reason,
+        )
+
+    async def _pace(self, tenant_id: str, channel_name: str, channel: ChannelConfig) -> None:
+        limit = channel.rate_limit
+        pair = (tenant_id, channel_name)
+        if limit is None:
+            self._buckets.pop(pair, None)
+            return
+        current = self._buckets.get(pair)
+        if current is None or current[0] != limit:
+            current = (limit, TokenBucket(limit.per_second, limit.burst))
+            self._buckets[pair] = current
+        wait = current[1].reserve()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    def forget_tenant(self, tenant_id: str) -> None:
+        self.circuits.forget_tenant(tenant_id)
+        for pair in [p for p in self._buckets if p[0] == tenant_id]:
+            del self._buckets[pair]
+
     async def _finish(self, record: MessageRecord, outcome: AttemptOutcome) -> None:
+        if outcome.status == "queued" and outcome.not_before is not None:
+            # Whatever it waits for, a message is looked at again when it expires, and fails then.
+            expires = record.created_at + self.registry.snapshot.daemon.delivery.max_age
+            outcome = replace(outcome, not_before=min(outcome.not_before, expires + 0.001))
         applied = await self.store.complete(outcome)
         if not applied:
             log.warning("delivery.lease_lost", message_id=record.id)

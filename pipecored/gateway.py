@@ -83,6 +83,7 @@ class Gateway:
             http=self._http,
             metrics=self.metrics,
         )
+        self.registry.removed_listeners.append(self._worker.forget_tenant)
         self._worker.start()
         if self.watch:
             self._watch_task = asyncio.create_task(
