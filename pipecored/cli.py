@@ -8,12 +8,14 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 
 from pipecored import __version__
 from pipecored.config.loader import check_config_dir, load_daemon_config
 from pipecored.errors import ConfigError, PipecoreError
+from pipecored.gateway import Gateway
 from pipecored.logs import configure_logging
 from pipecored.plugins import ProviderRegistry, load_providers
 
@@ -70,9 +72,21 @@ def cmd_plugins() -> int:
     return 0
 
 
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the gateway to refuse new sends (503) the moment a stop
+    signal arrives, while requests already in flight and provider calls finish."""
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self.gateway = gateway
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.gateway.accepting = False
+        super().handle_exit(sig, frame)
+
+
 def cmd_serve(config_dir: Path, host: str | None, port: int | None) -> int:
     from pipecored.api.app import create_app
-    from pipecored.gateway import Gateway
 
     try:
         daemon = load_daemon_config(config_dir, env=os.environ)
@@ -103,7 +117,7 @@ def cmd_serve(config_dir: Path, host: str | None, port: int | None) -> int:
         # the gateway with the same setting.
         timeout_graceful_shutdown=int(server.shutdown_grace) or 1,
     )
-    uvicorn_server = uvicorn.Server(config)
+    uvicorn_server = _Server(config, gateway)
     # uvicorn re-raises the stop signal once its graceful shutdown is done, so that the process
     # dies by it; the contract is exit status 0 after a clean stop, so the re-raised signal
     # lands on a handler that does nothing.

@@ -1,0 +1,172 @@
+"""Delivery under provider faults (timeouts, resets mid-response, slow answers), rate limits,
+and a store that cannot write."""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import ConfigDir, Daemon, auth, eventually, httpjson_channel, wait_until
+from tests.fakes.httpjson import HttpJsonGateway
+from tests.fakes.raw import FlakyServer
+
+ACME = "acme-key-0123456789"
+
+
+async def _deliver_one(client: httpx.AsyncClient) -> dict[str, Any]:
+    r = await client.post(
+        "/messaging/send/sms", json={"to": "+34600111222", "body": "hola"}, headers=auth(ACME)
+    )
+    assert r.status_code == 202, r.text
+    message_id = r.json()["id"]
+
+    async def done() -> dict[str, Any] | None:
+        m: dict[str, Any] = (
+            await client.get(f"/messaging/messages/{message_id}", headers=auth(ACME))
+        ).json()
+        return m if m["status"] in ("sent", "failed") else None
+
+    result: dict[str, Any] = await eventually(done)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("plan", "outcome"),
+    [
+        pytest.param(["reset"], "retryable_error", id="connection-closed-without-answer"),
+        pytest.param(["truncate"], "retryable_error", id="reset-mid-response"),
+    ],
+)
+async def test_a_connection_lost_mid_call_is_retried(
+    config_dir: ConfigDir, app_client_factory: Any, plan: Any, outcome: str
+) -> None:
+    flaky = FlakyServer(plan).start()
+    try:
+        config_dir.write_tenant(
+            "acme",
+            {"name": "Acme", "apiKeys": [ACME], "channels": {"sms": httpjson_channel(flaky.url)}},
+        )
+        async with app_client_factory() as (client, _):
+            message = await _deliver_one(client)
+        assert message["status"] == "sent"
+        assert [a["outcome"] for a in message["attempts"]] == [outcome, "success"]
+        assert message["attempts"][0]["errorCode"] == "connection_error"
+    finally:
+        flaky.stop()
+
+
+async def test_a_provider_slower_than_the_timeout_is_a_timeout_and_retried(
+    fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    fake_gateway.delay = 0.5
+    async with app_client_factory(delivery={"timeout": "200ms"}) as (client, _):
+        r = await client.post(
+            "/messaging/send/sms", json={"to": "+34600111222", "body": "hola"}, headers=auth(ACME)
+        )
+        message_id = r.json()["id"]
+
+        async def two_timeouts() -> Any:
+            m = (await client.get(f"/messaging/messages/{message_id}", headers=auth(ACME))).json()
+            return m if len(m["attempts"]) >= 2 else None
+
+        message = await eventually(two_timeouts)
+        fake_gateway.delay = 0.0
+        assert [a["outcome"] for a in message["attempts"][:2]] == ["timeout", "timeout"]
+        assert message["attempts"][0]["errorCode"] == "timeout"
+        metrics = (await client.get("/metrics")).text
+        assert (
+            'pipecore_provider_requests_total{channel="sms",outcome="timeout",'
+            'provider="httpjson",tenant="acme"}' in metrics
+        )
+
+
+async def test_a_slow_provider_within_the_timeout_is_a_success(
+    fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    fake_gateway.delay = 0.3
+    async with app_client_factory(delivery={"timeout": "2s"}) as (client, _):
+        message = await _deliver_one(client)
+    assert message["status"] == "sent"
+    assert [a["outcome"] for a in message["attempts"]] == ["success"]
+    assert message["attempts"][0]["durationMs"] >= 300
+
+
+async def test_a_rate_limited_channel_never_exceeds_its_rate(
+    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    channel = httpjson_channel(fake_gateway.url, rateLimit={"perSecond": 20, "burst": 2})
+    config_dir.write_tenant(
+        "acme", {"name": "Acme", "apiKeys": [ACME], "channels": {"sms": channel}}
+    )
+    arrivals: list[float] = []
+    original = fake_gateway._answer
+
+    async def timed(request: Any) -> Any:
+        arrivals.append(time.monotonic())
+        return await original(request)
+
+    fake_gateway.server.handler = timed
+    async with app_client_factory() as (client, _):
+        for i in range(22):
+            r = await client.post(
+                "/messaging/send/sms",
+                json={"to": "+34600111222", "body": f"n{i}"},
+                headers=auth(ACME),
+            )
+            assert r.status_code == 202
+        await eventually(lambda: len(arrivals) >= 22, timeout=15)
+    # A token bucket of 20/s with a burst of 2: any n consecutive calls span at least
+    # (n - 2) / 20 seconds. The provider never sees a burst it would answer with 429.
+    for start in range(len(arrivals)):
+        for end in range(start + 3, len(arrivals)):
+            span = arrivals[end] - arrivals[start]
+            assert span >= (end - start + 1 - 2) / 20 - 0.02, (start, end, span)
+
+
+def test_a_store_that_cannot_write_refuses_sends_and_recovers(
+    config_dir: ConfigDir,
+    daemon_factory: Callable[..., Daemon],
+    fake_gateway: HttpJsonGateway,
+    tmp_path: Path,
+) -> None:
+    daemon = daemon_factory(config_dir.path).start()
+    assert daemon.proc is not None
+    db = tmp_path / "pipecored.db"
+    with daemon.client(ACME) as client:
+        assert (
+            client.post("/messaging/send/sms", json={"to": "+34600111222", "body": "a"}).status_code
+            == 202
+        )
+        wait_until(lambda: fake_gateway.sent)
+        # The disk is full: writes past this size fail with EFBIG, as on a full disk.
+        largest = max(db.stat().st_size, Path(f"{db}-wal").stat().st_size)
+        resource.prlimit(
+            daemon.proc.pid, resource.RLIMIT_FSIZE, (largest + 64 * 1024, resource.RLIM_INFINITY)
+        )
+        html = "<p>" + "¡Reserva confirmada! " * 20_000 + "</p>"
+        refused = client.post(
+            "/messaging/send/email",
+            json={"to": "ana@example.com", "subject": "Reserva", "htmlContent": html},
+        )
+        assert refused.status_code == 503, refused.text
+        assert refused.json()["error"]["code"] == "store_unavailable"
+        assert refused.headers["Retry-After"]
+        logs = client.get("/messaging/logs/acme?channel=email").json()
+        assert logs["items"] == []  # a 503 means nothing was stored
+
+        resource.prlimit(
+            daemon.proc.pid, resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY)
+        )
+        accepted = client.post(
+            "/messaging/send/email",
+            json={"to": "ana@example.com", "subject": "Reserva", "htmlContent": html},
+        )
+        assert accepted.status_code == 202, accepted.text
+        wait_until(lambda: any(m["channel"] == "email" for m in fake_gateway.sent))
+    assert daemon.stop() == 0
