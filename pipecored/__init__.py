@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pluggy
 
+from pipecored.calls import call_provider, parse_retry_after, scrub_secrets
 from pipecored.errors import (
     MessageRejected,
     ProviderError,
@@ -15,6 +16,7 @@ from pipecored.errors import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
+from pipecored.mailboxes import check_sender_domain, parse_mailbox
 from pipecored.provider import (
     CHANNELS,
     CredentialField,
@@ -56,5 +58,10 @@ __all__ = [
     "WebhookResult",
     "WebhookSignatureError",
     "__version__",
+    "call_provider",
+    "check_sender_domain",
     "hookimpl",
+    "parse_mailbox",
+    "parse_retry_after",
+    "scrub_secrets",
 ]

@@ -1,0 +1,100 @@
+"""The helpers provider plugins share: bounded calls, Retry-After, scrubbing, sender domains."""
+
+from __future__ import annotations
+
+import email.utils
+
+import httpx
+import pytest
+
+from pipecored import (
+    MessageRejected,
+    ProviderError,
+    ProviderTimeout,
+    call_provider,
+    check_sender_domain,
+    parse_mailbox,
+    parse_retry_after,
+    scrub_secrets,
+)
+from pipecored.http import outbound_client
+from tests.conftest import free_port
+from tests.fakes.httpjson import HttpJsonGateway
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("120", 120.0, id="seconds"),
+        pytest.param(" 1.5 ", 1.5, id="fractional"),
+        pytest.param(email.utils.formatdate(1030, usegmt=True), 30.0, id="http-date"),
+        pytest.param(email.utils.formatdate(900, usegmt=True), 0.0, id="date-in-the-past"),
+        pytest.param("soon", None, id="garbage"),
+        pytest.param("", None, id="empty"),
+        pytest.param(None, None, id="absent"),
+        pytest.param("nan", None, id="not-finite"),
+    ],
+)
+def test_parse_retry_after(value: str | None, expected: float | None) -> None:
+    assert parse_retry_after(value, now=1000.0) == expected
+
+
+def test_scrub_secrets_masks_echoed_credentials_and_cuts_long_text() -> None:
+    text = "bad token tok_secret_123 for account AC1 " + "x" * 600
+    scrubbed = scrub_secrets(text, ["tok_secret_123", "AC1"])
+    assert "tok_secret_123" not in scrubbed
+    assert "AC1" in scrubbed  # too short to mask without mangling ordinary text
+    assert len(scrubbed) == 500
+
+
+@pytest.mark.parametrize(
+    "client", [pytest.param("httpx", id="httpx"), pytest.param("daemon", id="daemon-client")]
+)
+async def test_call_provider_maps_transport_failures(client: str) -> None:
+    http = (
+        httpx.AsyncClient() if client == "httpx" else outbound_client(max_connections=4, timeout=5)
+    )
+    fake = HttpJsonGateway().start()
+    try:
+        fake.delay = 1.0
+        with pytest.raises(ProviderTimeout):
+            await call_provider(
+                http.post(f"{fake.url}/messages", json={}), provider="httpjson", timeout=0.2
+            )
+        with pytest.raises(ProviderError) as refused:
+            await call_provider(
+                http.post(f"http://127.0.0.1:{free_port()}/messages", json={}),
+                provider="httpjson",
+                timeout=2,
+            )
+        assert refused.value.code == "connection_error"
+        assert refused.value.retryable
+        assert not isinstance(refused.value, ProviderTimeout)
+    finally:
+        fake.stop()
+        await http.aclose()
+
+
+@pytest.mark.parametrize(
+    ("sender", "allowed"),
+    [
+        pytest.param("reservas@tableflow.com", True, id="same-domain"),
+        pytest.param("Mesa Ñandú <mesa@TableFlow.com>", True, id="display-name-any-case"),
+        pytest.param("x@evil.com", False, id="other-domain"),
+        pytest.param("x@mail.tableflow.com", False, id="subdomain"),
+        pytest.param("a@tableflow.com, b@evil.com", False, id="list"),
+        pytest.param("evil@x.com <a@tableflow.com>\r\nBcc: z@y.com", False, id="header-injection"),
+    ],
+)
+def test_check_sender_domain(sender: str, allowed: bool) -> None:
+    if allowed:
+        check_sender_domain(sender, "noreply@tableflow.com")
+    else:
+        with pytest.raises(MessageRejected) as rejected:
+            check_sender_domain(sender, "noreply@tableflow.com")
+        assert rejected.value.field == "from"
+
+
+def test_parse_mailbox() -> None:
+    assert parse_mailbox("Ana <ana@example.com>") == ("Ana", "ana@example.com")
+    assert parse_mailbox("not an address") is None
