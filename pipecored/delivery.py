@@ -29,6 +29,7 @@ from urllib.parse import urlencode
 import httpx
 import structlog
 
+from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitBreakers, CircuitChange, CircuitKey
 from pipecored.config.model import ChannelConfig, DaemonConfig, RateLimitConfig, RouteConfig
 from pipecored.config.registry import TenantRegistry
@@ -386,6 +387,9 @@ class DeliveryWorker:
             result = classify(exc)
             if result.code == "plugin_error":
                 log.exception("delivery.plugin_error", provider=provider.name, message_id=record.id)
+            # Whatever a plugin put in its message, no credential of this route is recorded.
+            secrets = [v for k, v in route.credentials.items() if k in provider.secret_names()]
+            result = replace(result, message=scrub_secrets(result.message, secrets))
         duration = time.perf_counter() - t0
 
         attempt = AttemptRecord(
