@@ -19,7 +19,6 @@ from typing import Any
 import httpx
 import pipecored_meta
 import pytest
-from httpx_aiohttp import AiohttpTransport
 from jsonschema import ValidationError
 from openapi_core.validation.request.exceptions import SecurityValidationError
 from pipecored_meta import MetaProvider
@@ -37,6 +36,7 @@ from pipecored import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
+from pipecored.http import outbound_client
 from tests.fakes.meta import (
     FakeMeta,
     SignedWebhook,
@@ -466,8 +466,11 @@ async def test_parses_retry_after(
 @pytest.fixture(params=[pytest.param("httpx", id="httpx"), pytest.param("aiohttp", id="aiohttp")])
 async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     """Plain httpx, and the aiohttp-backed client the daemon hands to plugins."""
-    transport = AiohttpTransport(trust_env=False) if request.param == "aiohttp" else None
-    client = httpx.AsyncClient(transport=transport, trust_env=False)
+    client = (
+        outbound_client(max_connections=4, timeout=5)
+        if request.param == "aiohttp"
+        else httpx.AsyncClient(trust_env=False)
+    )
     async with client:
         yield client
 

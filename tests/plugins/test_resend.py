@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 import pytest
-from httpx_aiohttp import AiohttpTransport
 from pipecored_resend import ResendProvider, register_providers
 from svix.webhooks import Webhook, WebhookVerificationError
 
@@ -35,6 +34,7 @@ from pipecored import (
     WebhookSignatureError,
     __version__,
 )
+from pipecored.http import outbound_client
 from tests.fakes.resend import FakeResend, email_event, webhook
 from tests.fakes.specs import validate_request
 
@@ -457,7 +457,7 @@ async def test_failures_through_the_hosts_aiohttp_client_are_retryable(
 ) -> None:
     if slow:
         fake.delay_next(0.3)
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with outbound_client(max_connections=4, timeout=5) as client:
         with pytest.raises(ProviderError) as caught:
             url = fake.url if slow else closed_port_url()
             await provider.send(email(), send_context(client, url, timeout=0.1))
@@ -468,7 +468,7 @@ async def test_failures_through_the_hosts_aiohttp_client_are_retryable(
 
 
 async def test_sends_through_the_hosts_aiohttp_client(fake: FakeResend) -> None:
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with outbound_client(max_connections=4, timeout=5) as client:
         result = await provider.send(email(text=TEXT), send_context(client, fake.url))
 
     assert result.provider_message_id == fake.emails[0]["id"]

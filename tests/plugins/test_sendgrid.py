@@ -17,7 +17,6 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
-from httpx_aiohttp import AiohttpTransport
 from pipecored_sendgrid import SendGridProvider, register_providers
 from sendgrid.helpers.eventwebhook import EventWebhook
 
@@ -35,6 +34,7 @@ from pipecored import (
     WebhookSignatureError,
     __version__,
 )
+from pipecored.http import outbound_client
 from tests.fakes.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -556,7 +556,7 @@ async def test_failures_through_the_hosts_aiohttp_client_are_retryable(
 ) -> None:
     if slow:
         fake.delay_next(0.3)
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with outbound_client(max_connections=4, timeout=5) as client:
         with pytest.raises(ProviderError) as caught:
             url = fake.url if slow else closed_port_url()
             await provider.send(email(), send_context(client, url, timeout=0.1))
@@ -566,7 +566,7 @@ async def test_failures_through_the_hosts_aiohttp_client_are_retryable(
 
 
 async def test_sends_through_the_hosts_aiohttp_client(fake: FakeSendGrid) -> None:
-    async with httpx.AsyncClient(transport=AiohttpTransport()) as client:
+    async with outbound_client(max_connections=4, timeout=5) as client:
         result = await provider.send(email(text=TEXT), send_context(client, fake.url))
 
     assert result.provider_message_id == fake.messages[0]["x_message_id"]

@@ -18,7 +18,6 @@ from urllib.parse import parse_qs
 import httpx
 import pipecored_twilio
 import pytest
-from httpx_aiohttp import AiohttpTransport
 from pipecored_twilio import TwilioProvider
 from twilio.request_validator import RequestValidator
 
@@ -36,6 +35,7 @@ from pipecored import (
     WebhookRequest,
     WebhookSignatureError,
 )
+from pipecored.http import outbound_client
 from tests.fakes.specs import validate_request
 from tests.fakes.twilio import (
     FakeTwilio,
@@ -442,8 +442,11 @@ async def test_parses_retry_after(
 @pytest.fixture(params=[pytest.param("httpx", id="httpx"), pytest.param("aiohttp", id="aiohttp")])
 async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     """Plain httpx, and the aiohttp-backed client the daemon hands to plugins."""
-    transport = AiohttpTransport(trust_env=False) if request.param == "aiohttp" else None
-    client = httpx.AsyncClient(transport=transport, trust_env=False)
+    client = (
+        outbound_client(max_connections=4, timeout=5)
+        if request.param == "aiohttp"
+        else httpx.AsyncClient(trust_env=False)
+    )
     async with client:
         yield client
 

@@ -13,15 +13,12 @@ made before the message was accepted.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from pipecored import ProviderError
+from pipecored import ProviderError, parse_retry_after, scrub_secrets
 
 PROVIDER = "meta"
 
@@ -39,48 +36,6 @@ OUTSIDE_WINDOW_HINT = (
     "outside the WhatsApp 24-hour customer service window: the customer has not written in the"
     " last 24 hours, so only a pre-approved template message can be sent"
 )
-
-_MAX_MESSAGE = 500
-
-
-def parse_delay(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        seconds = parsedate_to_datetime(text).timestamp() - now
-    except (TypeError, ValueError, IndexError):
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
-    return parse_delay(response.headers.get("retry-after"), now=time.time() if now is None else now)
-
-
-def timed_out(exc: httpx.TransportError) -> bool:
-    """Whether a failed call ran out of time, rather than failing to connect."""
-    if not isinstance(exc, httpx.TimeoutException):
-        return False
-    # httpx-aiohttp reports every aiohttp connection error, a refused connection included, as
-    # ConnectTimeout; the OSError it wraps says that time did not run out.
-    cause = exc.__cause__
-    return not (isinstance(cause, OSError) and not isinstance(cause, TimeoutError))
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Provider text, cut short and with any credential it echoes masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****")
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 1] + "…"
-    return text
 
 
 def is_unavailable_code(code: int) -> bool:
@@ -125,6 +80,7 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
     error_data = error.get("error_data")
     details = error_data.get("details") if isinstance(error_data, dict) else None
     text = error.get("message")
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
 
     if code is None:
         retryable = status in _RETRYABLE_STATUSES
@@ -134,7 +90,7 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
             provider=PROVIDER,
             code=f"http_{status}",
             http_status=status,
-            retry_after=retry_after(response),
+            retry_after=retry_after,
         )
 
     retryable = False
@@ -153,11 +109,11 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
         details if isinstance(details, str) else None,
     )
     return ProviderError(
-        scrub(f"{label}: {message}", secrets),
+        scrub_secrets(f"{label}: {message}", secrets),
         retryable=retryable,
         provider=PROVIDER,
         code=str(code),
         http_status=status,
-        retry_after=retry_after(response),
+        retry_after=retry_after,
         unavailable=unavailable,
     )

@@ -7,7 +7,6 @@ notifications (plus its GET subscription handshake) at ``/messaging/webhook/what
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from collections.abc import Mapping
@@ -21,7 +20,6 @@ from pipecored import (
     OutboundMessage,
     Provider,
     ProviderError,
-    ProviderTimeout,
     SendContext,
     SendResult,
     WebhookContext,
@@ -30,10 +28,11 @@ from pipecored import (
     WebhookResponse,
     WebhookResult,
     __version__,
+    call_provider,
 )
 
 from . import events, signature
-from .errors import PROVIDER, classify, scrub, timed_out
+from .errors import PROVIDER, classify
 
 # Meta's OpenAPI document asks for a User-Agent of the form product/major.minor.patch.
 USER_AGENT = f"pipecored/{__version__}"
@@ -134,31 +133,22 @@ class MetaProvider(Provider):
             f"/{quote(phone_number_id, safe='')}/messages"
         )
         secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
-        try:
-            # httpx's timeout bounds each phase; this bounds the whole call.
-            async with asyncio.timeout(ctx.timeout):
-                response = await ctx.http.post(
-                    url,
-                    content=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                    headers={
-                        "Authorization": f"Bearer {access_token}",
-                        "Content-Type": "application/json",
-                        "Accept": "application/json",
-                        "User-Agent": USER_AGENT,
-                    },
-                    timeout=ctx.timeout,
-                )
-        except TimeoutError:
-            raise ProviderTimeout(provider=PROVIDER) from None
-        except httpx.TransportError as exc:
-            if timed_out(exc):
-                raise ProviderTimeout(provider=PROVIDER) from None
-            raise ProviderError(
-                scrub(f"could not reach Meta: {type(exc).__name__}: {exc}", secrets),
-                retryable=True,
-                provider=PROVIDER,
-                code="connection_error",
-            ) from None
+        response = await call_provider(
+            ctx.http.post(
+                url,
+                content=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+                headers={
+                    "Authorization": f"Bearer {access_token}",
+                    "Content-Type": "application/json",
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                },
+                timeout=ctx.timeout,
+            ),
+            provider=PROVIDER,
+            timeout=ctx.timeout,
+            secrets=secrets,
+        )
 
         if not response.is_success:
             raise classify(response, secrets=secrets)

@@ -8,16 +8,13 @@ call with the first call's result instead of sending again.
 
 from __future__ import annotations
 
-import math
 import re
-import time
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from pipecored import ProviderError
+from pipecored import ProviderError, parse_retry_after, scrub_secrets
 
 PROVIDER = "resend"
 
@@ -39,42 +36,14 @@ _RETRYABLE_NAMES = frozenset(
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 _CODE = re.compile(r"[a-z][a-z0-9_]{0,63}")
-_MAX_MESSAGE = 500
-
-
-def parse_delay(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After``-style value: delta seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError, IndexError):
-            return None
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
     """``retry-after`` when present, else ``ratelimit-reset`` (seconds until the window resets)."""
-    current = time.time() if now is None else now
-    delay = parse_delay(response.headers.get("retry-after"), now=current)
+    delay = parse_retry_after(response.headers.get("retry-after"), now=now)
     if delay is None:
-        delay = parse_delay(response.headers.get("ratelimit-reset"), now=current)
+        delay = parse_retry_after(response.headers.get("ratelimit-reset"), now=now)
     return delay
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Provider text, cut short and with any credential it echoes masked."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "****")
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 1] + "…"
-    return text
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
@@ -93,7 +62,9 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
     name = name if isinstance(name, str) and _CODE.fullmatch(name) else None
     text = body.get("message")
     message = (
-        scrub(text, secrets) if isinstance(text, str) and text else f"Resend answered HTTP {status}"
+        scrub_secrets(text, secrets)
+        if isinstance(text, str) and text
+        else f"Resend answered HTTP {status}"
     )
 
     unavailable = False

@@ -10,9 +10,13 @@ import json
 from datetime import datetime
 from typing import Any
 
-from pipecored import DeliveryStatus, InboundMessage, StatusEvent, WebhookPayloadError
-
-from .addresses import parse_mailbox
+from pipecored import (
+    DeliveryStatus,
+    InboundMessage,
+    StatusEvent,
+    WebhookPayloadError,
+    parse_mailbox,
+)
 
 _PROGRESS: dict[str, DeliveryStatus] = {
     "email.sent": "sent",

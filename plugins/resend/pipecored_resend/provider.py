@@ -6,24 +6,22 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from pipecored import (
     CredentialField,
     OutboundMessage,
     Provider,
     ProviderError,
-    ProviderTimeout,
     SendContext,
     SendResult,
     WebhookContext,
     WebhookRequest,
     WebhookResult,
     __version__,
+    call_provider,
+    check_sender_domain,
 )
 
 from . import events, signature
-from .addresses import check_sender
 from .errors import PROVIDER, classify
 
 USER_AGENT = f"pipecored/{__version__}"
@@ -49,7 +47,7 @@ class ResendProvider(Provider):
     default_base_url = "https://api.resend.com"
 
     def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
-        check_sender(message.sender, credentials)
+        check_sender_domain(message.sender, credentials.get("fromEmail"))
 
     def request_body(
         self, message: OutboundMessage, credentials: Mapping[str, str]
@@ -86,9 +84,10 @@ class ResendProvider(Provider):
 
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
         api_key = ctx.credentials.get("apiKey", "")
+        secrets = list(ctx.credentials.values())
         content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
-        try:
-            response = await ctx.http.post(
+        response = await call_provider(
+            ctx.http.post(
                 f"{ctx.base_url.rstrip('/')}/emails",
                 content=content.encode("utf-8"),
                 headers={
@@ -102,19 +101,14 @@ class ResendProvider(Provider):
                     "Idempotency-Key": message.id,
                 },
                 timeout=ctx.timeout,
-            )
-        except httpx.TimeoutException:
-            raise ProviderTimeout(provider=PROVIDER) from None
-        except httpx.TransportError as exc:
-            raise ProviderError(
-                f"could not reach Resend: {type(exc).__name__}",
-                retryable=True,
-                provider=PROVIDER,
-                code="connection_error",
-            ) from None
+            ),
+            provider=PROVIDER,
+            timeout=ctx.timeout,
+            secrets=secrets,
+        )
 
         if not response.is_success:
-            raise classify(response, secrets=ctx.credentials.values())
+            raise classify(response, secrets=secrets)
         try:
             provider_id = response.json().get("id")
         except (ValueError, AttributeError):

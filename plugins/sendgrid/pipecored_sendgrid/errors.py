@@ -13,12 +13,11 @@ import math
 import re
 import time
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from pipecored import ProviderError
+from pipecored import ProviderError, parse_retry_after, scrub_secrets
 
 PROVIDER = "sendgrid"
 
@@ -27,24 +26,7 @@ PROVIDER = "sendgrid"
 _CREDENTIAL_STATUSES = frozenset({401, 403})
 _RETRYABLE_STATUSES = frozenset({429, 500, 502, 503, 504})
 
-_MAX_MESSAGE = 500
 _MAX_FIELD = 48
-
-
-def parse_delay(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    try:
-        seconds = float(value.strip())
-    except ValueError:
-        try:
-            seconds = parsedate_to_datetime(value).timestamp() - now
-        except (TypeError, ValueError, IndexError):
-            return None
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
 
 
 def parse_reset(value: str | None, *, now: float) -> float | None:
@@ -65,18 +47,8 @@ def retry_after(response: httpx.Response, *, now: float | None = None) -> float 
     current = time.time() if now is None else now
     delay = parse_reset(response.headers.get("x-ratelimit-reset"), now=current)
     if delay is None:
-        delay = parse_delay(response.headers.get("retry-after"), now=current)
+        delay = parse_retry_after(response.headers.get("retry-after"), now=current)
     return delay
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Provider text, cut short and with any credential it echoes masked."""
-    for secret in secrets:
-        if len(secret) >= 4:
-            text = text.replace(secret, "****")
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 1] + "…"
-    return text
 
 
 def _errors(response: httpx.Response) -> list[dict[str, Any]]:
@@ -106,7 +78,7 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
     first = errors[0] if errors else {}
     text = first.get("message")
     message = (
-        scrub(text, secrets)
+        scrub_secrets(text, secrets)
         if isinstance(text, str) and text
         else f"SendGrid answered HTTP {status}"
     )

@@ -6,24 +6,23 @@ import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import httpx
-
 from pipecored import (
     CredentialField,
     OutboundMessage,
     Provider,
     ProviderError,
-    ProviderTimeout,
     SendContext,
     SendResult,
     WebhookContext,
     WebhookRequest,
     WebhookResult,
     __version__,
+    call_provider,
+    check_sender_domain,
+    parse_mailbox,
 )
 
 from . import events, signature
-from .addresses import check_sender, parse_mailbox
 from .errors import PROVIDER, classify
 
 USER_AGENT = f"pipecored/{__version__}"
@@ -70,7 +69,7 @@ class SendGridProvider(Provider):
     default_base_url = "https://api.sendgrid.com"
 
     def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
-        check_sender(message.sender, credentials)
+        check_sender_domain(message.sender, credentials.get("fromEmail"))
 
     def request_body(
         self, message: OutboundMessage, credentials: Mapping[str, str]
@@ -117,9 +116,10 @@ class SendGridProvider(Provider):
 
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
         api_key = ctx.credentials.get("apiKey", "")
+        secrets = list(ctx.credentials.values())
         content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
-        try:
-            response = await ctx.http.post(
+        response = await call_provider(
+            ctx.http.post(
                 f"{ctx.base_url.rstrip('/')}/v3/mail/send",
                 content=content.encode("utf-8"),
                 headers={
@@ -128,19 +128,14 @@ class SendGridProvider(Provider):
                     "User-Agent": USER_AGENT,
                 },
                 timeout=ctx.timeout,
-            )
-        except httpx.TimeoutException:
-            raise ProviderTimeout(provider=PROVIDER) from None
-        except httpx.TransportError as exc:
-            raise ProviderError(
-                f"could not reach SendGrid: {type(exc).__name__}",
-                retryable=True,
-                provider=PROVIDER,
-                code="connection_error",
-            ) from None
+            ),
+            provider=PROVIDER,
+            timeout=ctx.timeout,
+            secrets=secrets,
+        )
 
         if not response.is_success:
-            raise classify(response, secrets=ctx.credentials.values())
+            raise classify(response, secrets=secrets)
         # SendGrid accepted the message: failing it now would invite a second copy. Should the
         # header ever be missing, our own id stands in; webhook events still match through the
         # pipecore_message_id custom arg.

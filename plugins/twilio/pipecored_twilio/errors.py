@@ -12,15 +12,12 @@ refused before anything is created, so those are retried.
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Iterable
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 
-from pipecored import ProviderError
+from pipecored import ProviderError, parse_retry_after, scrub_secrets
 
 PROVIDER = "twilio"
 
@@ -33,48 +30,6 @@ _QUOTA_CODES = frozenset({21611, 63038})
 _OUTSIDE_WINDOW = 63016
 _RETRYABLE_CODES = frozenset({20429, 20503})
 _RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
-
-_MAX_MESSAGE = 500
-
-
-def parse_delay(value: str | None, *, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta seconds or an HTTP date."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if text.isdigit():
-        return float(text)
-    try:
-        seconds = parsedate_to_datetime(text).timestamp() - now
-    except (TypeError, ValueError, IndexError):
-        return None
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def retry_after(response: httpx.Response, *, now: float | None = None) -> float | None:
-    return parse_delay(response.headers.get("retry-after"), now=time.time() if now is None else now)
-
-
-def timed_out(exc: httpx.TransportError) -> bool:
-    """Whether a failed call ran out of time, rather than failing to connect."""
-    if not isinstance(exc, httpx.TimeoutException):
-        return False
-    # httpx-aiohttp reports every aiohttp connection error, a refused connection included, as
-    # ConnectTimeout; the OSError it wraps says that time did not run out.
-    cause = exc.__cause__
-    return not (isinstance(cause, OSError) and not isinstance(cause, TimeoutError))
-
-
-def scrub(text: str, secrets: Iterable[str]) -> str:
-    """Provider text, cut short and with any credential it echoes masked."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "****")
-    if len(text) > _MAX_MESSAGE:
-        text = text[: _MAX_MESSAGE - 1] + "…"
-    return text
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
@@ -126,11 +81,11 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
         )
 
     return ProviderError(
-        scrub(f"{label}: {detail}", secrets),
+        scrub_secrets(f"{label}: {detail}", secrets),
         retryable=retryable,
         provider=PROVIDER,
         code=str(code) if code is not None else f"http_{status}",
         http_status=status,
-        retry_after=retry_after(response),
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
         unavailable=unavailable,
     )

@@ -7,12 +7,9 @@ Twilio's status callbacks and incoming messages at ``/messaging/webhook/{channel
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from urllib.parse import parse_qs, quote
-
-import httpx
 
 from pipecored import (
     CredentialField,
@@ -20,7 +17,6 @@ from pipecored import (
     OutboundMessage,
     Provider,
     ProviderError,
-    ProviderTimeout,
     SendContext,
     SendResult,
     WebhookContext,
@@ -30,10 +26,11 @@ from pipecored import (
     WebhookResult,
     WebhookSignatureError,
     __version__,
+    call_provider,
 )
 
 from . import events, signature
-from .errors import PROVIDER, classify, scrub, timed_out
+from .errors import PROVIDER, classify
 
 USER_AGENT = f"pipecored/{__version__}"
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
@@ -156,27 +153,18 @@ class TwilioProvider(Provider):
         account = quote(account_sid, safe="")
         url = f"{ctx.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
         secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
-        try:
-            # httpx's timeout bounds each phase; this bounds the whole call.
-            async with asyncio.timeout(ctx.timeout):
-                response = await ctx.http.post(
-                    url,
-                    data=form,
-                    auth=(account_sid, auth_token),
-                    headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                    timeout=ctx.timeout,
-                )
-        except TimeoutError:
-            raise ProviderTimeout(provider=PROVIDER) from None
-        except httpx.TransportError as exc:
-            if timed_out(exc):
-                raise ProviderTimeout(provider=PROVIDER) from None
-            raise ProviderError(
-                scrub(f"could not reach Twilio: {type(exc).__name__}: {exc}", secrets),
-                retryable=True,
-                provider=PROVIDER,
-                code="connection_error",
-            ) from None
+        response = await call_provider(
+            ctx.http.post(
+                url,
+                data=form,
+                auth=(account_sid, auth_token),
+                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+                timeout=ctx.timeout,
+            ),
+            provider=PROVIDER,
+            timeout=ctx.timeout,
+            secrets=secrets,
+        )
 
         if not response.is_success:
             raise classify(response, secrets=secrets)
