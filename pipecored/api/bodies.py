@@ -14,7 +14,9 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainValidator,
     ValidationError,
+    WithJsonSchema,
 )
 from pydantic.alias_generators import to_camel
 from starlette.requests import Request
@@ -121,7 +123,8 @@ def take_tenant_id(body: dict[str, Any]) -> str | None:
 
 
 def _phone(value: str) -> str:
-    if not E164.match(value):
+    # fullmatch: with match, "$" would let a trailing newline through
+    if not E164.fullmatch(value):
         raise ValueError("expected a phone number in E.164 form: + and 8 to 15 digits")
     return value
 
@@ -146,7 +149,48 @@ def _mailbox(value: str) -> str:
 Phone = Annotated[str, AfterValidator(_phone)]
 EmailAddress = Annotated[str, AfterValidator(_email)]
 Mailbox = Annotated[str, AfterValidator(_mailbox)]
-Recipients = Annotated[list[EmailAddress], Field(min_length=1, max_length=MAX_RECIPIENTS)]
+
+
+def _recipients(value: Any) -> str | list[str]:
+    """One address or a list of them, kept as the client gave it.
+
+    One validator rather than a ``str | list`` union: a union reports an error once per member,
+    under pydantic's internal member names, so the client would read ``to.function-after[...]:
+    Input should be a valid string`` for a bad address in a list.
+    """
+    if isinstance(value, str):
+        return _email(value)
+    if not isinstance(value, list):
+        raise ValueError("expected an email address or a list of them")
+    if not 1 <= len(value) <= MAX_RECIPIENTS:
+        raise ValueError(f"expected 1 to {MAX_RECIPIENTS} addresses")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ValueError(f"item {index}: expected an email address")
+        try:
+            _email(item)
+        except ValueError as exc:
+            raise ValueError(f"item {index}: {exc}") from None
+    return list(value)
+
+
+Recipients = Annotated[
+    str | list[str],
+    PlainValidator(_recipients),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string"},
+                {
+                    "type": "array",
+                    "items": {"type": "string"},
+                    "minItems": 1,
+                    "maxItems": MAX_RECIPIENTS,
+                },
+            ]
+        }
+    ),
+]
 
 
 class Body(BaseModel):
@@ -166,14 +210,14 @@ class WhatsappSend(Body):
 
 
 class EmailSend(Body):
-    to: EmailAddress | Recipients
+    to: Recipients
     subject: str = Field(min_length=1, max_length=SUBJECT_LIMIT)
     html_content: str = Field(min_length=1)
     text_content: str | None = None
     from_: Mailbox | None = Field(default=None, alias="from")
-    reply_to: EmailAddress | Recipients | None = None
-    cc: EmailAddress | Recipients | None = None
-    bcc: EmailAddress | Recipients | None = None
+    reply_to: Recipients | None = None
+    cc: Recipients | None = None
+    bcc: Recipients | None = None
     headers: dict[str, str] | None = None
     tags: dict[str, str] | None = None
 

@@ -24,11 +24,20 @@ def encode_cursor(seq: int) -> str:
     return base64.urlsafe_b64encode(f"s{seq}".encode()).decode().rstrip("=")
 
 
+def _whole_number(raw: str, *, max_digits: int) -> int | None:
+    """ASCII digits only, and few enough of them: ``str.isdigit`` takes "١٢" and "²", and
+    ``int()`` refuses over 4,300 digits (a 500) while SQLite refuses over 2**63 (a 503)."""
+    if not raw.isascii() or not raw.isdigit() or len(raw) > max_digits:
+        return None
+    return int(raw)
+
+
 def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if raw.startswith("s") and raw[1:].isdigit():
-            return int(raw[1:])
+        seq = _whole_number(raw[1:], max_digits=18) if raw.startswith("s") else None
+        if seq is not None:
+            return seq
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
     raise ValidationFailed("cursor: not a cursor this API returned", field="cursor")
@@ -45,9 +54,10 @@ def _limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    limit = _whole_number(raw, max_digits=len(str(MAX_LIMIT)))
+    if limit is None or not 1 <= limit <= MAX_LIMIT:
         raise ValidationFailed(f"limit: a whole number from 1 to {MAX_LIMIT}", field="limit")
-    return int(raw)
+    return limit
 
 
 async def get_logs(request: Request) -> JSONResponse:

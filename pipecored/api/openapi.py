@@ -264,8 +264,10 @@ def document() -> dict[str, Any]:
                     "required": True,
                     "content": {
                         "application/json": {
+                            # anyOf, not oneOf: an SMS body is also a valid WhatsApp body
+                            # (the channel in the path says which one it is).
                             "schema": {
-                                "oneOf": [_ref("SmsSend"), _ref("WhatsappSend"), _ref("EmailSend")]
+                                "anyOf": [_ref("SmsSend"), _ref("WhatsappSend"), _ref("EmailSend")]
                             }
                         }
                     },
@@ -321,6 +323,7 @@ def document() -> dict[str, Any]:
                     "201": _json("Tenant created; secrets masked", _ref("TenantConfig")),
                     **_BODY_ERRORS,
                     **_AUTH_ERRORS,
+                    "409": _error("The tenant's file is not YAML the API can edit; fix it by hand"),
                 },
             }
         },

@@ -60,8 +60,10 @@ async def send(request: Request) -> JSONResponse:
         raise ServiceUnavailable("pipecored is shutting down", code="shutting_down")
 
     data = json_object(await read_json(request, limit=call.snapshot.daemon.server.max_body_bytes))
-    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     tenant_id = take_tenant_id(data) or call.principal.tenant_id
+    # After the tenant id is taken out: how the client named the tenant (tenant_id, tenantId or
+    # implied by its key) does not make a retry a different request; the digest has the tenant.
+    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     if tenant_id is None:
         raise ValidationFailed("tenant_id: required with an admin key", field="tenant_id")
     tenant = call.tenant(tenant_id)

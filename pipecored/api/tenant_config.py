@@ -19,9 +19,10 @@ from pipecored.api.bodies import (
 )
 from pipecored.api.context import begin
 from pipecored.api.views import tenant_view
+from pipecored.config.loader import has_env_ref
 from pipecored.config.registry import TenantEntry
-from pipecored.config.writer import update_channel
-from pipecored.errors import ConfigError, ValidationFailed
+from pipecored.config.writer import UneditableTenantFile, update_channel
+from pipecored.errors import ConfigError, Conflict, ValidationFailed
 from pipecored.provider import CHANNELS
 
 log = structlog.get_logger("pipecored.api")
@@ -67,6 +68,15 @@ async def set_provider(request: Request) -> JSONResponse:
             f"provider: {body.provider} does not serve {body.channel}", field="provider"
         )
 
+    for name, value in body.credentials.items():
+        if has_env_ref(value):
+            # Written to the file, a ${NAME} would be filled from the daemon's environment and
+            # sent to the provider: an API caller could make the daemon disclose any variable.
+            raise ValidationFailed(
+                f"credentials.{name}: ${{...}} references can only be written in the file",
+                field=f"credentials.{name}",
+            )
+
     async with gateway.config_lock:
         try:
             tenant, created = await asyncio.to_thread(
@@ -80,6 +90,10 @@ async def set_provider(request: Request) -> JSONResponse:
                 providers=gateway.providers,
                 env=gateway.registry.env,
             )
+        except UneditableTenantFile as exc:
+            raise Conflict(
+                f"tenant {tenant_id!r}: {exc.issues[0].message}", code="tenant_config_invalid"
+            ) from None
         except ConfigError as exc:
             issue = exc.issues[0]
             field = _issue_field(issue.path) or "tenantId"

@@ -95,8 +95,8 @@ async def webhook(request: Request) -> Response:
     try:
         for event in result.events:
             if isinstance(event, StatusEvent):
-                matched = await gateway.store.apply_status(tenant_id, name, event)
-                if matched is not None:
+                applied = await gateway.store.apply_status(tenant_id, name, event)
+                if applied is not None and applied.moved:
                     gateway.metrics.messages.labels(tenant_id, channel, name, event.status).inc()
             elif isinstance(event, InboundMessage):
                 _, created = await gateway.store.add_inbound(tenant_id, channel, name, event)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pipecored.store.base import (
     AcceptResult,
+    AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
     IdempotencyClaim,
@@ -17,6 +18,7 @@ from pipecored.store.base import (
 
 __all__ = [
     "AcceptResult",
+    "AppliedStatus",
     "AttemptOutcome",
     "AttemptRecord",
     "IdempotencyClaim",

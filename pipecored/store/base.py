@@ -137,6 +137,12 @@ class AttemptOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class AppliedStatus:
+    message_id: str
+    moved: bool  # False for a repeated or late event: the message already was there or further
+
+
+@dataclass(frozen=True, slots=True)
 class StoreStats:
     total: int
     by_status: Mapping[str, int]
@@ -201,11 +207,14 @@ class MessageStore(abc.ABC):
         """The earliest time at which claim() could return something, or None if nothing waits."""
 
     @abc.abstractmethod
-    async def apply_status(self, tenant_id: str, provider: str, event: StatusEvent) -> str | None:
+    async def apply_status(
+        self, tenant_id: str, provider: str, event: StatusEvent
+    ) -> AppliedStatus | None:
         """Apply a provider's status event to the message it names (by ``message_id`` or by
-        ``provider_message_id``), only forward. Returns the message id, or None when no message
-        of this tenant matches yet (the event is then kept and applied when the provider id is
-        recorded, since callbacks can overtake our own write of the provider's answer)."""
+        ``provider_message_id``), only forward. Returns the message and whether its status
+        moved, or None when no message of this tenant matches yet (the event is then kept and
+        applied when the provider id is recorded, since callbacks can overtake our own write of
+        the provider's answer)."""
 
     @abc.abstractmethod
     async def add_inbound(

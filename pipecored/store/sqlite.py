@@ -39,6 +39,7 @@ from pipecored.errors import PipecoreError, StoreError
 from pipecored.provider import InboundMessage, StatusEvent
 from pipecored.store.base import (
     AcceptResult,
+    AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
     IdempotencyClaim,
@@ -424,7 +425,7 @@ def _release_tx(conn: sqlite3.Connection, message_id: str, lease_token: str, now
 
 def _apply_status_tx(
     conn: sqlite3.Connection, tenant_id: str, provider: str, event: StatusEvent, now: float
-) -> str | None:
+) -> AppliedStatus | None:
     row = None
     if event.message_id is not None:
         row = conn.execute(
@@ -440,8 +441,8 @@ def _apply_status_tx(
         ).fetchone()
     if row is not None:
         status, error_code, error_message = event.status, event.error_code, event.error_message
-        _move(conn, row["seq"], row["status"], status, error_code, error_message, now)
-        return str(row["id"])
+        ended = _move(conn, row["seq"], row["status"], status, error_code, error_message, now)
+        return AppliedStatus(str(row["id"]), moved=ended != row["status"])
     if event.provider_message_id is not None:
         conn.execute("DELETE FROM pending_events WHERE received_at < ?", (now - PENDING_EVENT_TTL,))
         conn.execute(
@@ -919,7 +920,9 @@ class SQLiteStore(MessageStore):
     async def next_due(self) -> float | None:
         return await self._read("next_due", _next_due_tx)
 
-    async def apply_status(self, tenant_id: str, provider: str, event: StatusEvent) -> str | None:
+    async def apply_status(
+        self, tenant_id: str, provider: str, event: StatusEvent
+    ) -> AppliedStatus | None:
         now = time.time()
         return await self._write(
             "apply_status", lambda conn: _apply_status_tx(conn, tenant_id, provider, event, now)

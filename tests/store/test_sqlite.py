@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from pipecored.errors import StoreError
 from pipecored.provider import InboundMessage, StatusEvent
 from pipecored.store import (
+    AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
     IdempotencyClaim,
@@ -482,7 +483,7 @@ async def test_webhook_delivered_during_the_call_stays_delivered(store: SQLiteSt
     await store.accept(new_message(1))
     record = await claim_one(store)
     event = StatusEvent(status="delivered", message_id=record.id)
-    assert await store.apply_status(TENANT, "twilio", event) == record.id
+    assert await store.apply_status(TENANT, "twilio", event) == AppliedStatus(record.id, moved=True)
     assert await store.complete(outcome(record, "sent", provider_message_id="SM1"))
     got = await store.get(record.id)
     assert got is not None
@@ -510,7 +511,10 @@ async def test_status_events_only_move_forward(
         event = StatusEvent(
             status=status, provider_message_id="SM1", error_code="30003", error_message="gone"
         )
-        assert await store.apply_status(TENANT, "twilio", event) == record.id
+        before = await store.get(record.id)
+        assert before is not None
+        applied = await store.apply_status(TENANT, "twilio", event)
+        assert applied == AppliedStatus(record.id, moved=moves_forward(before.status, status))
     got = await store.get(record.id)
     assert got is not None
     assert got.status == final
