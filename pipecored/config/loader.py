@@ -4,23 +4,38 @@ providers' own credential schemas. Every problem is reported as ``FILE: key.path
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
-from pipecored.config.model import TENANT_ID_PATTERN, DaemonConfig, TenantConfig
+from pipecored.config.model import (
+    TENANT_ID_PATTERN,
+    ChannelConfig,
+    DaemonConfig,
+    TenantConfig,
+)
 from pipecored.errors import ConfigError, ConfigIssue
-from pipecored.provider import Provider
+from pipecored.provider import CHANNELS, Provider
 
 DAEMON_FILE = "pipecored.yaml"
 TENANTS_DIR = "tenants"
 TENANT_SUFFIX = ".yaml"
 
-# ${NAME}, or ${NAME:-default} used when NAME is unset (as in POSIX shells and Compose files).
+# ${NAME}, or ${NAME:-default} used when NAME is unset or empty (as in POSIX shells and Compose
+# files: an exported-but-empty variable must not turn into an empty API key or token).
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _lookup(match: re.Match[str], env: Mapping[str, str]) -> str | None:
+    """The value a reference stands for; None when the variable is unset and has no default."""
+    name, default = match.group(1), match.group(2)
+    value = env.get(name)
+    if default is not None and not value:
+        return default
+    return value
 
 
 def substitute_env(
@@ -30,13 +45,13 @@ def substitute_env(
     if isinstance(data, str):
 
         def replace(match: re.Match[str]) -> str:
-            name, default = match.group(1), match.group(2)
-            if name not in env:
-                if default is not None:
-                    return default
-                issues.append(ConfigIssue(file, path, f"environment variable {name} is not set"))
+            value = _lookup(match, env)
+            if value is None:
+                issues.append(
+                    ConfigIssue(file, path, f"environment variable {match.group(1)} is not set")
+                )
                 return ""
-            return env[name]
+            return value
 
         return _ENV_REF.sub(replace, data)
     if isinstance(data, dict):
@@ -54,10 +69,7 @@ def substitute_env(
 
 def resolve(value: str, env: Mapping[str, str]) -> str:
     """One string with its ``${ENV}`` references replaced (missing ones left as they are)."""
-    return _ENV_REF.sub(
-        lambda m: env.get(m.group(1), m.group(2) if m.group(2) is not None else m.group(0)),
-        value,
-    )
+    return _ENV_REF.sub(lambda m: v if (v := _lookup(m, env)) is not None else m.group(0), value)
 
 
 def has_env_ref(value: object) -> bool:
@@ -78,9 +90,45 @@ def read_yaml(path: Path, *, display: str) -> Any:
     return parse_yaml(text, display=display)
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with two guards against values that silently differ from the file.
+
+    A key written twice is an error (PyYAML would keep the last one without a word, so a
+    duplicated channel or ``apiKeys`` line would pass ``check``). A number whose text YAML 1.1
+    would rewrite (``+15005550006`` loses its plus, ``0123`` is octal 83, ``1:30`` is 90,
+    ``.inf``) keeps its text: a string field then gets exactly what was written, and a number
+    field still parses it (or reports it) through the models.
+    """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            # Merge keys (<<) may legitimately be overridden; only the node's own keys count.
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                key = self.construct_object(key_node)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _construct_number(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> object:
+    if node.tag.endswith(":int"):
+        value: object = loader.construct_yaml_int(node)
+    else:
+        value = loader.construct_yaml_float(node)
+    return value if str(value) == node.value else node.value
+
+
+_ConfigLoader.add_constructor("tag:yaml.org,2002:int", _construct_number)
+_ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_number)
+
+
 def parse_yaml(text: str, *, display: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
@@ -91,36 +139,69 @@ def parse_yaml(text: str, *, display: str) -> Any:
 def _pydantic_issues(exc: ValidationError, file: str) -> list[ConfigIssue]:
     issues = []
     for err in exc.errors(include_url=False, include_input=False):
-        path = ".".join(str(p) for p in err["loc"])
+        # pydantic marks a bad mapping key (an unknown channel) with a "[key]" location step;
+        # the path to the key itself is what the operator needs.
+        path = ".".join(str(p) for p in err["loc"] if p != "[key]")
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif err["type"] == "tuple_type":
+            message = "Input should be a list"  # a tuple is the model's detail, not the file's
         elif message.startswith("Value error, "):
             message = message.removeprefix("Value error, ")
         issues.append(ConfigIssue(file, path, message))
     return issues
 
 
-def parse_daemon_config(raw: Any, *, env: Mapping[str, str], display: str) -> DaemonConfig:
+def _not_under(issues: list[ConfigIssue], env_issues: list[ConfigIssue]) -> list[ConfigIssue]:
+    """``issues`` without those at a value whose ``${ENV}`` was missing: the missing variable is
+    the problem there, not the empty string that stood in for it."""
+    missing = {i.path for i in env_issues}
+    return [
+        i for i in issues if not any(i.path == p or i.path.startswith(f"{p}.") for p in missing)
+    ]
+
+
+def parse_daemon_config(
+    raw: Any,
+    *,
+    env: Mapping[str, str],
+    display: str,
+    providers: Mapping[str, Provider] | None = None,
+) -> DaemonConfig:
+    """Every issue in the file at once; ``providers`` (when given) checks ``providers.<name>``."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError([ConfigIssue(display, "", "expected a mapping of settings")])
-    issues: list[ConfigIssue] = []
-    data = substitute_env(raw, env, issues=issues, file=display)
-    if issues:
-        raise ConfigError(issues)
+    env_issues: list[ConfigIssue] = []
+    data = substitute_env(raw, env, issues=env_issues, file=display)
+    issues = list(env_issues)
+    daemon: DaemonConfig | None = None
     try:
-        return DaemonConfig.model_validate(data)
+        daemon = DaemonConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_issues(exc, display)) from None
+        issues.extend(_not_under(_pydantic_issues(exc, display), env_issues))
+    if providers is not None and isinstance(data.get("providers"), dict):
+        issues.extend(
+            ConfigIssue(display, f"providers.{name}", f"unknown provider {name!r}")
+            for name in data["providers"]
+            if name not in providers
+        )
+    if issues or daemon is None:
+        raise ConfigError(issues)
+    return daemon
 
 
-def load_daemon_config(config_dir: Path, *, env: Mapping[str, str]) -> DaemonConfig:
+def load_daemon_config(
+    config_dir: Path, *, env: Mapping[str, str], providers: Mapping[str, Provider] | None = None
+) -> DaemonConfig:
     path = config_dir / DAEMON_FILE
     if not path.exists():
         return DaemonConfig()
-    return parse_daemon_config(read_yaml(path, display=DAEMON_FILE), env=env, display=DAEMON_FILE)
+    return parse_daemon_config(
+        read_yaml(path, display=DAEMON_FILE), env=env, display=DAEMON_FILE, providers=providers
+    )
 
 
 def tenant_id_of(path: Path) -> str:
@@ -140,30 +221,54 @@ def provider_issues(
     """Check every route against the provider it names: known, serves the channel, credentials."""
     issues: list[ConfigIssue] = []
     for channel, config in tenant.channels.items():
-        for index, route in enumerate(config.routes):
-            where = f"channels.{channel}" + ("" if index == 0 else f".fallbacks.{index - 1}")
-            provider = providers.get(route.provider)
-            if provider is None:
-                known = ", ".join(sorted(providers)) or "none"
-                issues.append(
-                    ConfigIssue(
-                        display,
-                        f"{where}.provider",
-                        f"unknown provider {route.provider!r} (loaded: {known})",
-                    )
-                )
-                continue
-            if channel not in provider.channels:
-                issues.append(
-                    ConfigIssue(
-                        display,
-                        f"{where}.provider",
-                        f"provider {route.provider} does not serve {channel} "
-                        f"(it serves {', '.join(sorted(provider.channels))})",
-                    )
-                )
-            issues.extend(credential_issues(provider, channel, route.credentials, display, where))
+        issues.extend(channel_issues(channel, config, providers, display=display))
     return issues
+
+
+def channel_issues(
+    channel: str, config: ChannelConfig, providers: Mapping[str, Provider], *, display: str
+) -> list[ConfigIssue]:
+    issues: list[ConfigIssue] = []
+    for index, route in enumerate(config.routes):
+        where = f"channels.{channel}" + ("" if index == 0 else f".fallbacks.{index - 1}")
+        provider = providers.get(route.provider)
+        if provider is None:
+            known = ", ".join(sorted(providers)) or "none"
+            issues.append(
+                ConfigIssue(
+                    display,
+                    f"{where}.provider",
+                    f"unknown provider {route.provider!r} (loaded: {known})",
+                )
+            )
+            continue
+        if channel not in provider.channels:
+            issues.append(
+                ConfigIssue(
+                    display,
+                    f"{where}.provider",
+                    f"provider {route.provider} does not serve {channel} "
+                    f"(it serves {', '.join(sorted(provider.channels))})",
+                )
+            )
+        issues.extend(credential_issues(provider, channel, route.credentials, display, where))
+    return issues
+
+
+def _valid_channels(data: Mapping[str, Any]) -> dict[str, ChannelConfig]:
+    """The channels of an invalid tenant file that are valid on their own."""
+    channels = data.get("channels")
+    valid: dict[str, ChannelConfig] = {}
+    if not isinstance(channels, dict):
+        return valid
+    for name, raw in channels.items():
+        if name not in CHANNELS:
+            continue
+        try:
+            valid[name] = ChannelConfig.model_validate(raw)
+        except ValidationError:
+            continue
+    return valid
 
 
 def credential_issues(
@@ -198,6 +303,23 @@ def credential_issues(
     return issues
 
 
+def key_conflicts(
+    keys: Sequence[str], taken: Collection[str], *, display: str, path: str, message: str
+) -> list[ConfigIssue]:
+    """An API or admin key that something else already holds. A key must identify exactly one
+    principal: with two owners, whichever is indexed last would silently act as the other.
+    The message never names the other owner (tenants may read their own config errors)."""
+    return [
+        ConfigIssue(display, f"{path}.{index}", message)
+        for index, key in enumerate(keys)
+        if key in taken
+    ]
+
+
+TENANT_KEY_TAKEN = "this key already belongs to another tenant or is an admin key"
+ADMIN_KEY_TAKEN = "this key is already a tenant's API key"
+
+
 def parse_tenant(
     raw: Any,
     *,
@@ -206,29 +328,41 @@ def parse_tenant(
     env: Mapping[str, str],
     display: str,
 ) -> TenantConfig:
+    """A tenant file, checked whole: every issue it has is in the ConfigError."""
     check_tenant_id(tenant_id, display=display)
     if not isinstance(raw, dict):
         raise ConfigError(
             [ConfigIssue(display, "", "expected a mapping (name, apiKeys, channels)")]
         )
-    issues: list[ConfigIssue] = []
-    data = substitute_env(raw, env, issues=issues, file=display)
-    if issues:
-        raise ConfigError(issues)
+    env_issues: list[ConfigIssue] = []
+    data = substitute_env(raw, env, issues=env_issues, file=display)
+    issues = list(env_issues)
+    tenant: TenantConfig | None = None
     try:
         tenant = TenantConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_pydantic_issues(exc, display)) from None
-    issues = provider_issues(tenant, providers, display=display)
-    if issues:
+        issues.extend(_not_under(_pydantic_issues(exc, display), env_issues))
+        # A typo elsewhere must not hide a missing credential: the channels that are valid on
+        # their own are still checked against their providers.
+        for channel, config in _valid_channels(data).items():
+            issues.extend(
+                _not_under(channel_issues(channel, config, providers, display=display), env_issues)
+            )
+    else:
+        issues.extend(_not_under(provider_issues(tenant, providers, display=display), env_issues))
+    if issues or tenant is None:
         raise ConfigError(issues)
     return tenant
+
+
+def tenant_display(path: Path) -> str:
+    return f"{TENANTS_DIR}/{path.name}"
 
 
 def load_tenant_file(
     path: Path, *, providers: Mapping[str, Provider], env: Mapping[str, str]
 ) -> TenantConfig:
-    display = f"{TENANTS_DIR}/{path.name}"
+    display = tenant_display(path)
     return parse_tenant(
         read_yaml(path, display=display),
         tenant_id=tenant_id_of(path),
@@ -252,23 +386,31 @@ def tenant_files(config_dir: Path) -> list[Path]:
 def check_config_dir(
     config_dir: Path, *, providers: Mapping[str, Provider], env: Mapping[str, str]
 ) -> list[ConfigIssue]:
-    """Every issue in every file, for ``pipecored check``."""
+    """Every issue in every file, for ``pipecored check`` (the same rules the daemon applies)."""
     issues: list[ConfigIssue] = []
     if not config_dir.is_dir():
         return [ConfigIssue(str(config_dir), "", "not a directory")]
+    taken: set[str] = set()
     try:
-        daemon = load_daemon_config(config_dir, env=env)
+        daemon = load_daemon_config(config_dir, env=env, providers=providers)
     except ConfigError as exc:
         issues.extend(exc.issues)
     else:
-        for name in daemon.providers:
-            if name not in providers:
-                issues.append(
-                    ConfigIssue(DAEMON_FILE, f"providers.{name}", f"unknown provider {name!r}")
-                )
+        taken.update(daemon.auth.admin_keys)
     for path in tenant_files(config_dir):
         try:
-            load_tenant_file(path, providers=providers, env=env)
+            tenant = load_tenant_file(path, providers=providers, env=env)
         except ConfigError as exc:
             issues.extend(exc.issues)
+            continue
+        conflicts = key_conflicts(
+            tenant.api_keys,
+            taken,
+            display=tenant_display(path),
+            path="apiKeys",
+            message=TENANT_KEY_TAKEN,
+        )
+        issues.extend(conflicts)
+        if not conflicts:
+            taken.update(tenant.api_keys)
     return issues

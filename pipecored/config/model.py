@@ -6,6 +6,7 @@ Durations are strings with a unit (``200ms``, ``1s``, ``5m``, ``24h``) or plain 
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Annotated, Any, Literal
 
@@ -21,9 +22,9 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, No
 
 
 def parse_duration(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 200ms, 1s, 5m or 24h")
-    if isinstance(value, int | float):
+    # An infinite or NaN duration (YAML's .inf) would pass ge=0 and then break every timer and
+    # int() that uses it, so only finite numbers are durations.
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
     if isinstance(value, str):
         match = _DURATION.match(value)
@@ -62,8 +63,12 @@ class ServerConfig(Model):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
+# An empty key (an unset ${VAR:-}) can never be presented, so it is a mistake, not a key.
+ApiKey = Annotated[str, Field(min_length=1)]
+
+
 class AuthConfig(Model):
-    admin_keys: tuple[str, ...] = ()
+    admin_keys: tuple[ApiKey, ...] = ()
 
 
 class ProviderDefaults(Model):
@@ -152,5 +157,5 @@ class ChannelConfig(RouteConfig):
 
 class TenantConfig(Model):
     name: str = Field(min_length=1)
-    api_keys: tuple[str, ...] = ()
+    api_keys: tuple[ApiKey, ...] = ()
     channels: dict[Channel, ChannelConfig] = {}

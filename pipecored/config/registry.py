@@ -11,18 +11,22 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
 from pipecored.config.loader import (
+    ADMIN_KEY_TAKEN,
     DAEMON_FILE,
+    TENANT_KEY_TAKEN,
     TENANT_SUFFIX,
     TENANTS_DIR,
+    key_conflicts,
     load_daemon_config,
     load_tenant_file,
+    tenant_display,
     tenant_files,
     tenant_id_of,
 )
@@ -77,6 +81,8 @@ class TenantRegistry:
         self.last_success: float | None = None
         self.loaded = False
         self.removed_listeners: list[Callable[[str], None]] = []
+        # sha256 of each file as last read, so that sync() reparses only what changed.
+        self._digests: dict[Path, bytes | None] = {}
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -84,10 +90,12 @@ class TenantRegistry:
 
     def load(self) -> None:
         """Initial load. An invalid ``pipecored.yaml`` is fatal; an invalid tenant file is not."""
-        daemon = load_daemon_config(self.config_dir, env=self.env)
+        self._remember(self.config_dir / DAEMON_FILE)
+        daemon = load_daemon_config(self.config_dir, env=self.env, providers=self.providers)
         tenants: dict[str, TenantEntry] = {}
         for path in tenant_files(self.config_dir):
-            entry = self._parse_tenant(path, previous=None)
+            # In file-name order, so of two files holding the same key the first one keeps it.
+            entry = self._parse_tenant(path, previous=None, taken=_keys_of(daemon, tenants))
             tenants[entry.tenant_id] = entry
         self._swap(daemon, tenants)
         self.loaded = True
@@ -97,19 +105,41 @@ class TenantRegistry:
 
     def path_changed(self, path: Path) -> None:
         """React to a change of one path under the config dir (as a watcher reports it)."""
+        tenants = self.config_dir / TENANTS_DIR
         if path.name == DAEMON_FILE and path.parent == self.config_dir:
             self.reload_daemon()
         elif (
-            path.parent == self.config_dir / TENANTS_DIR
+            path.parent == tenants
             and path.name.endswith(TENANT_SUFFIX)
             and not path.name.startswith(".")
         ):
             self.reload_tenant(tenant_id_of(path))
+        elif path in (self.config_dir, tenants) or path.is_dir() or path.is_symlink():
+            # A directory or a symlink changed, not a file: tenants/ renamed over by a deploy,
+            # or Kubernetes swapping a mounted ConfigMap's ..data link. The events then name
+            # no config file at all, so the whole dir is compared with what is live. (Plain
+            # files that are not config, such as the SQLite database and editor swap files,
+            # change often and need nothing.)
+            self.sync()
+
+    def sync(self) -> None:
+        """Bring the live configuration in line with the dir as it is now: reload each file
+        whose bytes changed since it was last read, and remove tenants whose file is gone."""
+        daemon_path = self.config_dir / DAEMON_FILE
+        if _digest(daemon_path) != self._digests.get(daemon_path):
+            self.reload_daemon()
+        on_disk = {tenant_id_of(p): p for p in tenant_files(self.config_dir)}
+        for tenant_id in sorted(set(self.snapshot.tenants) - set(on_disk)):
+            self.reload_tenant(tenant_id)
+        for tenant_id, path in on_disk.items():
+            if tenant_id not in self.snapshot.tenants or _digest(path) != self._digests.get(path):
+                self.reload_tenant(tenant_id)
 
     def reload_tenant(self, tenant_id: str) -> TenantEntry | None:
         path = self.config_dir / TENANTS_DIR / f"{tenant_id}{TENANT_SUFFIX}"
         current = dict(self.snapshot.tenants)
         if not path.exists():
+            self._digests.pop(path, None)
             if current.pop(tenant_id, None) is not None:
                 self._swap(self.snapshot.daemon, current)
                 log.info("config.tenant_removed", tenant=tenant_id)
@@ -117,7 +147,12 @@ class TenantRegistry:
                     listener(tenant_id)
                 self._notify(True)
             return None
-        entry = self._parse_tenant(path, previous=current.get(tenant_id))
+        others = {k: v for k, v in current.items() if k != tenant_id}
+        entry = self._parse_tenant(
+            path,
+            previous=current.get(tenant_id),
+            taken=_keys_of(self.snapshot.daemon, others),
+        )
         current[tenant_id] = entry
         self._swap(self.snapshot.daemon, current)
         if entry.error is None:
@@ -125,14 +160,26 @@ class TenantRegistry:
         self._notify(entry.error is None)
         return entry
 
-    def reload_daemon(self) -> None:
+    def reload_daemon(self) -> list[str]:
+        """Apply ``pipecored.yaml``; returns the changed keys that only a restart applies (their
+        old values stay in use). An invalid file keeps the old settings whole."""
         old = self.snapshot.daemon
+        self._remember(self.config_dir / DAEMON_FILE)
         try:
-            new = load_daemon_config(self.config_dir, env=self.env)
+            new = load_daemon_config(self.config_dir, env=self.env, providers=self.providers)
+            conflicts = key_conflicts(
+                new.auth.admin_keys,
+                _keys_of(DaemonConfig(), self.snapshot.tenants),
+                display=DAEMON_FILE,
+                path="auth.adminKeys",
+                message=ADMIN_KEY_TAKEN,
+            )
+            if conflicts:
+                raise ConfigError(conflicts)
         except ConfigError as exc:
             log.error("config.reload_failed", file=DAEMON_FILE, errors=[str(i) for i in exc.issues])
             self._notify(False)
-            return
+            return []
         needs_restart = [k for k in RESTART_KEYS if _get(new, k) != _get(old, k)]
         if needs_restart:
             log.warning("config.restart_required", keys=needs_restart)
@@ -147,11 +194,25 @@ class TenantRegistry:
         self._swap(new, dict(self.snapshot.tenants))
         log.info("config.daemon_reloaded")
         self._notify(True)
+        return needs_restart
 
-    def _parse_tenant(self, path: Path, *, previous: TenantEntry | None) -> TenantEntry:
+    def _parse_tenant(
+        self, path: Path, *, previous: TenantEntry | None, taken: Collection[str]
+    ) -> TenantEntry:
+        """``taken``: the keys that other tenants and the admins hold."""
         tenant_id = tenant_id_of(path)
+        self._remember(path)
         try:
             config = load_tenant_file(path, providers=self.providers, env=self.env)
+            conflicts = key_conflicts(
+                config.api_keys,
+                taken,
+                display=tenant_display(path),
+                path="apiKeys",
+                message=TENANT_KEY_TAKEN,
+            )
+            if conflicts:
+                raise ConfigError(conflicts)
         except ConfigError as exc:
             log.error(
                 "config.tenant_invalid",
@@ -161,6 +222,11 @@ class TenantRegistry:
             )
             return TenantEntry(tenant_id, previous.config if previous else None, exc)
         return TenantEntry(tenant_id, config, None)
+
+    def _remember(self, path: Path) -> None:
+        # Read before the file is parsed: if it changes in between, the stored digest is the
+        # older one, so the next sync() reparses rather than missing the change.
+        self._digests[path] = _digest(path)
 
     def replace_tenant(self, tenant_id: str, config: TenantConfig) -> None:
         """Swap in a tenant that was just validated and written (the config API)."""
@@ -174,16 +240,18 @@ class TenantRegistry:
     def _swap(self, daemon: DaemonConfig, tenants: dict[str, TenantEntry]) -> None:
         keys: dict[bytes, str] = {}
         secrets: set[str] = set()
+        # The first owner of a key keeps it (admins first): a key that slipped past the parse-time
+        # check (replace_tenant) must never let one tenant act as another, or as an admin.
+        for key in daemon.auth.admin_keys:
+            keys[key_digest(key)] = ADMIN
+            secrets.add(key)
         for tenant_id, entry in tenants.items():
             if entry.config is None:
                 continue
             for key in entry.config.api_keys:
-                keys[key_digest(key)] = tenant_id
+                keys.setdefault(key_digest(key), tenant_id)
                 secrets.add(key)
             secrets.update(self.secret_values(entry.config))
-        for key in daemon.auth.admin_keys:
-            keys[key_digest(key)] = ADMIN
-            secrets.add(key)
         for hook in daemon.alerts.webhooks:
             if hook.secret:
                 secrets.add(hook.secret)
@@ -204,6 +272,22 @@ class TenantRegistry:
             self.last_success = time.time()
         for listener in self.listeners:
             listener(success)
+
+
+def _digest(path: Path) -> bytes | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).digest()
+    except OSError:
+        return None
+
+
+def _keys_of(daemon: DaemonConfig, tenants: Mapping[str, TenantEntry]) -> set[str]:
+    """Every key in use: the admin keys and the API keys of the tenants' live versions."""
+    keys = set(daemon.auth.admin_keys)
+    for entry in tenants.values():
+        if entry.config is not None:
+            keys.update(entry.config.api_keys)
+    return keys
 
 
 def _get(config: DaemonConfig, dotted: str) -> object:

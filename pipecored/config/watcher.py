@@ -3,12 +3,17 @@
 watchfiles debounces 1.6 s by default; changes must be live within 1 s, so batches are cut after
 50 ms of quiet. Whatever the event (an editor may write in place, truncate then write, or write a
 temporary file and rename it over), the registry looks at the file as it is now: present and
-valid, present and invalid (last good kept), or gone (tenant removed).
+valid, present and invalid (last good kept), or gone (tenant removed). When a directory or a
+symlink changes instead (tenants/ swapped whole, a Kubernetes ConfigMap's ..data link), the
+registry compares the whole dir with what is live.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -24,7 +29,7 @@ STEP_MS = 20
 
 async def watch_config(registry: TenantRegistry, stop: asyncio.Event) -> None:
     root = registry.config_dir.resolve()
-    async for changes in watchfiles.awatch(
+    batches = watchfiles.awatch(
         root,
         debounce=DEBOUNCE_MS,
         step=STEP_MS,
@@ -32,13 +37,29 @@ async def watch_config(registry: TenantRegistry, stop: asyncio.Event) -> None:
         recursive=True,
         watch_filter=None,
         ignore_permission_denied=True,
-    ):
-        for path in sorted({Path(p) for _, p in changes}):
-            try:
-                registry.path_changed(_under(registry.config_dir, root, path))
-            except Exception:
-                # A reload must never stop the watcher; the registry already logged the details.
-                log.exception("config.reload_crashed", path=str(path))
+    )
+    # watchfiles sets up the OS watch at the first step of the iteration. A file written
+    # between the registry's load and that moment (the daemon opens its store and its socket in
+    # between) made no event this watch can see, so once the watch is in place the dir is
+    # compared with what is live.
+    first = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0)  # lets that first step run
+    _guarded(registry.sync, "(startup)")
+    with contextlib.suppress(StopAsyncIteration):  # the stop event ends the iteration
+        changes = await first
+        while True:
+            for path in sorted({Path(p) for _, p in changes}):
+                under = _under(registry.config_dir, root, path)
+                _guarded(functools.partial(registry.path_changed, under), str(path))
+            changes = await anext(batches)
+
+
+def _guarded(reload: Callable[[], None], path: str) -> None:
+    try:
+        reload()
+    except Exception:
+        # A reload must never stop the watcher; the registry already logged the details.
+        log.exception("config.reload_crashed", path=path)
 
 
 def _under(config_dir: Path, root: Path, path: Path) -> Path:

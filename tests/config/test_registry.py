@@ -1,0 +1,408 @@
+"""The live configuration: load, reload one file, keep the last good version, the key index,
+the secrets, pipecored.yaml reloads and the reload metrics."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from pipecored.config.registry import ADMIN, TenantRegistry, key_digest
+from pipecored.errors import ConfigError
+from pipecored.metrics import Metrics
+from pipecored.plugins import ProviderRegistry
+from tests.conftest import ROOT, ConfigDir
+
+ADMIN_KEY = "admin-key-registry-0001"
+ACME_KEY = "acme-key-registry-0001"
+TOKEN = "hj-token-registry-s3cr3t"
+GATEWAY = "https://gw.acme.example"
+
+
+def acme(name: str = "Acme", *, key: str = ACME_KEY, token: str = TOKEN) -> dict[str, Any]:
+    return {
+        "name": name,
+        "apiKeys": [key],
+        "channels": {
+            "sms": {"provider": "console"},
+            "email": {
+                "provider": "httpjson",
+                "baseUrl": GATEWAY,
+                "credentials": {"token": token, "sender": "noreply@acme.example"},
+            },
+        },
+    }
+
+
+def daemon_settings(**overrides: Any) -> dict[str, Any]:
+    return {
+        "server": {"host": "127.0.0.1", "port": 8081},
+        "store": "sqlite:///one.db",
+        "auth": {"adminKeys": [ADMIN_KEY]},
+        "delivery": {"maxAttempts": 3, "timeout": "2s"},
+        **overrides,
+    }
+
+
+class Reloads:
+    """A registry hooked to a fresh Metrics exactly as Gateway hooks it."""
+
+    def __init__(self, registry: TenantRegistry) -> None:
+        self.prometheus = CollectorRegistry()
+        self.metrics = Metrics(self.prometheus)
+        self.seen: list[bool] = []
+        self.removed: list[str] = []
+        registry.listeners.append(self.seen.append)
+        registry.listeners.append(
+            lambda ok: self.metrics.config_reloaded(ok, registry.last_success or 0.0)
+        )
+        registry.removed_listeners.append(self.removed.append)
+
+    def sample(self, name: str) -> float | None:
+        return self.prometheus.get_sample_value(name)
+
+    @property
+    def counts(self) -> tuple[float | None, float | None, float | None]:
+        return (
+            self.sample("pipecore_config_reloads_total"),
+            self.sample("pipecore_config_reload_errors_total"),
+            self.sample("pipecore_config_last_reload_successful"),
+        )
+
+
+@pytest.fixture
+def cfg(tmp_path: Path) -> ConfigDir:
+    root = tmp_path / "config"
+    (root / "tenants").mkdir(parents=True)
+    config = ConfigDir(root)
+    config.write_daemon(daemon_settings())
+    config.write_tenant("acme", acme())
+    return config
+
+
+@pytest.fixture
+def registry(cfg: ConfigDir, providers: ProviderRegistry) -> TenantRegistry:
+    return TenantRegistry(cfg.path, providers, env={})
+
+
+@pytest.fixture
+def reloads(registry: TenantRegistry) -> Reloads:
+    reloads = Reloads(registry)
+    registry.load()
+    return reloads
+
+
+def test_load(registry: TenantRegistry, reloads: Reloads) -> None:
+    snapshot = registry.snapshot
+    tenant = snapshot.tenant("acme")
+    assert tenant is not None and tenant.name == "Acme"
+    assert snapshot.tenants["acme"].error is None
+    assert snapshot.keys == {key_digest(ACME_KEY): "acme", key_digest(ADMIN_KEY): ADMIN}
+    assert snapshot.daemon.delivery.max_attempts == 3
+    assert reloads.seen == [True]
+    assert reloads.counts == (1.0, 0.0, 1.0)
+    assert reloads.sample("pipecore_config_last_reload_success_timestamp_seconds")
+
+
+def test_secrets_are_keys_and_secret_credentials(
+    registry: TenantRegistry, reloads: Reloads
+) -> None:
+    secrets = registry.snapshot.secrets
+    assert {ACME_KEY, ADMIN_KEY, TOKEN} <= secrets
+    assert "noreply@acme.example" not in secrets  # httpjson's sender is not a secret
+    assert GATEWAY not in secrets
+
+
+def test_the_example_config(providers: ProviderRegistry, tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    shutil.copytree(ROOT / "config", config)
+    registry = TenantRegistry(config, providers, env={})
+    registry.load()
+    snapshot = registry.snapshot
+    assert {t: e.error for t, e in snapshot.tenants.items()} == {
+        "demo": None,
+        "genda_456": None,
+        "roe_789": None,
+        "tableflow_123": None,
+    }
+    assert snapshot.keys[key_digest("demo-key")] == "demo"
+    assert snapshot.keys[key_digest("tableflow-dev-key")] == "tableflow_123"
+    assert snapshot.keys[key_digest("dev-admin-key")] == ADMIN
+    assert {"set-ROE_TWILIO_TOKEN", "set-TABLEFLOW_META_APP_SECRET", "genda-dev-key"} <= (
+        snapshot.secrets
+    )
+    # Identifiers and addresses are not secrets (so logs keep them).
+    assert not {"AC00000000000000000000000000000789", "pedidos@roe.shop"} & snapshot.secrets
+    tableflow = snapshot.tenant("tableflow_123")
+    assert tableflow is not None
+    assert [r.provider for r in tableflow.channels["whatsapp"].routes] == ["twilio", "meta"]
+
+
+def test_env_comes_from_the_registry(cfg: ConfigDir, providers: ProviderRegistry) -> None:
+    cfg.write_tenant("acme", acme(key="${ACME_KEY}"))
+    registry = TenantRegistry(cfg.path, providers, env={"ACME_KEY": "from-env"})
+    registry.load()
+    assert registry.snapshot.keys[key_digest("from-env")] == "acme"
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param("name: Acme\nchannels: {sms: [\n", id="invalid-yaml"),
+        pytest.param("", id="empty"),
+        pytest.param({**acme("Acme 2"), "apikeys": ["x"]}, id="unknown-key"),
+        pytest.param(
+            {**acme("Acme 2"), "channels": {"sms": {"provider": "twillio"}}}, id="unknown-provider"
+        ),
+        pytest.param(acme("Acme 2", token="${MISSING_TOKEN}"), id="missing-env"),
+    ],
+)
+def test_broken_file_keeps_the_last_good_version(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads, broken: dict[str, Any] | str
+) -> None:
+    good = registry.snapshot.tenant("acme")
+    cfg.write_tenant("acme", broken)
+    entry = registry.reload_tenant("acme")
+    assert entry is not None and entry.error is not None
+    assert entry.config is good
+    assert all(issue.file == "tenants/acme.yaml" for issue in entry.error.issues)
+    snapshot = registry.snapshot
+    assert snapshot.tenants["acme"] is entry
+    assert snapshot.tenant("acme") is good
+    assert snapshot.keys[key_digest(ACME_KEY)] == "acme"
+    assert TOKEN in snapshot.secrets
+    assert reloads.seen == [True, False]
+    assert reloads.counts == (2.0, 1.0, 0.0)
+
+    cfg.write_tenant("acme", acme("Acme Fixed"))
+    fixed = registry.reload_tenant("acme")
+    assert fixed is not None and fixed.error is None
+    assert fixed.config is not None and fixed.config.name == "Acme Fixed"
+    assert reloads.counts == (3.0, 1.0, 1.0)
+
+
+def test_a_file_that_was_never_valid(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    cfg.write_tenant(
+        "bravo",
+        {"name": "Bravo", "apiKeys": ["bravo-key"], "channels": {"fax": {"provider": "console"}}},
+    )
+    entry = registry.reload_tenant("bravo")
+    assert entry is not None and entry.config is None and entry.error is not None
+    assert [str(i) for i in entry.error.issues] == [
+        "tenants/bravo.yaml: channels.fax: Input should be 'whatsapp', 'email' or 'sms'"
+    ]
+    assert registry.snapshot.tenant("bravo") is None
+    assert "bravo" in registry.snapshot.tenants  # known, so the config API can show the error
+    assert key_digest("bravo-key") not in registry.snapshot.keys
+    assert reloads.counts == (2.0, 1.0, 0.0)
+
+
+def test_an_invalid_file_at_startup_does_not_stop_the_others(
+    cfg: ConfigDir, providers: ProviderRegistry
+) -> None:
+    cfg.write_tenant("bravo", "name: [")
+    registry = TenantRegistry(cfg.path, providers, env={})
+    reloads = Reloads(registry)
+    registry.load()
+    assert registry.snapshot.tenant("acme") is not None
+    assert registry.snapshot.tenants["bravo"].config is None
+    assert reloads.seen == [False]
+
+
+def test_a_new_file_onboards_a_tenant(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    cfg.write_tenant("bravo", acme("Bravo", key="bravo-key", token="bravo-token"))
+    registry.path_changed(cfg.path / "tenants" / "bravo.yaml")
+    assert registry.snapshot.keys[key_digest("bravo-key")] == "bravo"
+    assert "bravo-token" in registry.snapshot.secrets
+    assert reloads.seen == [True, True]
+
+
+def test_removal(cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads) -> None:
+    (cfg.path / "tenants" / "acme.yaml").unlink()
+    assert registry.reload_tenant("acme") is None
+    snapshot = registry.snapshot
+    assert "acme" not in snapshot.tenants
+    assert key_digest(ACME_KEY) not in snapshot.keys
+    assert TOKEN not in snapshot.secrets
+    assert reloads.removed == ["acme"]
+    assert reloads.counts == (2.0, 0.0, 1.0)
+    # Removing what is not there changes nothing and is not a reload.
+    assert registry.reload_tenant("acme") is None
+    assert reloads.counts == (2.0, 0.0, 1.0)
+
+
+def test_a_snapshot_in_use_never_changes(cfg: ConfigDir, registry: TenantRegistry) -> None:
+    registry.load()
+    before = registry.snapshot
+    cfg.write_tenant("acme", acme("Acme 2", key="acme-key-2"))
+    registry.reload_tenant("acme")
+    assert registry.snapshot is not before
+    tenant = before.tenant("acme")
+    assert tenant is not None and tenant.name == "Acme"
+    assert before.keys[key_digest(ACME_KEY)] == "acme"
+    assert registry.snapshot.keys.get(key_digest(ACME_KEY)) is None
+
+
+@pytest.mark.parametrize(
+    ("path", "reloaded"),
+    [
+        pytest.param("pipecored.yaml", True, id="daemon-file"),
+        pytest.param("tenants/acme.yaml", True, id="tenant-file"),
+        pytest.param("tenants/.acme.yaml.swp", False, id="editor-swap-file"),
+        pytest.param("tenants/acme.yaml~", False, id="editor-backup"),
+        pytest.param("tenants/4913", False, id="vim-probe-file"),
+        pytest.param("tenants/notes.txt", False, id="other-file"),
+        pytest.param("other/acme.yaml", False, id="other-dir"),
+    ],
+)
+def test_path_changed(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads, path: str, reloaded: bool
+) -> None:
+    registry.path_changed(cfg.path / path)
+    assert len(reloads.seen) == (2 if reloaded else 1)
+
+
+def test_daemon_reload_applies_live_settings_and_reports_restart_keys(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    old = registry.snapshot.daemon
+    cfg.write_daemon(
+        daemon_settings(
+            server={"host": "127.0.0.1", "port": 9999, "shutdownGrace": "3s"},
+            store="sqlite:///two.db",
+            auth={"adminKeys": ["rotated-admin-key"]},
+            delivery={"maxAttempts": 7, "timeout": "500ms", "circuit": {"cooldown": "1m"}},
+        )
+    )
+    assert registry.reload_daemon() == ["server.port", "store"]
+    daemon = registry.snapshot.daemon
+    assert (daemon.delivery.max_attempts, daemon.delivery.timeout) == (7, 0.5)
+    assert daemon.delivery.circuit.cooldown == 60.0
+    assert daemon.server.shutdown_grace == 3.0
+    # Only a restart moves the socket and the database; until then the old values stay.
+    assert (
+        (daemon.server.port, daemon.store)
+        == (old.server.port, old.store)
+        == (8081, "sqlite:///one.db")
+    )
+    keys = registry.snapshot.keys
+    assert keys[key_digest("rotated-admin-key")] == ADMIN
+    assert key_digest(ADMIN_KEY) not in keys
+    assert keys[key_digest(ACME_KEY)] == "acme"  # tenants are untouched
+    assert reloads.counts == (2.0, 0.0, 1.0)
+
+
+def test_daemon_reload_without_restart_keys(cfg: ConfigDir, registry: TenantRegistry) -> None:
+    registry.load()
+    cfg.write_daemon(daemon_settings(delivery={"maxAttempts": 4}))
+    assert registry.reload_daemon() == []
+    assert registry.snapshot.daemon.delivery.max_attempts == 4
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param("delivery: {maxAttempts: [\n", id="invalid-yaml"),
+        pytest.param("delivery: {timeout: 5 minutes}\n", id="bad-duration"),
+        pytest.param("delivery: {maxAttemps: 3}\n", id="unknown-key"),
+        pytest.param("auth: {adminKeys: ['${MISSING_ADMIN}']}\n", id="missing-env"),
+        pytest.param(f"auth: {{adminKeys: [{ACME_KEY}]}}\n", id="admin-key-is-a-tenant-key"),
+    ],
+)
+def test_invalid_daemon_file_keeps_the_old_settings(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads, broken: str
+) -> None:
+    before = registry.snapshot
+    (cfg.path / "pipecored.yaml").write_text(broken, encoding="utf-8")
+    assert registry.reload_daemon() == []
+    assert registry.snapshot is before
+    assert reloads.seen == [True, False]
+    assert reloads.counts == (2.0, 1.0, 0.0)
+
+
+def test_invalid_daemon_file_at_startup_is_fatal(
+    cfg: ConfigDir, providers: ProviderRegistry
+) -> None:
+    (cfg.path / "pipecored.yaml").write_text("server: {port: eighty}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        TenantRegistry(cfg.path, providers, env={}).load()
+    assert [str(i) for i in caught.value.issues] == [
+        "pipecored.yaml: server.port: Input should be a valid integer, "
+        "unable to parse string as an integer"
+    ]
+
+
+def test_a_key_cannot_be_taken_from_another_tenant(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    """A second tenant file holding acme's key (a copy-paste) must not let its users act as
+    acme, nor take acme's traffic: the new file is refused and acme keeps its key."""
+    cfg.write_tenant("bravo", acme("Bravo", token="bravo-token"))
+    entry = registry.reload_tenant("bravo")
+    assert entry is not None and entry.config is None and entry.error is not None
+    assert [str(i) for i in entry.error.issues] == [
+        "tenants/bravo.yaml: apiKeys.0: "
+        "this key already belongs to another tenant or is an admin key"
+    ]
+    assert registry.snapshot.keys[key_digest(ACME_KEY)] == "acme"
+    # A tenant may keep or rotate its own key.
+    cfg.write_tenant("acme", acme("Acme 2"))
+    kept = registry.reload_tenant("acme")
+    assert kept is not None and kept.error is None
+    cfg.write_tenant("acme", acme(key=ADMIN_KEY))
+    taken = registry.reload_tenant("acme")
+    assert taken is not None and taken.error is not None
+    assert registry.snapshot.keys[key_digest(ADMIN_KEY)] == ADMIN
+
+
+def test_shared_key_at_startup_goes_to_the_first_file(
+    cfg: ConfigDir, providers: ProviderRegistry
+) -> None:
+    cfg.write_tenant("zulu", acme("Zulu"))
+    registry = TenantRegistry(cfg.path, providers, env={})
+    registry.load()
+    assert registry.snapshot.keys[key_digest(ACME_KEY)] == "acme"
+    assert registry.snapshot.tenants["zulu"].config is None
+
+
+def test_replace_tenant(registry: TenantRegistry, reloads: Reloads) -> None:
+    current = registry.snapshot.tenant("acme")
+    assert current is not None
+    registry.replace_tenant("acme", current.model_copy(update={"name": "Acme API"}))
+    replaced = registry.snapshot.tenant("acme")
+    assert replaced is not None and replaced.name == "Acme API"
+    assert reloads.seen == [True, True]
+
+
+def test_sync_reloads_only_what_changed(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    registry.sync()
+    assert reloads.seen == [True]  # nothing changed: nothing reloaded
+    cfg.write_tenant("bravo", acme("Bravo", key="bravo-key", token="bravo-token"))
+    cfg.write_daemon(daemon_settings(delivery={"maxAttempts": 5}))
+    (cfg.path / "tenants" / "acme.yaml").unlink()
+    registry.sync()
+    snapshot = registry.snapshot
+    assert set(snapshot.tenants) == {"bravo"}
+    assert snapshot.daemon.delivery.max_attempts == 5
+    assert reloads.removed == ["acme"]
+    assert reloads.seen == [True, True, True, True]
+    registry.sync()
+    assert len(reloads.seen) == 4
+
+
+def test_a_directory_event_syncs_the_whole_dir(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    cfg.write_tenant("acme", acme("Acme 2"))
+    registry.path_changed(cfg.path / "tenants")
+    tenant = registry.snapshot.tenant("acme")
+    assert tenant is not None and tenant.name == "Acme 2"
