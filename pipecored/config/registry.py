@@ -93,10 +93,13 @@ class TenantRegistry:
         self._remember(self.config_dir / DAEMON_FILE)
         daemon = load_daemon_config(self.config_dir, env=self.env, providers=self.providers)
         tenants: dict[str, TenantEntry] = {}
+        taken = set(daemon.auth.admin_keys)
         for path in tenant_files(self.config_dir):
             # In file-name order, so of two files holding the same key the first one keeps it.
-            entry = self._parse_tenant(path, previous=None, taken=_keys_of(daemon, tenants))
+            entry = self._parse_tenant(path, previous=None, taken=taken)
             tenants[entry.tenant_id] = entry
+            if entry.config is not None:
+                taken.update(entry.config.api_keys)
         self._swap(daemon, tenants)
         self.loaded = True
         self._notify(all(e.error is None for e in tenants.values()))

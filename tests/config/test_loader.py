@@ -137,10 +137,7 @@ def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         pytest.param(
             {"tenants/acme.yaml": "name: Acme\nchannels: {sms: [\n"},
-            [
-                "tenants/acme.yaml: (root): line 3, column 1: "
-                "expected the node content, but found '<stream end>'"
-            ],
+            ["tenants/acme.yaml: (root): line 3, column 1: did not find expected node content"],
             id="invalid-yaml",
         ),
         pytest.param(

@@ -1,0 +1,59 @@
+"""Log lines: every known secret masked, whatever field it hides in, at any number of tenants."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+import pytest
+import structlog
+
+from pipecored.logs import SecretRedactor, SecretScrubber, configure_logging
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("token tok_live_0123456789 used", "token ****6789 used", id="long-secret"),
+        pytest.param("key abcdefshort!", "key ****!", id="short-secret-fully-masked"),
+        pytest.param("tok_live_0123456789tok_live_0123456789", "****6789****6789", id="adjacent"),
+        pytest.param("nothing to see", "nothing to see", id="clean"),
+        pytest.param("abc", "abc", id="shorter-than-any-secret"),
+    ],
+)
+def test_scrubber_masks_each_occurrence(text: str, expected: str) -> None:
+    scrub = SecretScrubber(["tok_live_0123456789", "abcdefshort", "tiny"[:3]])
+    assert scrub(text) == expected
+
+
+def test_the_longest_secret_wins_when_two_share_a_prefix() -> None:
+    scrub = SecretScrubber(["secret-1234", "secret-1234-and-more"])
+    assert scrub("x secret-1234-and-more y") == "x ****more y"
+
+
+def test_scrubbing_with_thousands_of_secrets_finds_each_one() -> None:
+    many = [secrets.token_urlsafe(24) for _ in range(10_000)]
+    scrub = SecretScrubber(many)
+    for secret in many[::997]:
+        assert secret not in scrub(f"failed for {secret}, retrying")
+
+
+def test_redactor_masks_known_values_and_secret_named_keys(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    known = frozenset({"whsec_known_secret_value"})
+    redactor = configure_logging(fmt="json", secrets=lambda: known)
+    assert isinstance(redactor, SecretRedactor)
+    log = structlog.get_logger("test")
+    log.info(
+        "event",
+        detail={"nested": ["see whsec_known_secret_value here"]},
+        authToken="plain-token-value-123",
+        body="¡Hola! ñ 🍷",
+    )
+    line: dict[str, Any] = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert "whsec_known_secret_value" not in json.dumps(line)
+    assert line["authToken"] == "****-123"
+    assert line["body"] == "¡Hola! ñ 🍷"
+    structlog.reset_defaults()
