@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import pluggy
 
+from pipecored.alert_receiver import Alert, AlertContext, AlertReceiver
 from pipecored.calls import call_provider, parse_retry_after, scrub_secrets
 from pipecored.errors import (
+    AlertSendError,
     MessageRejected,
     ProviderError,
     ProviderTimeout,
@@ -39,6 +41,10 @@ hookimpl = pluggy.HookimplMarker("pipecored")
 
 __all__ = [
     "CHANNELS",
+    "Alert",
+    "AlertContext",
+    "AlertReceiver",
+    "AlertSendError",
     "CredentialField",
     "DeliveryStatus",
     "InboundMessage",

@@ -23,7 +23,9 @@
     ├── WebhookError             a provider callback that cannot be applied
     │   ├── WebhookSignatureError  403: the signature does not verify; nothing is applied
     │   └── WebhookPayloadError    400: signed, but not a shape the provider sends
-    └── StoreError               the message store cannot take or give data now (503)
+    ├── StoreError               the message store cannot take or give data now (503)
+    └── AlertSendError           an alert receiver could not deliver; ``retryable`` says whether
+                                 to try again
 
 Provider and webhook errors are public: plugins raise them
 (``from pipecored import ProviderError``).
@@ -220,3 +222,12 @@ class WebhookPayloadError(WebhookError):
 
 class StoreError(PipecoreError):
     """The store could not complete an operation (disk full, locked, closed)."""
+
+
+class AlertSendError(PipecoreError):
+    """A receiver could not deliver an alert. ``retryable=False`` stops the retries at once."""
+
+    def __init__(self, message: str, *, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retryable = retryable

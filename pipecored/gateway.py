@@ -16,6 +16,7 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
+from pipecored.alerts import AlertDispatcher, load_alert_receivers
 from pipecored.config.registry import TenantRegistry
 from pipecored.config.watcher import watch_config
 from pipecored.delivery import DeliveryWorker
@@ -49,6 +50,7 @@ class Gateway:
         self._store: MessageStore | None = None
         self._http: httpx.AsyncClient | None = None
         self._worker: DeliveryWorker | None = None
+        self._alerts: AlertDispatcher | None = None
         self._watch_stop = asyncio.Event()
         self._watch_task: asyncio.Task[None] | None = None
 
@@ -84,6 +86,11 @@ class Gateway:
             metrics=self.metrics,
         )
         self.registry.removed_listeners.append(self._worker.forget_tenant)
+        self._alerts = AlertDispatcher(
+            load_alert_receivers(), snapshot=lambda: self.registry.snapshot, metrics=self.metrics
+        )
+        self._worker.circuits.listeners.append(self._alerts.circuit_changed)
+        self._alerts.start()
         self._worker.start()
         if self.watch:
             self._watch_task = asyncio.create_task(
@@ -104,6 +111,8 @@ class Gateway:
                 await self._watch_task
         if self._worker is not None:
             await self._worker.stop(self.registry.snapshot.daemon.server.shutdown_grace)
+        if self._alerts is not None:
+            await self._alerts.stop()
         if self._http is not None:
             await self._http.aclose()
         if self._store is not None:

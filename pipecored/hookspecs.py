@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
+    from pipecored.alert_receiver import AlertReceiver
     from pipecored.provider import Provider
 
 hookspec = pluggy.HookspecMarker("pipecored")
@@ -26,4 +27,15 @@ def register_providers(register: Callable[[Provider], None]) -> None:
     checked against each provider's declared channels and credentials. A provider's ``name`` must
     be unique across all plugins; a second provider with a name already taken is refused with an
     error naming both distributions. Must not do I/O: return quickly.
+    """
+
+
+@hookspec
+def register_alert_receivers(register: Callable[[AlertReceiver], None]) -> None:
+    """Register alert receivers: call ``register(receiver)`` once per receiver.
+
+    Called once at start-up. A receiver is a ``pipecored.alerts.AlertReceiver``: a unique
+    ``name`` and ``async send(alert, ctx)``, called from a background task for every alert (a
+    provider's circuit opening fires one, its closing resolves it) while ``enabled(ctx.config)``
+    says the live ``alerts`` settings give it somewhere to send. Must not do I/O: return quickly.
     """

@@ -107,6 +107,12 @@ class Metrics:
             "When the configuration was last reloaded successfully",
             registry=r,
         )
+        self.alerts = Counter(
+            "pipecore_alerts_total",
+            "Alerts handed to a receiver, by result (sent, failed, retried)",
+            ["receiver", "result"],
+            registry=r,
+        )
         self.store_commits = Counter(
             "pipecore_store_commits_total",
             "Store transactions committed (each carries one or more writes)",

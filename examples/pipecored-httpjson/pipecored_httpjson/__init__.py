@@ -13,12 +13,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import time
 from collections.abc import Callable
-from email.utils import parsedate_to_datetime
 from typing import Any
-
-import httpx
 
 from pipecored import (
     CredentialField,
@@ -26,7 +22,6 @@ from pipecored import (
     OutboundMessage,
     Provider,
     ProviderError,
-    ProviderTimeout,
     SendContext,
     SendResult,
     StatusEvent,
@@ -35,22 +30,13 @@ from pipecored import (
     WebhookRequest,
     WebhookResult,
     WebhookSignatureError,
+    call_provider,
     hookimpl,
+    parse_retry_after,
+    scrub_secrets,
 )
 
 STATUSES = {"sent", "delivered", "read", "failed"}
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    if value.isdigit():
-        return float(value)
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 class HttpJsonProvider(Provider):
@@ -73,22 +59,18 @@ class HttpJsonProvider(Provider):
             payload.update(subject=message.subject, html=message.html, text=message.text)
         else:
             payload["body"] = message.body
-        try:
-            response = await ctx.http.post(
+        secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
+        response = await call_provider(
+            ctx.http.post(
                 f"{ctx.base_url}/messages",
                 json=payload,
                 headers={"Authorization": f"Bearer {ctx.credentials['token']}"},
                 timeout=ctx.timeout,
-            )
-        except httpx.TimeoutException:
-            raise ProviderTimeout(provider=self.name) from None
-        except httpx.TransportError as exc:
-            raise ProviderError(
-                f"cannot reach the gateway ({type(exc).__name__})",
-                retryable=True,
-                provider=self.name,
-                code="connection_error",
-            ) from None
+            ),
+            provider=self.name,
+            timeout=ctx.timeout,
+            secrets=secrets,
+        )
         if response.is_success:
             return SendResult(str(response.json()["id"]), http_status=response.status_code)
         try:
@@ -97,13 +79,13 @@ class HttpJsonProvider(Provider):
             detail = response.reason_phrase
         status = response.status_code
         raise ProviderError(
-            detail,
+            scrub_secrets(detail, secrets),
             retryable=status == 429 or status >= 500,
             unavailable=status in (401, 403),
             provider=self.name,
             code=f"http_{status}",
             http_status=status,
-            retry_after=_retry_after(response),
+            retry_after=parse_retry_after(response.headers.get("retry-after")),
         )
 
     async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:

@@ -1,0 +1,67 @@
+"""The types an alert receiver plugin programs against.
+
+A receiver is an object registered through the ``register_alert_receivers(register)`` hook. The
+daemon raises an :class:`Alert` when a tenant's provider fails (its circuit opens) and resolves it
+when the provider recovers; each receiver's :meth:`AlertReceiver.send` gets every state change,
+with the live settings in an :class:`AlertContext`.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from pipecored.config.model import AlertsConfig
+
+ALERTNAME = "PipecoreProviderDown"
+
+AlertStatus = Literal["firing", "resolved"]
+Severity = Literal["critical", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One state of one outage of one tenant's provider."""
+
+    status: AlertStatus
+    tenant: str
+    channel: str
+    provider: str
+    severity: Severity
+    reason: str  # the failure that opened the circuit: an error code and the scrubbed message
+    starts_at: float  # when the circuit opened (epoch seconds)
+    ends_at: float | None = None  # when it closed; None while firing
+    resolution: str | None = None  # what closed it ("a trial call succeeded", ...)
+    alertname: str = ALERTNAME
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.tenant, self.channel, self.provider)
+
+
+@dataclass(frozen=True, slots=True)
+class AlertContext:
+    """What a receiver needs besides the alert."""
+
+    config: AlertsConfig  # ``alerts`` of the live pipecored.yaml
+    http: httpx.AsyncClient  # shared by every receiver; pass ``timeout=`` per call if needed
+    resend_interval: float  # how often firing alerts reach receivers with ``repeat = True``
+
+
+class AlertReceiver(abc.ABC):
+    """Where alerts go. One object serves the whole daemon; settings arrive in the context."""
+
+    name: str = ""  # unique; the ``receiver`` label of pipecore_alerts_total
+    # Re-send firing alerts every resend interval while they last (what Alertmanager expects).
+    repeat: bool = False
+
+    def enabled(self, config: AlertsConfig) -> bool:
+        """Whether the live settings give this receiver anywhere to send; checked per alert."""
+        return True
+
+    @abc.abstractmethod
+    async def send(self, alert: Alert, ctx: AlertContext) -> None:
+        """Deliver one alert, or raise (:class:`AlertSendError`, or any error: retried)."""

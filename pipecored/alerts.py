@@ -1,0 +1,449 @@
+"""Alerts raised by the daemon: a tenant's provider is down (SPEC section 6).
+
+A (tenant, channel, provider) circuit that opens fires ``PipecoreProviderDown``; its closing
+resolves it. Circuit listeners are called synchronously from the middle of a delivery, so
+:meth:`AlertDispatcher.circuit_changed` only records the alert and enqueues it. Each receiver has a
+queue of its own and one background task that sends in order (a resolve never overtakes its
+firing), retrying a receiver that is down with bounded backoff; one receiver that is down delays
+neither delivery nor the other receivers.
+
+Receivers are plugins. ``register_alert_receivers(register)`` hands over :class:`AlertReceiver`
+objects; the host calls ``await receiver.send(alert, ctx)``. The :class:`AlertContext` carries the
+``alerts`` settings of the live ``pipecored.yaml``, read again for every attempt (a reload applies
+to the next alert), and an HTTP client. The built-in receivers, Alertmanager and generic
+webhooks, are registered through the ``pipecored`` entry-point group like any plugin.
+
+Delivery to receivers is at least once: a retried webhook batch goes again to every configured
+URL, and Alertmanager gets firing alerts re-sent every ``resend_interval`` while they last.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+import httpx
+import pluggy
+import structlog
+
+from pipecored import hookimpl
+from pipecored.alert_receiver import (
+    Alert,
+    AlertContext,
+    AlertReceiver,
+    Severity,
+)
+from pipecored.calls import scrub_secrets
+from pipecored.circuit import CircuitChange, CircuitKey
+from pipecored.config.model import AlertsConfig
+from pipecored.config.registry import ConfigSnapshot
+from pipecored.delivery import backoff_delay
+from pipecored.errors import AlertSendError, PipecoreError
+from pipecored.http import outbound_client
+from pipecored.metrics import Metrics
+from pipecored.plugins import get_plugin_manager
+
+log = structlog.get_logger("pipecored.alerts")
+
+# Alertmanager forgets a firing alert it has not heard of within its resolve_timeout (5 min by
+# default); Prometheus re-sends every minute, and so do we.
+RESEND_INTERVAL = 60.0
+QUEUE_LIMIT = 1000  # per receiver; beyond it an alert is dropped and counted as failed
+STOP_GRACE = 5.0  # how long stop() lets queued alerts (the shutdown resolves) go out
+SIGNATURE_HEADER = "X-Pipecore-Signature"
+
+AlertResult = Literal["sent", "failed", "retried"]
+
+
+# -- built-in receivers ------------------------------------------------------------------------
+
+
+def rfc3339(timestamp: float) -> str:
+    moment = datetime.fromtimestamp(timestamp, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _check_answer(response: httpx.Response, what: str) -> None:
+    if response.is_success:
+        return
+    status = response.status_code
+    # A 4xx other than 429 says the request itself is wrong: sending it again cannot help.
+    raise AlertSendError(f"{what} answered HTTP {status}", retryable=status == 429 or status >= 500)
+
+
+class AlertmanagerReceiver(AlertReceiver):
+    """``POST {alerts.alertmanager.url}/api/v2/alerts``."""
+
+    name = "alertmanager"
+    repeat = True
+
+    def enabled(self, config: AlertsConfig) -> bool:
+        return config.alertmanager is not None
+
+    @staticmethod
+    def payload(alert: Alert, *, now: float, resend_interval: float) -> list[dict[str, Any]]:
+        where = f"{alert.tenant}'s {alert.channel} channel"
+        description = f"The circuit for {alert.provider} on {where} opened: {alert.reason}."
+        if alert.ends_at is None:
+            # Like Prometheus: an alert that is not re-sent (the daemon died) expires by itself.
+            ends_at = now + 4 * resend_interval
+            description += (
+                " Messages go to the channel's fallback if one is up; otherwise they wait for"
+                " the provider's trial call."
+            )
+        else:
+            ends_at = alert.ends_at
+            description += f" Recovered: {alert.resolution or 'closed'}."
+        return [
+            {
+                "labels": {
+                    "alertname": alert.alertname,
+                    "tenant": alert.tenant,
+                    "channel": alert.channel,
+                    "provider": alert.provider,
+                    "severity": alert.severity,
+                },
+                "annotations": {
+                    "summary": f"{alert.provider} is down for tenant {alert.tenant} "
+                    f"({alert.channel})",
+                    "description": description,
+                    "reason": alert.reason,
+                },
+                "startsAt": rfc3339(alert.starts_at),
+                "endsAt": rfc3339(ends_at),
+            }
+        ]
+
+    async def send(self, alert: Alert, ctx: AlertContext) -> None:
+        assert ctx.config.alertmanager is not None  # enabled() said so
+        body = self.payload(alert, now=time.time(), resend_interval=ctx.resend_interval)
+        url = f"{ctx.config.alertmanager.url}/api/v2/alerts"
+        try:
+            response = await ctx.http.post(url, json=body)
+        except httpx.TransportError as exc:
+            raise AlertSendError(f"cannot reach Alertmanager ({type(exc).__name__})") from None
+        _check_answer(response, "Alertmanager")
+
+
+def webhook_body(alert: Alert) -> dict[str, Any]:
+    """SPEC section 6's JSON, plus ``severity`` and ``resolution``."""
+    return {
+        "status": alert.status,
+        "alertname": alert.alertname,
+        "tenant": alert.tenant,
+        "channel": alert.channel,
+        "provider": alert.provider,
+        "severity": alert.severity,
+        "reason": alert.reason,
+        "resolution": alert.resolution,
+        "startsAt": rfc3339(alert.starts_at),
+        "endsAt": rfc3339(alert.ends_at) if alert.ends_at is not None else None,
+    }
+
+
+def webhook_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+class WebhookReceiver(AlertReceiver):
+    """``POST`` the JSON body to every ``alerts.webhooks[].url``; with a ``secret``, signed:
+    ``X-Pipecore-Signature: sha256=<hex HMAC-SHA256 of the raw body>``."""
+
+    name = "webhook"
+
+    def enabled(self, config: AlertsConfig) -> bool:
+        return bool(config.webhooks)
+
+    async def send(self, alert: Alert, ctx: AlertContext) -> None:
+        body = json.dumps(webhook_body(alert), separators=(",", ":"), ensure_ascii=False).encode()
+        results = await asyncio.gather(
+            *(self._post(ctx.http, hook.url, hook.secret, body) for hook in ctx.config.webhooks),
+            return_exceptions=True,
+        )
+        # URLs may carry tokens: failures are named by their position in the list, not by URL.
+        failures = [
+            (index, result)
+            for index, result in enumerate(results, start=1)
+            if isinstance(result, BaseException)
+        ]
+        if failures:
+            detail = "; ".join(f"webhook {i}: {err}" for i, err in failures)
+            retryable = any(getattr(err, "retryable", True) for _, err in failures)
+            raise AlertSendError(detail, retryable=retryable)
+
+    @staticmethod
+    async def _post(http: httpx.AsyncClient, url: str, secret: str | None, body: bytes) -> None:
+        headers = {"Content-Type": "application/json"}
+        if secret:
+            headers[SIGNATURE_HEADER] = webhook_signature(secret, body)
+        try:
+            response = await http.post(url, content=body, headers=headers)
+        except httpx.TransportError as exc:
+            raise AlertSendError(f"cannot reach it ({type(exc).__name__})") from None
+        _check_answer(response, "it")
+
+
+@hookimpl
+def register_alert_receivers(register: Callable[[AlertReceiver], None]) -> None:
+    register(AlertmanagerReceiver())
+    register(WebhookReceiver())
+
+
+def collect_alert_receivers(pm: pluggy.PluginManager) -> tuple[AlertReceiver, ...]:
+    found: list[AlertReceiver] = []
+    pm.hook.register_alert_receivers(register=found.append)
+    names: set[str] = set()
+    for receiver in found:
+        if not isinstance(receiver, AlertReceiver) or not receiver.name:
+            raise PipecoreError(f"{receiver!r} is not a named pipecored.alerts.AlertReceiver")
+        if receiver.name in names:
+            raise PipecoreError(f"alert receiver name {receiver.name!r} is registered twice")
+        names.add(receiver.name)
+    return tuple(sorted(found, key=lambda r: r.name))
+
+
+def load_alert_receivers() -> tuple[AlertReceiver, ...]:
+    return collect_alert_receivers(get_plugin_manager())
+
+
+# -- the dispatcher ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int = 5  # per alert and receiver, the first one included
+    initial: float = 1.0  # backoff ceiling after the first failure, doubling up to ``maximum``
+    maximum: float = 30.0
+    timeout: float = 10.0  # one send() call, so that a hung receiver cannot wedge its queue
+
+
+@dataclass(slots=True)
+class _Lane:
+    receiver: AlertReceiver
+    queue: asyncio.Queue[Alert] = field(default_factory=lambda: asyncio.Queue(maxsize=QUEUE_LIMIT))
+    queued_firing: Counter[CircuitKey] = field(default_factory=Counter)
+    task: asyncio.Task[None] | None = None
+
+
+class AlertDispatcher:
+    """Turns circuit changes into alerts and gets them to every receiver, off the delivery
+    path."""
+
+    def __init__(
+        self,
+        receivers: Sequence[AlertReceiver],
+        *,
+        snapshot: Callable[[], ConfigSnapshot],
+        metrics: Metrics,
+        http: httpx.AsyncClient | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        resend_interval: float = RESEND_INTERVAL,
+        rng: Callable[[float, float], float] = random.uniform,
+    ) -> None:
+        self._lanes = [_Lane(r) for r in receivers]
+        self._snapshot = snapshot
+        self._metrics = metrics
+        self._http = http
+        self._own_http = http is None
+        self.retry = retry
+        self.resend_interval = resend_interval
+        self._rng = rng
+        self._firing: dict[CircuitKey, Alert] = {}
+        self._resend_task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def firing(self) -> Mapping[CircuitKey, Alert]:
+        return self._firing
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._http is None:
+            self._http = outbound_client(max_connections=16, timeout=self.retry.timeout)
+        for lane in self._lanes:
+            lane.task = asyncio.create_task(self._run(lane), name=f"alerts-{lane.receiver.name}")
+        self._resend_task = asyncio.create_task(self._resend_loop(), name="alerts-resend")
+
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Resolve what is firing (circuits live in memory: after a restart they start closed, and
+        an outage still going on fires again), give the queues ``grace`` seconds, then stop."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self._resend_task is not None:
+            self._resend_task.cancel()
+        for key in list(self._firing):
+            self._resolve(key, "pipecored stopped", time.time())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), grace)
+        tasks = [t for t in (self._resend_task, *(lane.task for lane in self._lanes)) if t]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._own_http and self._http is not None:
+            await self._http.aclose()
+
+    async def flush(self) -> None:
+        """Wait until every queued alert has been sent or given up on."""
+        await asyncio.gather(*(lane.queue.join() for lane in self._lanes))
+
+    # -- the circuit listener (synchronous, on the delivery path: enqueue only) ------------------
+
+    def circuit_changed(self, change: CircuitChange) -> None:
+        key = (change.tenant, change.channel, change.provider)
+        if change.state == "open":
+            alert = Alert(
+                "firing",
+                *key,
+                severity=self._severity(key),
+                # Already scrubbed of the route's credentials by delivery; alerts leave the
+                # daemon, so every secret it knows is masked once more.
+                reason=scrub_secrets(change.reason, self._snapshot().secrets),
+                starts_at=change.opened_at,
+            )
+            self._firing[key] = alert
+            self._enqueue(alert)
+        else:
+            self._resolve(key, change.reason, change.at)
+
+    def _resolve(self, key: CircuitKey, resolution: str, at: float) -> None:
+        firing = self._firing.pop(key, None)
+        if firing is None:
+            return  # nothing was raised for it (or it was already resolved by a sweep)
+        self._enqueue(replace(firing, status="resolved", ends_at=at, resolution=resolution))
+
+    def _severity(self, key: CircuitKey) -> Severity:
+        """``critical`` when no other route of the channel is up (it has no fallback, or every
+        fallback's circuit is open too), else ``warning``; fixed for the outage."""
+        tenant_id, channel_name, provider = key
+        tenant = self._snapshot().tenant(tenant_id)
+        channel = next(
+            (c for name, c in (tenant.channels.items() if tenant else ()) if name == channel_name),
+            None,
+        )
+        if channel is None:
+            return "critical"
+        others = {route.provider for route in channel.routes} - {provider}
+        alive = [p for p in others if (tenant_id, channel_name, p) not in self._firing]
+        return "warning" if alive else "critical"
+
+    def _enqueue(self, alert: Alert, lanes: Sequence[_Lane] | None = None) -> None:
+        for lane in self._lanes if lanes is None else lanes:
+            try:
+                lane.queue.put_nowait(alert)
+            except asyncio.QueueFull:
+                self._count(lane.receiver, "failed")
+                log.error("alert.dropped", receiver=lane.receiver.name, reason="queue full")
+                continue
+            if alert.status == "firing":
+                lane.queued_firing[alert.key] += 1
+
+    # -- background tasks ------------------------------------------------------------------------
+
+    async def _run(self, lane: _Lane) -> None:
+        while True:
+            alert = await lane.queue.get()
+            try:
+                await self._deliver(lane.receiver, alert)
+            finally:
+                if alert.status == "firing":
+                    lane.queued_firing[alert.key] -= 1
+                    if lane.queued_firing[alert.key] <= 0:
+                        del lane.queued_firing[alert.key]
+                lane.queue.task_done()
+
+    async def _deliver(self, receiver: AlertReceiver, alert: Alert) -> None:
+        assert self._http is not None
+        policy = self.retry
+        for attempt in range(1, policy.attempts + 1):
+            ctx = AlertContext(self._snapshot().daemon.alerts, self._http, self.resend_interval)
+            if not receiver.enabled(ctx.config):
+                return
+            try:
+                await asyncio.wait_for(receiver.send(alert, ctx), policy.timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                error = exc.message if isinstance(exc, AlertSendError) else type(exc).__name__
+                if isinstance(exc, TimeoutError):
+                    error = f"no answer within {policy.timeout:g} s"
+                retryable = not isinstance(exc, AlertSendError) or exc.retryable
+                if retryable and attempt < policy.attempts:
+                    delay = backoff_delay(
+                        attempt, initial=policy.initial, maximum=policy.maximum, rng=self._rng
+                    )
+                    self._count(receiver, "retried")
+                    log.warning(
+                        "alert.retrying",
+                        receiver=receiver.name,
+                        status=alert.status,
+                        tenant=alert.tenant,
+                        channel=alert.channel,
+                        provider=alert.provider,
+                        attempt=attempt,
+                        delay_seconds=round(delay, 3),
+                        error=error,
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                self._count(receiver, "failed")
+                log.error(
+                    "alert.failed",
+                    receiver=receiver.name,
+                    status=alert.status,
+                    tenant=alert.tenant,
+                    channel=alert.channel,
+                    provider=alert.provider,
+                    attempts=attempt,
+                    error=error,
+                )
+                return
+            self._count(receiver, "sent")
+            log.info(
+                "alert.sent",
+                receiver=receiver.name,
+                status=alert.status,
+                tenant=alert.tenant,
+                channel=alert.channel,
+                provider=alert.provider,
+            )
+            return
+
+    async def _resend_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resend_interval)
+            self._sweep()
+            repeating = [lane for lane in self._lanes if lane.receiver.repeat]
+            for key, alert in list(self._firing.items()):
+                # A receiver still working through this alert (it is down) needs no second copy.
+                self._enqueue(alert, [lane for lane in repeating if not lane.queued_firing[key]])
+
+    def _sweep(self) -> None:
+        """Resolve alerts whose tenant, channel or route is gone from the configuration: their
+        circuits get no more traffic, so nothing else would ever close them."""
+        snapshot = self._snapshot()
+        for key in list(self._firing):
+            tenant_id, channel_name, provider = key
+            tenant = snapshot.tenant(tenant_id)
+            routes = {
+                route.provider
+                for name, channel in (tenant.channels.items() if tenant else ())
+                if name == channel_name
+                for route in channel.routes
+            }
+            if provider not in routes:
+                self._resolve(key, "no longer configured", time.time())
+
+    def _count(self, receiver: AlertReceiver, result: AlertResult) -> None:
+        self._metrics.alerts.labels(receiver.name, result).inc()
