@@ -1,0 +1,1 @@
+"""pipecored's benchmark: ``python -m bench [--smoke]`` (see docs/PERFORMANCE.md)."""

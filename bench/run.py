@@ -1,0 +1,98 @@
+"""Run the benchmark and print (and, for a full run, write) the results table.
+
+    python -m bench            # full run, several minutes; writes docs/PERFORMANCE.md
+    python -m bench --smoke    # tiny sizes, seconds: the same code paths, for CI
+
+Every process it starts (daemons, fake providers, the bare app, wrk) is stopped when a phase
+ends, also on an exception or Ctrl-C; every wait is bounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench import phases
+from bench.common import ROOT, Workdir, install_plugin, stop_on_sigterm
+from bench.measure import load_average
+from bench.results import Results, format_row, render_markdown
+
+PHASES = ("accept", "delivery", "tenants", "reads")
+DOC = ROOT / "docs" / "PERFORMANCE.md"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, seconds in total")
+    parser.add_argument(
+        "--only", action="append", choices=PHASES, help="run only this phase (repeatable)"
+    )
+    parser.add_argument(
+        "--profile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="py-spy the daemon during accept and delivery (default: on, off with --smoke)",
+    )
+    parser.add_argument(
+        "--output", type=Path, help=f"write the Markdown report here (full run: {DOC})"
+    )
+    parser.add_argument("--json", type=Path, help="also write the results as JSON here")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    sizes = phases.SMOKE if args.smoke else phases.FULL
+    profile = (not args.smoke) if args.profile is None else args.profile
+    chosen = args.only or list(PHASES)
+    output = args.output if args.output is not None else (None if args.smoke else DOC)
+    command = "python -m bench" + (" --smoke" if args.smoke else "")
+    stop_on_sigterm()
+
+    results = Results(smoke=args.smoke)
+    results.load_before = load_average()
+    if results.load_before > 0.5:
+        print(
+            f"warning: load average {results.load_before:.2f} before the run: other work on this"
+            " machine will lower the numbers",
+            file=sys.stderr,
+        )
+    folder = Path(tempfile.mkdtemp(prefix="pipecored-bench-"))
+    started = time.monotonic()
+    try:
+        (folder / "logs").mkdir()
+        work = Workdir(folder, install_plugin(folder / "plugin-site"))
+        if "accept" in chosen:
+            phases.accept(work, sizes, results, profile)
+        if "delivery" in chosen:
+            phases.delivery(work, sizes, results, profile)
+        if "tenants" in chosen:
+            phases.tenants(work, sizes, results)
+        if "reads" in chosen:
+            phases.reads(work, sizes, results)
+    except KeyboardInterrupt:
+        print("interrupted; every process started was stopped", file=sys.stderr)
+        return 130
+    finally:
+        if args.keep:
+            print(f"work dir kept: {folder}")
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+    results.load_after = load_average()
+
+    print(f"\nresults ({time.monotonic() - started:.0f} s):")
+    for row in results.rows:
+        print(f"  {format_row(row)}")
+    if args.json is not None:
+        args.json.write_text(json.dumps(results.to_json(), indent=2), encoding="utf-8")
+    if output is not None:
+        output.write_text(render_markdown(results, command), encoding="utf-8")
+        print(f"written: {output}")
+    return 0
