@@ -1,9 +1,11 @@
-"""``pipecored serve | check | plugins``."""
+"""``pipecored serve | check | plugins | keys new``."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
+import secrets
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,6 +20,8 @@ from pipecored.errors import ConfigError, PipecoreError
 from pipecored.gateway import Gateway
 from pipecored.logs import configure_logging
 from pipecored.plugins import ProviderRegistry, load_providers
+
+KEY_PREFIX = "pck_"  # recognisable in a leaked-secret scan
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, default=Path("config"), help="config dir")
 
     commands.add_parser("plugins", help="list the loaded providers")
+
+    keys = commands.add_parser("keys", help="API keys")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new_key = key_commands.add_parser("new", help="print a fresh random key and its hash")
+    new_key.add_argument("--tenant", help="the tenant the key is for (default: an admin key)")
     return parser
 
 
@@ -127,12 +136,26 @@ def cmd_serve(config_dir: Path, host: str | None, port: int | None) -> int:
     return 0 if uvicorn_server.started else 1
 
 
+def cmd_keys_new(tenant: str | None) -> int:
+    """A key with 256 bits of randomness; the file gets its SHA-256, so it never holds the key."""
+    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    digest = "sha256:" + hashlib.sha256(key.encode("utf-8")).hexdigest()
+    where = f"apiKeys in tenants/{tenant}.yaml" if tenant else "auth.adminKeys in pipecored.yaml"
+    print(f"key:     {key}")
+    print(f"hashed:  {digest}")
+    print(f"Give the key to its user (it is not stored anywhere); add the hashed form to {where}:")
+    print(f'  - "{digest}"')
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "serve":
         return cmd_serve(args.config, args.host, args.port)
     if args.command == "check":
         return cmd_check(args.config)
+    if args.command == "keys":
+        return cmd_keys_new(args.tenant)
     return cmd_plugins()
 
 

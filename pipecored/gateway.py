@@ -23,6 +23,7 @@ from pipecored.delivery import DeliveryWorker
 from pipecored.http import outbound_client
 from pipecored.metrics import Metrics
 from pipecored.provider import Provider
+from pipecored.ratelimit import KeyedLimits
 from pipecored.store import MessageStore, open_store
 
 log = structlog.get_logger("pipecored")
@@ -47,6 +48,8 @@ class Gateway:
         self.watch = watch
         self.accepting = False
         self.config_lock = asyncio.Lock()
+        self.api_limits = KeyedLimits()
+        self.registry.removed_listeners.append(self.api_limits.forget)
         self._store: MessageStore | None = None
         self._http: httpx.AsyncClient | None = None
         self._worker: DeliveryWorker | None = None

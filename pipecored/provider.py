@@ -104,6 +104,9 @@ class WebhookContext:
     channel: str
     credentials: Mapping[str, str]
     settings: Mapping[str, str] = field(default_factory=dict)
+    # False only when the tenant's channel turned signature checks off for local development
+    # (``verifyWebhookSignatures: false``): the plugin then parses without verifying.
+    verify_signatures: bool = True
 
 
 @dataclass(frozen=True, slots=True)

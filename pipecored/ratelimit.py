@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class RateLimit(Protocol):
+    @property
+    def per_second(self) -> float: ...
+    @property
+    def burst(self) -> int: ...
 
 
 class TokenBucket:
@@ -40,3 +48,22 @@ class TokenBucket:
         """Seconds of reservations already made beyond the tokens available (0 if none)."""
         self._refill()
         return max(0.0, -self._tokens / self.per_second)
+
+
+class KeyedLimits:
+    """One bucket per key (a tenant), rebuilt when its configured limit changes."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets: dict[str, tuple[object, TokenBucket]] = {}
+        self.clock = clock
+
+    def take(self, key: str, limit: RateLimit) -> float:
+        """Take a token for ``key``; 0 if there was one, else the seconds until there is."""
+        current = self._buckets.get(key)
+        if current is None or current[0] != limit:
+            current = (limit, TokenBucket(limit.per_second, limit.burst, clock=self.clock))
+            self._buckets[key] = current
+        return current[1].try_take()
+
+    def forget(self, key: str) -> None:
+        self._buckets.pop(key, None)

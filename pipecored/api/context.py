@@ -9,7 +9,7 @@ from starlette.requests import Request
 from pipecored.api.auth import Principal, authenticate, require_tenant
 from pipecored.config.model import TenantConfig
 from pipecored.config.registry import ConfigSnapshot, TenantEntry
-from pipecored.errors import Conflict, NotFound
+from pipecored.errors import Conflict, NotFound, RateLimited
 from pipecored.gateway import Gateway
 
 
@@ -47,4 +47,14 @@ class Call:
 def begin(request: Request) -> Call:
     gateway = gateway_of(request)
     snapshot = gateway.registry.snapshot
-    return Call(gateway, snapshot, authenticate(request, snapshot))
+    principal = authenticate(request, snapshot)
+    if principal.tenant_id is not None:
+        tenant = snapshot.tenant(principal.tenant_id)
+        if tenant is not None and tenant.rate_limit is not None:
+            wait = gateway.api_limits.take(principal.tenant_id, tenant.rate_limit)
+            if wait > 0:
+                raise RateLimited(
+                    f"over this tenant's limit of {tenant.rate_limit.per_second:g} requests/s",
+                    retry_after=wait,
+                )
+    return Call(gateway, snapshot, principal)

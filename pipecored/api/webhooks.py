@@ -80,6 +80,7 @@ async def webhook(request: Request) -> Response:
         channel=channel,
         credentials=route.credentials,
         settings={**provider.default_settings, **(defaults.settings() if defaults else {})},
+        verify_signatures=config.verify_webhook_signatures,
     )
     try:
         result = await provider.handle_webhook(incoming, ctx)

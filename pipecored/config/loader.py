@@ -16,6 +16,7 @@ from pipecored.config.model import (
     ChannelConfig,
     DaemonConfig,
     TenantConfig,
+    api_key_digest,
 )
 from pipecored.errors import ConfigError, ConfigIssue
 from pipecored.provider import CHANNELS, Provider
@@ -305,7 +306,7 @@ def credential_issues(
 
 
 def key_conflicts(
-    keys: Sequence[str], taken: Collection[str], *, display: str, path: str, message: str
+    keys: Sequence[str], taken: Collection[bytes], *, display: str, path: str, message: str
 ) -> list[ConfigIssue]:
     """An API or admin key that something else already holds. A key must identify exactly one
     principal: with two owners, whichever is indexed last would silently act as the other.
@@ -313,7 +314,7 @@ def key_conflicts(
     return [
         ConfigIssue(display, f"{path}.{index}", message)
         for index, key in enumerate(keys)
-        if key in taken
+        if api_key_digest(key) in taken  # a key written plainly and as its hash is one key
     ]
 
 
@@ -391,13 +392,13 @@ def check_config_dir(
     issues: list[ConfigIssue] = []
     if not config_dir.is_dir():
         return [ConfigIssue(str(config_dir), "", "not a directory")]
-    taken: set[str] = set()
+    taken: set[bytes] = set()
     try:
         daemon = load_daemon_config(config_dir, env=env, providers=providers)
     except ConfigError as exc:
         issues.extend(exc.issues)
     else:
-        taken.update(daemon.auth.admin_keys)
+        taken.update(api_key_digest(k) for k in daemon.auth.admin_keys)
     for path in tenant_files(config_dir):
         try:
             tenant = load_tenant_file(path, providers=providers, env=env)
@@ -413,5 +414,5 @@ def check_config_dir(
         )
         issues.extend(conflicts)
         if not conflicts:
-            taken.update(tenant.api_keys)
+            taken.update(api_key_digest(k) for k in tenant.api_keys)
     return issues

@@ -6,8 +6,10 @@ Durations are strings with a unit (``200ms``, ``1s``, ``5m``, ``24h``) or plain 
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
+from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
@@ -63,8 +65,30 @@ class ServerConfig(Model):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
 
 
+_HASHED_KEY = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+def _api_key(value: str) -> str:
+    if value.startswith("sha256:") and not _HASHED_KEY.match(value):
+        raise ValueError("a hashed key is sha256: followed by 64 lower-case hex digits")
+    return value
+
+
 # An empty key (an unset ${VAR:-}) can never be presented, so it is a mistake, not a key.
-ApiKey = Annotated[str, Field(min_length=1)]
+# A key is written as itself (or ${ENV}), or as "sha256:<hex>" of it so that the file does not
+# hold the key (`pipecored keys new` prints both).
+ApiKey = Annotated[str, Field(min_length=1), AfterValidator(_api_key)]
+
+
+def api_key_digest(configured: str) -> bytes:
+    """The SHA-256 of a configured key, whether it was written plainly or as its hash."""
+    if _HASHED_KEY.match(configured):
+        return bytes.fromhex(configured.removeprefix("sha256:"))
+    return hashlib.sha256(configured.encode("utf-8")).digest()
+
+
+def is_hashed_key(configured: str) -> bool:
+    return _HASHED_KEY.match(configured) is not None
 
 
 class AuthConfig(Model):
@@ -118,9 +142,19 @@ class LoggingConfig(Model):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+def _store_url(value: str) -> str:
+    if not value.startswith("sqlite:///"):
+        raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+    path = value.removeprefix("sqlite:///")
+    # A relative path stays inside the config dir; an absolute one (sqlite:////...) is explicit.
+    if not path.startswith("/") and ".." in PurePosixPath(path).parts:
+        raise ValueError("a relative store path may not leave the config dir (no ..)")
+    return value
+
+
 class DaemonConfig(Model):
     server: ServerConfig = ServerConfig()
-    store: str = "sqlite:///pipecored.db"
+    store: Annotated[str, AfterValidator(_store_url)] = "sqlite:///pipecored.db"
     auth: AuthConfig = AuthConfig()
     providers: dict[str, ProviderDefaults] = {}
     delivery: DeliveryConfig = DeliveryConfig()
@@ -147,6 +181,9 @@ class RouteConfig(Model):
 
 class ChannelConfig(RouteConfig):
     is_active: bool = True
+    # Local development only: accept provider callbacks without checking their signatures.
+    # Logged as a warning at every start and reload.
+    verify_webhook_signatures: bool = True
     fallbacks: tuple[RouteConfig, ...] = ()
     rate_limit: RateLimitConfig | None = None
 
@@ -159,3 +196,4 @@ class TenantConfig(Model):
     name: str = Field(min_length=1)
     api_keys: tuple[ApiKey, ...] = ()
     channels: dict[Channel, ChannelConfig] = {}
+    rate_limit: RateLimitConfig | None = None  # API requests made with this tenant's keys

@@ -30,7 +30,7 @@ from pipecored.config.loader import (
     tenant_files,
     tenant_id_of,
 )
-from pipecored.config.model import RESTART_KEYS, DaemonConfig, TenantConfig
+from pipecored.config.model import RESTART_KEYS, DaemonConfig, TenantConfig, api_key_digest
 from pipecored.errors import ConfigError
 from pipecored.provider import Provider
 
@@ -93,13 +93,13 @@ class TenantRegistry:
         self._remember(self.config_dir / DAEMON_FILE)
         daemon = load_daemon_config(self.config_dir, env=self.env, providers=self.providers)
         tenants: dict[str, TenantEntry] = {}
-        taken = set(daemon.auth.admin_keys)
+        taken = {api_key_digest(k) for k in daemon.auth.admin_keys}
         for path in tenant_files(self.config_dir):
             # In file-name order, so of two files holding the same key the first one keeps it.
             entry = self._parse_tenant(path, previous=None, taken=taken)
             tenants[entry.tenant_id] = entry
             if entry.config is not None:
-                taken.update(entry.config.api_keys)
+                taken.update(api_key_digest(k) for k in entry.config.api_keys)
         self._swap(daemon, tenants)
         self.loaded = True
         self._notify(all(e.error is None for e in tenants.values()))
@@ -200,7 +200,7 @@ class TenantRegistry:
         return needs_restart
 
     def _parse_tenant(
-        self, path: Path, *, previous: TenantEntry | None, taken: Collection[str]
+        self, path: Path, *, previous: TenantEntry | None, taken: Collection[bytes]
     ) -> TenantEntry:
         """``taken``: the keys that other tenants and the admins hold."""
         tenant_id = tenant_id_of(path)
@@ -224,6 +224,14 @@ class TenantRegistry:
                 kept_last_good=previous is not None and previous.config is not None,
             )
             return TenantEntry(tenant_id, previous.config if previous else None, exc)
+        for channel, settings in config.channels.items():
+            if not settings.verify_webhook_signatures:
+                log.warning(
+                    "config.webhook_signatures_not_verified",
+                    tenant=tenant_id,
+                    channel=channel,
+                    note="anyone can forge its delivery callbacks; for local development only",
+                )
         return TenantEntry(tenant_id, config, None)
 
     def _remember(self, path: Path) -> None:
@@ -246,13 +254,13 @@ class TenantRegistry:
         # The first owner of a key keeps it (admins first): a key that slipped past the parse-time
         # check (replace_tenant) must never let one tenant act as another, or as an admin.
         for key in daemon.auth.admin_keys:
-            keys[key_digest(key)] = ADMIN
+            keys[api_key_digest(key)] = ADMIN
             secrets.add(key)
         for tenant_id, entry in tenants.items():
             if entry.config is None:
                 continue
             for key in entry.config.api_keys:
-                keys.setdefault(key_digest(key), tenant_id)
+                keys.setdefault(api_key_digest(key), tenant_id)
                 secrets.add(key)
             secrets.update(self.secret_values(entry.config))
         for hook in daemon.alerts.webhooks:
@@ -284,12 +292,12 @@ def _digest(path: Path) -> bytes | None:
         return None
 
 
-def _keys_of(daemon: DaemonConfig, tenants: Mapping[str, TenantEntry]) -> set[str]:
-    """Every key in use: the admin keys and the API keys of the tenants' live versions."""
-    keys = set(daemon.auth.admin_keys)
+def _keys_of(daemon: DaemonConfig, tenants: Mapping[str, TenantEntry]) -> set[bytes]:
+    """Every key in use (as digests): the admin keys and the tenants' live API keys."""
+    keys = {api_key_digest(k) for k in daemon.auth.admin_keys}
     for entry in tenants.values():
         if entry.config is not None:
-            keys.update(entry.config.api_keys)
+            keys.update(api_key_digest(k) for k in entry.config.api_keys)
     return keys
 
 

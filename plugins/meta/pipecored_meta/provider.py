@@ -168,11 +168,12 @@ class MetaProvider(Provider):
         method = request.method.upper()
         if method == "GET":
             return self._subscribe(request, ctx)
-        signature.verify(
-            header=request.headers.get("x-hub-signature-256"),
-            app_secret=ctx.credentials.get("appSecret", ""),
-            body=request.body,
-        )
+        if ctx.verify_signatures:
+            signature.verify(
+                header=request.headers.get("x-hub-signature-256"),
+                app_secret=ctx.credentials.get("appSecret", ""),
+                body=request.body,
+            )
         try:
             payload = json.loads(request.body)
         except ValueError:
