@@ -84,6 +84,8 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
+        # Handlers bind what they learn (tenant, message id) for this request's log line.
+        structlog.contextvars.clear_contextvars()
         status = 500
 
         async def record(message: Message) -> None:

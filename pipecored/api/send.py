@@ -127,11 +127,8 @@ async def send(request: Request) -> JSONResponse:
     if not result.replayed:
         gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
         gateway.worker.wake()
-    log.info(
-        "api.accepted",
-        tenant=tenant_id,
-        channel=channel,
-        message_id=result.record.id,
-        replayed=result.replayed,
+    # Logged once, with the request's own line (RequestLog), rather than as a line of its own.
+    structlog.contextvars.bind_contextvars(
+        tenant=tenant_id, channel=channel, message_id=result.record.id, replayed=result.replayed
     )
     return _accepted(result.record, replayed=result.replayed)
