@@ -105,6 +105,13 @@ class CircuitBreakers:
             circuit.opened_at = circuit.outage_since = now
             self._emit(key, "open", reason, now)
 
+    def tracked(self) -> list[CircuitKey]:
+        """The circuits that have seen failures (the rest are closed by default)."""
+        return list(self._circuits)
+
+    def forget(self, key: CircuitKey) -> None:
+        self._circuits.pop(key, None)
+
     def forget_tenant(self, tenant: str) -> None:
         for key in [k for k in self._circuits if k[0] == tenant]:
             del self._circuits[key]

@@ -535,6 +535,23 @@ class DeliveryWorker:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    def prune(self) -> None:
+        """After a reload: forget the circuits (and provider_up series) of routes that are no
+        longer configured, so a provider switched away from does not stay "down" forever."""
+        snapshot = self.registry.snapshot
+
+        def configured(tenant_id: str, channel: str, provider: str) -> bool:
+            tenant = snapshot.tenant(tenant_id)
+            if tenant is None:
+                return tenant_id in snapshot.tenants  # never valid: nothing to judge by yet
+            settings = tenant.channels.get(channel)  # type: ignore[call-overload]
+            return settings is not None and any(r.provider == provider for r in settings.routes)
+
+        for key in self.circuits.tracked():
+            if not configured(*key):
+                self.circuits.forget(key)
+        self.metrics.prune_provider_up(configured)
+
     def forget_tenant(self, tenant_id: str) -> None:
         self.circuits.forget_tenant(tenant_id)
         for pair in [p for p in self._buckets if p[0] == tenant_id]:

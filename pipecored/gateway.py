@@ -59,6 +59,8 @@ class Gateway:
 
     def _reloaded(self, success: bool) -> None:
         self.metrics.config_reloaded(success, self.registry.last_success or 0.0)
+        if success and self._worker is not None:
+            self._worker.prune()
 
     @property
     def store(self) -> MessageStore:

@@ -7,6 +7,8 @@ buckets.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -126,6 +128,14 @@ class Metrics:
             self.config_last_reload_success_timestamp.set(at)
         else:
             self.config_reload_errors.inc()
+
+    def prune_provider_up(self, configured: Callable[[str, str, str], bool]) -> None:
+        """Drop the provider_up series of (tenant, channel, provider) no longer configured."""
+        with self.provider_up._lock:
+            series = list(self.provider_up._metrics)
+        for labels in series:
+            if not configured(*labels):
+                self.provider_up.remove(*labels)
 
     def forget_tenant(self, tenant_id: str) -> None:
         """Drop every series of a removed tenant."""

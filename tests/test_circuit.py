@@ -160,3 +160,39 @@ async def test_without_a_fallback_messages_wait_for_the_circuit_instead_of_faili
 async def _state(gateway: Any, message_id: str, test: Any) -> Any:
     record = await gateway.store.get(message_id)
     return record if record is not None and test(record) else None
+
+
+async def test_a_route_removed_from_the_config_is_no_longer_reported_down(
+    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    delivery = {"maxAttempts": 100, "circuit": {"failureThreshold": 1, "cooldown": "60s"}}
+    async with app_client_factory(delivery=delivery) as (client, gateway):
+        fake_gateway.fail_next(503, times=5)
+        await client.post(
+            "/messaging/send/sms",
+            json={"to": "+34600111222", "body": "hola"},
+            headers=auth("acme-key-0123456789"),
+        )
+        up = 'pipecore_provider_up{channel="sms",provider="httpjson",tenant="acme"} 0.0'
+
+        async def reported_down() -> bool:
+            return up in (await client.get("/metrics")).text
+
+        await eventually(reported_down)
+        # The operator switches acme's SMS to another provider: the old one's outage is over
+        # as far as this tenant is concerned.
+        config_dir.write_tenant(
+            "acme",
+            {
+                "name": "Acme",
+                "apiKeys": ["acme-key-0123456789"],
+                "channels": {"sms": {"provider": "console"}},
+            },
+        )
+        gateway.registry.reload_tenant("acme")
+        metrics = (await client.get("/metrics")).text
+        # (the request counters are history and stay; the health gauge is about the present)
+        assert (
+            'pipecore_provider_up{channel="sms",provider="httpjson",tenant="acme"}' not in metrics
+        )
+        assert gateway.worker.circuits.state(("acme", "sms", "httpjson")) == "closed"
