@@ -27,9 +27,13 @@ from pipecored.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from pipecored.provider import CHANNELS
 
 MAX_JSON_DEPTH = 32
-E164 = re.compile(r"^\+[1-9]\d{7,14}$")
+# [0-9], not \d: on str patterns \d is any Unicode decimal digit ("+1٣٣٣٣٣٣٣٣", full-width
+# digits), which no provider dials. The same text is the documented JSON Schema pattern.
+E164_PATTERN = r"^\+[1-9][0-9]{7,14}$"
+E164 = re.compile(E164_PATTERN)
 
 # Longest text each channel takes: SMS concatenates up to 10 segments (Twilio's 1,600
 # characters), WhatsApp text messages take 4,096, an email subject line 998 (RFC 5322).
@@ -75,6 +79,20 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
+# JSON lets "\ud800" stand alone, but such a string cannot be encoded as UTF-8: it passed
+# validation (pydantic takes it in dict keys and some unions) and then failed in the store
+# (a 503 blaming the store) or in the Idempotency-Key digest (a 500).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(data: Any) -> bool:
+    try:
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 async def read_json(request: Request, *, limit: int) -> Any:
     content_type = request.headers.get("content-type", "")
     media_type = content_type.split(";", 1)[0].strip().lower()
@@ -82,11 +100,14 @@ async def read_json(request: Request, *, limit: int) -> Any:
         raise UnsupportedMediaType("send the body as Content-Type: application/json")
     raw = await read_body(request, limit=limit)
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        text = raw.decode("utf-8")
+        data = json.loads(text, parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("the body is not valid UTF-8 JSON") from None
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise BadRequest(f"JSON nested deeper than {MAX_JSON_DEPTH} levels", code="json_too_deep")
+    if _SURROGATE_ESCAPE.search(text) and _has_lone_surrogate(data):
+        raise BadRequest("the body has a \\u escape of a lone UTF-16 surrogate, which is not text")
     return data
 
 
@@ -146,7 +167,10 @@ def _mailbox(value: str) -> str:
     return value
 
 
-Phone = Annotated[str, AfterValidator(_phone)]
+# The pattern in the document lets clients (and schemathesis) know what a number looks like.
+Phone = Annotated[
+    str, AfterValidator(_phone), WithJsonSchema({"type": "string", "pattern": E164_PATTERN})
+]
 EmailAddress = Annotated[str, AfterValidator(_email)]
 Mailbox = Annotated[str, AfterValidator(_mailbox)]
 
@@ -259,7 +283,9 @@ def send_payload(channel: str, data: dict[str, Any]) -> tuple[dict[str, Any], st
 
 
 class ConfigProviderBody(Body):
-    channel: str
+    # Validated as a string so that set_provider's message lists the channels; documented as
+    # the enum it is.
+    channel: str = Field(json_schema_extra={"enum": list(CHANNELS)})
     provider: str = Field(min_length=1)
     credentials: dict[str, str] = {}
     is_active: bool = True

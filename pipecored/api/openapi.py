@@ -414,7 +414,8 @@ def document() -> dict[str, Any]:
                     "name": "tenant_id",
                     "in": "query",
                     "required": True,
-                    "schema": {"type": "string"},
+                    # An empty tenant_id is as missing as none: 422.
+                    "schema": {"type": "string", "minLength": 1},
                 },
                 {"name": "provider", "in": "query", "schema": {"type": "string"}},
             ],

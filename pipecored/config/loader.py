@@ -128,14 +128,51 @@ _ConfigLoader.add_constructor("tag:yaml.org,2002:int", _construct_number)
 _ConfigLoader.add_constructor("tag:yaml.org,2002:float", _construct_number)
 
 
+# A config file holds hundreds of values. YAML aliases let a few hundred bytes stand for
+# billions of them ("billion laughs": PyYAML shares the aliased objects, but substitution and
+# validation walk the tree expanded, for minutes, on the event loop that also serves requests),
+# or for a cycle (``a: &a [*a]``: a RecursionError, not a ConfigError). Either is refused.
+MAX_YAML_VALUES = 100_000
+
+
+def _too_many_values(data: Any, limit: int) -> bool:
+    """Whether ``data``, aliases expanded, holds over ``limit`` values (a cycle holds infinitely
+    many). Stops counting at ``limit``, so it costs at most that much."""
+    stack = [data]
+    count = 0
+    while stack:
+        item = stack.pop()
+        count += 1
+        if count > limit:
+            return True
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def parse_yaml(text: str, *, display: str) -> Any:
     try:
-        return yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(text, Loader=_ConfigLoader)  # noqa: S506 (a SafeLoader subclass)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError([ConfigIssue(display, "", f"{where}{problem}")]) from None
+    if _too_many_values(data, MAX_YAML_VALUES):
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    display,
+                    "",
+                    f"over {MAX_YAML_VALUES} values once aliases are expanded"
+                    " (an alias nested in itself, or aliases of aliases)",
+                )
+            ]
+        )
+    return data
 
 
 def _pydantic_issues(exc: ValidationError, file: str) -> list[ConfigIssue]:
