@@ -156,10 +156,13 @@ async def test_successful_responses_match_the_document(
     assert whatsapp.status_code == 202, whatsapp.text
 
     sent = await wait_status(client, sms.json()["id"], "sent")
+    await wait_status(client, email.json()["id"], "sent")
+    await wait_status(client, whatsapp.json()["id"], "sent", key=GLOBEX_KEY)
+    # Only now: the fake's scripted failure goes to whichever call comes next, so nothing else
+    # may still be on its way to it.
     fake_gateway.fail_next(400)
     failed_id = await accepted_id(client, "sms")
     await wait_status(client, failed_id, "failed")
-    await wait_status(client, email.json()["id"], "sent")
     await post_events(client, [{"id": sent["providerMessageId"], "status": "delivered"}])
     await post_events(client, [{"from": "+34600999888", "to": "+34911222333", "body": "hola"}])
 
