@@ -115,11 +115,6 @@ class Metrics:
             ["receiver", "result"],
             registry=r,
         )
-        self.store_commits = Counter(
-            "pipecore_store_commits_total",
-            "Store transactions committed (each carries one or more writes)",
-            registry=r,
-        )
 
     def config_reloaded(self, success: bool, at: float) -> None:
         self.config_reloads.inc()
