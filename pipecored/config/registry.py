@@ -83,6 +83,9 @@ class TenantRegistry:
         self.removed_listeners: list[Callable[[str], None]] = []
         # sha256 of each file as last read, so that sync() reparses only what changed.
         self._digests: dict[Path, bytes | None] = {}
+        # Per tenant: its key digests and secret values, with the config they were computed
+        # from. A reload then recomputes one tenant's, not ten thousand.
+        self._derived: dict[str, tuple[TenantConfig, tuple[bytes, ...], frozenset[str]]] = {}
 
     @property
     def env(self) -> Mapping[str, str]:
@@ -143,6 +146,7 @@ class TenantRegistry:
         current = dict(self.snapshot.tenants)
         if not path.exists():
             self._digests.pop(path, None)
+            self._derived.pop(tenant_id, None)
             if current.pop(tenant_id, None) is not None:
                 self._swap(self.snapshot.daemon, current)
                 log.info("config.tenant_removed", tenant=tenant_id)
@@ -154,7 +158,7 @@ class TenantRegistry:
         entry = self._parse_tenant(
             path,
             previous=current.get(tenant_id),
-            taken=_keys_of(self.snapshot.daemon, others),
+            taken=self._keys_of(self.snapshot.daemon, others),
         )
         current[tenant_id] = entry
         self._swap(self.snapshot.daemon, current)
@@ -172,7 +176,7 @@ class TenantRegistry:
             new = load_daemon_config(self.config_dir, env=self.env, providers=self.providers)
             conflicts = key_conflicts(
                 new.auth.admin_keys,
-                _keys_of(DaemonConfig(), self.snapshot.tenants),
+                self._keys_of(DaemonConfig(), self.snapshot.tenants),
                 display=DAEMON_FILE,
                 path="auth.adminKeys",
                 message=ADMIN_KEY_TAKEN,
@@ -259,15 +263,34 @@ class TenantRegistry:
         for tenant_id, entry in tenants.items():
             if entry.config is None:
                 continue
-            for key in entry.config.api_keys:
-                keys.setdefault(api_key_digest(key), tenant_id)
-                secrets.add(key)
-            secrets.update(self.secret_values(entry.config))
+            digests, values = self._derive(tenant_id, entry.config)
+            for digest in digests:
+                keys.setdefault(digest, tenant_id)
+            secrets.update(values)
         for hook in daemon.alerts.webhooks:
             if hook.secret:
                 secrets.add(hook.secret)
         secrets.discard("")
         self.snapshot = ConfigSnapshot(daemon, tenants, keys, frozenset(secrets))
+
+    def _derive(
+        self, tenant_id: str, config: TenantConfig
+    ) -> tuple[tuple[bytes, ...], frozenset[str]]:
+        cached = self._derived.get(tenant_id)
+        if cached is None or cached[0] is not config:
+            digests = tuple(api_key_digest(k) for k in config.api_keys)
+            secrets = frozenset(self.secret_values(config) | set(config.api_keys))
+            cached = (config, digests, secrets)
+            self._derived[tenant_id] = cached
+        return cached[1], cached[2]
+
+    def _keys_of(self, daemon: DaemonConfig, tenants: Mapping[str, TenantEntry]) -> set[bytes]:
+        """Every key in use (as digests): the admin keys and the tenants' live API keys."""
+        keys = {api_key_digest(k) for k in daemon.auth.admin_keys}
+        for tenant_id, entry in tenants.items():
+            if entry.config is not None:
+                keys.update(self._derive(tenant_id, entry.config)[0])
+        return keys
 
     def secret_values(self, tenant: TenantConfig) -> set[str]:
         values: set[str] = set()
@@ -290,15 +313,6 @@ def _digest(path: Path) -> bytes | None:
         return hashlib.sha256(path.read_bytes()).digest()
     except OSError:
         return None
-
-
-def _keys_of(daemon: DaemonConfig, tenants: Mapping[str, TenantEntry]) -> set[bytes]:
-    """Every key in use (as digests): the admin keys and the tenants' live API keys."""
-    keys = {api_key_digest(k) for k in daemon.auth.admin_keys}
-    for entry in tenants.values():
-        if entry.config is not None:
-            keys.update(api_key_digest(k) for k in entry.config.api_keys)
-    return keys
 
 
 def _get(config: DaemonConfig, dotted: str) -> object:
