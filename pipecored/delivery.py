@@ -205,24 +205,30 @@ class DeliveryWorker:
         to the queue untouched."""
         self._stopping = True
         self._wake.set()
-        for task in (self._loop_task, self._gauge_task):
-            if task is not None:
-                task.cancel()
-        await asyncio.gather(
-            *(t for t in (self._loop_task, self._gauge_task) if t), return_exceptions=True
-        )
+        if self._gauge_task is not None:
+            self._gauge_task.cancel()
+            await asyncio.gather(self._gauge_task, return_exceptions=True)
+        if self._loop_task is not None:
+            # The loop is let finish its turn, not cancelled: a claim it already sent to the
+            # store must be followed by tasks for what was claimed, or those messages would stay
+            # leased (unsendable) until their lease ran out, long after the restart.
+            done, _ = await asyncio.wait([self._loop_task], timeout=grace)
+            if not done:
+                self._loop_task.cancel()
+                await asyncio.gather(self._loop_task, return_exceptions=True)
         if self._inflight:
             log.info("delivery.draining", in_flight=len(self._inflight), grace_seconds=grace)
             _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
+            # Taken before cancelling: a cancelled task leaves _inflight in its done callback.
+            unfinished = [self._inflight[t] for t in pending if t in self._inflight]
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-            for task in pending:
-                record = self._inflight.pop(task, None)
-                if record is not None and record.lease_token:
+            for record in unfinished:
+                if record.lease_token:
                     await self.store.release(record.id, record.lease_token)
-            if pending:
-                log.warning("delivery.released_unfinished", count=len(pending))
+            if unfinished:
+                log.warning("delivery.released_unfinished", count=len(unfinished))
 
     # -- the dispatch loop ---------------------------------------------------------------------
 

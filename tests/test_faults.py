@@ -11,8 +11,20 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 
-from tests.conftest import ConfigDir, Daemon, auth, eventually, httpjson_channel, wait_until
+from pipecored.gateway import Gateway
+from pipecored.store import NewMessage, new_message_id
+from pipecored.store.sqlite import SQLiteStore
+from tests.conftest import (
+    ConfigDir,
+    Daemon,
+    auth,
+    default_daemon_settings,
+    eventually,
+    httpjson_channel,
+    wait_until,
+)
 from tests.fakes.httpjson import HttpJsonGateway
 from tests.fakes.raw import FlakyServer
 
@@ -170,3 +182,42 @@ def test_a_store_that_cannot_write_refuses_sends_and_recovers(
         assert accepted.status_code == 202, accepted.text
         wait_until(lambda: any(m["channel"] == "email" for m in fake_gateway.sent))
     assert daemon.stop() == 0
+
+
+async def test_a_stop_gives_unfinished_messages_back_to_the_queue_at_once(
+    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, tmp_path: Path, providers: Any
+) -> None:
+    settings = default_daemon_settings(tmp_path / "pipecored.db")
+    settings["server"] = {"shutdownGrace": "200ms"}
+    config_dir.write_daemon(settings)
+    fake_gateway.delay = 5.0  # every call outlasts the grace
+    gateway = Gateway(config_dir.path, providers, metrics_registry=CollectorRegistry(), watch=False)
+    gateway.load()
+    await gateway.start()
+    ids = []
+    for _ in range(3):
+        message = NewMessage(
+            id=new_message_id(),
+            tenant_id="acme",
+            channel="sms",
+            to="+34600111222",
+            sender=None,
+            payload={"to": ["+34600111222"], "body": "hola"},
+            created_at=time.time(),
+        )
+        await gateway.store.accept(message)
+        ids.append(message.id)
+    gateway.worker.wake()
+    await eventually(lambda: len(fake_gateway.server.requests) >= 3)
+    await gateway.stop()
+    # Reopen the store as the next start would: nothing is left leased to a dead process.
+    reopened = SQLiteStore(str(tmp_path / "pipecored.db"))
+    await reopened.open()
+    try:
+        for message_id in ids:
+            record = await reopened.get(message_id)
+            assert record is not None
+            assert record.status == "queued", record.status
+            assert record.lease_token is None
+    finally:
+        await reopened.close()
