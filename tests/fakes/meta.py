@@ -18,7 +18,6 @@ document means: the union of the branches' properties, and nothing else.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import copy
 import functools
@@ -28,9 +27,8 @@ import json
 import re
 import time
 import uuid
-from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -40,7 +38,8 @@ from openapi_core.validation.request.exceptions import RequestBodyValidationErro
 from starlette.responses import Response
 
 from pipecored import WebhookRequest
-from tests.fakes.server import FakeServer, RecordedRequest
+from tests.fakes.scripted import Reply, ScriptedFake
+from tests.fakes.server import RecordedRequest
 from tests.fakes.specs import _SpecRequest, load_spec, openapi, server_url
 
 MESSAGES_PATH = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<phone_number_id>[^/]+)/messages$")
@@ -77,16 +76,6 @@ class SentWhatsApp:
     body: str
     preview_url: bool | None
     payload: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ScriptedAnswer:
-    """The answer to the next request; ``status=None`` answers as usual, after ``delay``."""
-
-    status: int | None
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
 
 
 def graph_error(
@@ -127,7 +116,7 @@ def new_message_id() -> str:
     return "wamid." + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode("ascii")
 
 
-class FakeMeta:
+class FakeMeta(ScriptedFake):
     """The WhatsApp Cloud API's send endpoint on 127.0.0.1.
 
     ``access_tokens`` maps each phone number id to the token it accepts; without it any bearer
@@ -135,36 +124,13 @@ class FakeMeta:
     """
 
     def __init__(self, access_tokens: Mapping[str, str] | None = None) -> None:
+        super().__init__()
         self.access_tokens = dict(access_tokens or {})
         self.messages: list[SentWhatsApp] = []
-        self.server = FakeServer(self._answer)
-        self._script: deque[ScriptedAnswer] = deque()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self.server.requests
-
-    def start(self) -> FakeMeta:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> FakeMeta:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
-        self.server.requests.clear()
+        super().reset()
         self.messages.clear()
-        self._script.clear()
 
     def fail_next(
         self,
@@ -191,33 +157,8 @@ class FakeMeta:
         headers = {"content-type": "application/json"}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)
-        for _ in range(times):
-            self._script.append(
-                ScriptedAnswer(status, json.dumps(payload).encode("utf-8"), headers)
-            )
-
-    def respond_next(
-        self,
-        status: int,
-        body: bytes | str = b"",
-        headers: Mapping[str, str] | None = None,
-        *,
-        delay: float = 0.0,
-    ) -> None:
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        self._script.append(ScriptedAnswer(status, data, dict(headers or {}), delay))
-
-    def delay_next(self, seconds: float) -> None:
-        """Answer the next request as usual, but only after ``seconds``."""
-        self._script.append(ScriptedAnswer(None, delay=seconds))
-
-    async def _answer(self, request: RecordedRequest) -> Response:
-        scripted = self._script.popleft() if self._script else None
-        if scripted is not None and scripted.delay:
-            await asyncio.sleep(scripted.delay)
-        if scripted is not None and scripted.status is not None:
-            return Response(scripted.body, status_code=scripted.status, headers=scripted.headers)
-        return self._default(request)
+        body = json.dumps(payload).encode("utf-8")
+        self._script_times(Reply(status, body, headers, content_type=None), times)
 
     def _default(self, request: RecordedRequest) -> Response:
         match = MESSAGES_PATH.match(request.path)

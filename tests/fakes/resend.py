@@ -10,11 +10,8 @@ OpenAPI document, which ``validate_event`` checks them against.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -22,7 +19,8 @@ import jsonschema
 from starlette.responses import Response
 from svix.webhooks import Webhook
 
-from tests.fakes.server import FakeServer, RecordedRequest
+from tests.fakes.scripted import Reply, ScriptedFake
+from tests.fakes.server import RecordedRequest
 from tests.fakes.specs import load_spec
 
 # The name Resend gives each status, for fail_next's default.
@@ -44,65 +42,20 @@ def error_body(status: int, name: str, message: str) -> bytes:
     return json.dumps({"statusCode": status, "name": name, "message": message}).encode()
 
 
-@dataclass
-class Reply:
-    status: int | None  # None: answer as usual (after ``delay``)
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    content_type: str = "application/json"
-
-    def response(self) -> Response:
-        assert self.status is not None
-        return Response(
-            self.body, status_code=self.status, headers=self.headers, media_type=self.content_type
-        )
-
-
-class FakeResend:
+class FakeResend(ScriptedFake):
     """Resend's ``/emails`` on 127.0.0.1. ``emails`` lists the accepted sends (parsed JSON
     plus their ``id``), ``requests`` every request that arrived."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.delay = 0.0  # seconds before every answer, to provoke client timeouts
         self.emails: list[dict[str, Any]] = []
-        self._replies: deque[Reply] = deque()
         self._idempotent: dict[str, tuple[bytes, str]] = {}
-        self.server = FakeServer(self._handle)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self.server.requests
-
-    def start(self) -> FakeResend:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> FakeResend:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
-        """Forget what arrived and what was scripted, for a server shared between tests."""
-        self.delay = 0.0
+        super().reset()
         self.emails.clear()
-        self._replies.clear()
         self._idempotent.clear()
-        self.server.requests.clear()
-
-    def delay_next(self, seconds: float) -> None:
-        """Answer the next request as usual, but only after ``seconds``."""
-        self._replies.append(Reply(None, delay=seconds))
 
     def fail_next(
         self,
@@ -128,17 +81,9 @@ class FakeResend:
         if body is None:
             error_name = name or ERROR_NAMES.get(status, "application_error")
             body = error_body(status, error_name, message or f"fake Resend error {error_name}")
-        for _ in range(times):
-            self._replies.append(Reply(status, body, reply_headers, delay, content_type))
+        self._script_times(Reply(status, body, reply_headers, delay, content_type), times)
 
-    async def _handle(self, request: RecordedRequest) -> Response:
-        if self._replies:
-            reply = self._replies.popleft()
-            await asyncio.sleep(reply.delay)
-            if reply.status is None:
-                return self._emails(request).response()
-            return reply.response()
-        await asyncio.sleep(self.delay)
+    def _default(self, request: RecordedRequest) -> Response:
         return self._emails(request).response()
 
     def _emails(self, request: RecordedRequest) -> Reply:

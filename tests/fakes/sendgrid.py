@@ -8,13 +8,10 @@ SendGrid does (ECDSA/SHA-256 over timestamp + raw body, base64 DER); ``event`` b
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.responses import Response
 
-from tests.fakes.server import FakeServer, RecordedRequest
+from tests.fakes.scripted import Reply, ScriptedFake
+from tests.fakes.server import RecordedRequest
 
 ERROR_MESSAGES = {
     400: "Bad Request",
@@ -47,63 +45,18 @@ def new_message_id() -> str:
     return base64.urlsafe_b64encode(secrets.token_bytes(16)).decode().rstrip("=")
 
 
-@dataclass
-class Reply:
-    status: int | None  # None: answer as usual (after ``delay``)
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-    content_type: str | None = "application/json"
-
-    def response(self) -> Response:
-        assert self.status is not None
-        return Response(
-            self.body, status_code=self.status, headers=self.headers, media_type=self.content_type
-        )
-
-
-class FakeSendGrid:
+class FakeSendGrid(ScriptedFake):
     """SendGrid's ``/v3/mail/send`` on 127.0.0.1. ``messages`` lists the accepted sends (parsed
     JSON plus ``x_message_id``), ``requests`` every request that arrived."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.delay = 0.0  # seconds before every answer, to provoke client timeouts
         self.messages: list[dict[str, Any]] = []
-        self._replies: deque[Reply] = deque()
-        self.server = FakeServer(self._handle)
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self.server.requests
-
-    def start(self) -> FakeSendGrid:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> FakeSendGrid:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
-        """Forget what arrived and what was scripted, for a server shared between tests."""
-        self.delay = 0.0
+        super().reset()
         self.messages.clear()
-        self._replies.clear()
-        self.server.requests.clear()
-
-    def delay_next(self, seconds: float) -> None:
-        """Answer the next request as usual, but only after ``seconds``."""
-        self._replies.append(Reply(None, delay=seconds))
 
     def fail_next(
         self,
@@ -133,17 +86,9 @@ class FakeSendGrid:
         if body is None:
             pairs = errors or [(message or ERROR_MESSAGES.get(status, "error"), field)]
             body = error_body(*pairs)
-        for _ in range(times):
-            self._replies.append(Reply(status, body, reply_headers, delay, content_type))
+        self._script_times(Reply(status, body, reply_headers, delay, content_type), times)
 
-    async def _handle(self, request: RecordedRequest) -> Response:
-        if self._replies:
-            reply = self._replies.popleft()
-            await asyncio.sleep(reply.delay)
-            if reply.status is None:
-                return self._mail_send(request).response()
-            return reply.response()
-        await asyncio.sleep(self.delay)
+    def _default(self, request: RecordedRequest) -> Response:
         return self._mail_send(request).response()
 
     def _mail_send(self, request: RecordedRequest) -> Reply:

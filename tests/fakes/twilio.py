@@ -9,14 +9,12 @@ build the status callbacks and incoming-message webhooks Twilio POSTs, signed wi
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import re
 import uuid
-from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -26,7 +24,8 @@ from starlette.responses import Response
 from twilio.request_validator import RequestValidator
 
 from pipecored import WebhookRequest
-from tests.fakes.server import FakeServer, RecordedRequest
+from tests.fakes.scripted import Reply, ScriptedFake
+from tests.fakes.server import RecordedRequest
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account_sid>[^/]+)/Messages\.json$")
 
@@ -83,23 +82,13 @@ class SentSms:
     form: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class ScriptedAnswer:
-    """The answer to the next request; ``status=None`` answers as usual, after ``delay``."""
-
-    status: int | None
-    body: bytes = b""
-    headers: Mapping[str, str] = field(default_factory=dict)
-    delay: float = 0.0
-
-
 def _json(status: int, payload: Any) -> Response:
     return Response(
         json.dumps(payload).encode("utf-8"), status_code=status, media_type="application/json"
     )
 
 
-class FakeTwilio:
+class FakeTwilio(ScriptedFake):
     """Twilio's Messages API on 127.0.0.1.
 
     ``accounts`` maps each Account SID to its Auth Token; without it any Basic credentials whose
@@ -107,36 +96,13 @@ class FakeTwilio:
     """
 
     def __init__(self, accounts: Mapping[str, str] | None = None) -> None:
+        super().__init__()
         self.accounts = dict(accounts or {})
         self.messages: list[SentSms] = []
-        self.server = FakeServer(self._answer)
-        self._script: deque[ScriptedAnswer] = deque()
-
-    @property
-    def url(self) -> str:
-        return self.server.url
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        return self.server.requests
-
-    def start(self) -> FakeTwilio:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def __enter__(self) -> FakeTwilio:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def reset(self) -> None:
-        self.server.requests.clear()
+        super().reset()
         self.messages.clear()
-        self._script.clear()
 
     def fail_next(
         self,
@@ -153,23 +119,7 @@ class FakeTwilio:
         headers = {"content-type": "application/json"}
         if retry_after is not None:
             headers["retry-after"] = str(retry_after)
-        for _ in range(times):
-            self._script.append(ScriptedAnswer(status, body, headers))
-
-    def respond_next(
-        self,
-        status: int,
-        body: bytes | str = b"",
-        headers: Mapping[str, str] | None = None,
-        *,
-        delay: float = 0.0,
-    ) -> None:
-        data = body.encode("utf-8") if isinstance(body, str) else body
-        self._script.append(ScriptedAnswer(status, data, dict(headers or {}), delay))
-
-    def delay_next(self, seconds: float) -> None:
-        """Answer the next request as usual, but only after ``seconds``."""
-        self._script.append(ScriptedAnswer(None, delay=seconds))
+        self._script_times(Reply(status, body, headers, content_type=None), times)
 
     def status_callback(
         self, sent: SentSms, status: str, *, error_code: str | None = None
@@ -189,14 +139,6 @@ class FakeTwilio:
                 error_code=error_code,
             ),
         )
-
-    async def _answer(self, request: RecordedRequest) -> Response:
-        scripted = self._script.popleft() if self._script else None
-        if scripted is not None and scripted.delay:
-            await asyncio.sleep(scripted.delay)
-        if scripted is not None and scripted.status is not None:
-            return Response(scripted.body, status_code=scripted.status, headers=scripted.headers)
-        return self._default(request)
 
     def _authenticated(self, request: RecordedRequest, account: str) -> bool:
         scheme, _, encoded = request.headers.get("authorization", "").partition(" ")

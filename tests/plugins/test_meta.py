@@ -9,11 +9,8 @@ tests compute ``X-Hub-Signature-256`` from Meta's documented recipe.
 from __future__ import annotations
 
 import json
-import socket
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -36,7 +33,6 @@ from pipecored import (
     WebhookPayloadError,
     WebhookSignatureError,
 )
-from pipecored.http import outbound_client
 from tests.fakes.meta import (
     FakeMeta,
     SignedWebhook,
@@ -50,6 +46,7 @@ from tests.fakes.meta import (
     validate_meta_request,
 )
 from tests.fakes.server import RecordedRequest
+from tests.plugins.support import closed_port_url, http_date, send_context
 
 ACCESS_TOKEN = "EAAGm0PX4ZCpsBAKZCsecretaccesstokenvalue"
 PHONE_NUMBER_ID = "106540352242922"
@@ -77,20 +74,9 @@ provider = MetaProvider()
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeMeta]:
+def shared_fake() -> Iterator[FakeMeta]:
     with FakeMeta({PHONE_NUMBER_ID: ACCESS_TOKEN}) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeMeta) -> None:
-    fake.reset()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def context(
@@ -101,12 +87,12 @@ def context(
     timeout: float = 5.0,
     settings: Mapping[str, str] | None = None,
 ) -> SendContext:
-    return SendContext(
+    return send_context(
+        http,
+        base_url,
         tenant_id="tableflow_123",
         channel="whatsapp",
         credentials=credentials,
-        base_url=base_url,
-        http=http,
         timeout=timeout,
         status_callback_url=WEBHOOK_URL,
         settings=dict(provider.default_settings) if settings is None else settings,
@@ -434,10 +420,6 @@ async def test_success_without_message_id_is_not_retried(
     assert not caught.value.retryable
 
 
-def _http_date(offset: float) -> str:
-    return format_datetime(datetime.fromtimestamp(time.time() + offset, tz=UTC), usegmt=True)
-
-
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
@@ -452,7 +434,7 @@ async def test_parses_retry_after(
 ) -> None:
     if header is not None and header.startswith("+"):
         # Dates are made when the test runs: an HTTP date counts whole seconds from now.
-        header = _http_date(float(header))
+        header = http_date(float(header))
     fake.fail_next(status=429, code=130429, retry_after=header)
     with pytest.raises(ProviderError) as caught:
         await provider.send(message(), context(http, fake.url))
@@ -461,18 +443,6 @@ async def test_parses_retry_after(
         assert caught.value.retry_after is None
     else:
         assert caught.value.retry_after == pytest.approx(expected, abs=3)
-
-
-@pytest.fixture(params=[pytest.param("httpx", id="httpx"), pytest.param("aiohttp", id="aiohttp")])
-async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    """Plain httpx, and the aiohttp-backed client the daemon hands to plugins."""
-    client = (
-        outbound_client(max_connections=4, timeout=5)
-        if request.param == "aiohttp"
-        else httpx.AsyncClient(trust_env=False)
-    )
-    async with client:
-        yield client
 
 
 async def test_slow_answer_is_a_timeout(fake: FakeMeta, any_client: httpx.AsyncClient) -> None:
@@ -484,19 +454,9 @@ async def test_slow_answer_is_a_timeout(fake: FakeMeta, any_client: httpx.AsyncC
     assert caught.value.provider == "meta"
 
 
-@pytest.fixture
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-async def test_refused_connection_is_retryable(
-    any_client: httpx.AsyncClient, closed_port_url: str
-) -> None:
+async def test_refused_connection_is_retryable(any_client: httpx.AsyncClient) -> None:
     with pytest.raises(ProviderError) as caught:
-        await provider.send(message(), context(any_client, closed_port_url))
+        await provider.send(message(), context(any_client, closed_port_url()))
     assert type(caught.value) is ProviderError
     assert caught.value.code == "connection_error"
     assert caught.value.retryable

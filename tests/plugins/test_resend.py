@@ -5,10 +5,10 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
+import functools
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -26,7 +26,6 @@ from pipecored import (
     Provider,
     ProviderError,
     ProviderTimeout,
-    SendContext,
     StatusEvent,
     WebhookContext,
     WebhookPayloadError,
@@ -37,6 +36,8 @@ from pipecored import (
 from pipecored.http import outbound_client
 from tests.fakes.resend import FakeResend, email_event, webhook
 from tests.fakes.specs import validate_request
+from tests.plugins import support
+from tests.plugins.support import closed_port_url
 
 API_KEY = "re_tableflow_0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(b"tableflow-resend-signing-key-32b").decode()
@@ -57,35 +58,13 @@ def shared_fake() -> Iterator[FakeResend]:
 
 
 @pytest.fixture
-def fake(shared_fake: FakeResend) -> Iterator[FakeResend]:
-    shared_fake.reset()
-    yield shared_fake
-    # Whatever the test made the plugin send must be a request Resend's document allows.
-    for recorded in shared_fake.requests:
-        validate_request("resend", recorded)
+def provider_spec() -> str:
+    return "resend"
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
-def send_context(
-    http: httpx.AsyncClient,
-    base_url: str,
-    *,
-    timeout: float = 5.0,
-    credentials: Mapping[str, str] = CREDENTIALS,
-) -> SendContext:
-    return SendContext(
-        tenant_id="tableflow_123",
-        channel="email",
-        credentials=credentials,
-        base_url=base_url,
-        http=http,
-        timeout=timeout,
-    )
+send_context = functools.partial(
+    support.send_context, tenant_id="tableflow_123", channel="email", credentials=CREDENTIALS
+)
 
 
 def email(**fields: Any) -> OutboundMessage:
@@ -99,13 +78,6 @@ def email(**fields: Any) -> OutboundMessage:
     }
     values.update(fields)
     return OutboundMessage(**values)
-
-
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
 
 
 def assert_no_secret(exc: BaseException) -> None:

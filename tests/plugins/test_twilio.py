@@ -7,11 +7,7 @@ webhook signature is made by Twilio's own ``RequestValidator``.
 from __future__ import annotations
 
 import base64
-import socket
-import time
-from collections.abc import AsyncIterator, Iterator, Mapping
-from datetime import UTC, datetime
-from email.utils import format_datetime
+from collections.abc import Iterator, Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -35,7 +31,6 @@ from pipecored import (
     WebhookRequest,
     WebhookSignatureError,
 )
-from pipecored.http import outbound_client
 from tests.fakes.specs import validate_request
 from tests.fakes.twilio import (
     FakeTwilio,
@@ -45,6 +40,7 @@ from tests.fakes.twilio import (
     sign_json,
     status_callback_params,
 )
+from tests.plugins.support import closed_port_url, http_date, send_context
 
 ACCOUNT_SID = "AC0123456789abcdef0123456789abcdef"
 AUTH_TOKEN = "9f86d081884c7d659a2feaa0c55ad015"
@@ -74,20 +70,9 @@ provider = TwilioProvider()
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeTwilio]:
+def shared_fake() -> Iterator[FakeTwilio]:
     with FakeTwilio({ACCOUNT_SID: AUTH_TOKEN}) as server:
         yield server
-
-
-@pytest.fixture(autouse=True)
-def _fresh_fake(fake: FakeTwilio) -> None:
-    fake.reset()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def context(
@@ -101,12 +86,12 @@ def context(
 ) -> SendContext:
     if credentials is None:
         credentials = WHATSAPP_CREDENTIALS if channel == "whatsapp" else SMS_CREDENTIALS
-    return SendContext(
+    return send_context(
+        http,
+        base_url,
         tenant_id="tableflow_123",
         channel=channel,
         credentials=credentials,
-        base_url=base_url,
-        http=http,
         timeout=timeout,
         status_callback_url=callback,
     )
@@ -409,10 +394,6 @@ async def test_created_without_sid_is_not_retried(
     assert not caught.value.retryable
 
 
-def _http_date(offset: float) -> str:
-    return format_datetime(datetime.fromtimestamp(time.time() + offset, tz=UTC), usegmt=True)
-
-
 @pytest.mark.parametrize(
     ("header", "expected"),
     [
@@ -428,7 +409,7 @@ async def test_parses_retry_after(
 ) -> None:
     if header is not None and header[0] in "+-":
         # Dates are made when the test runs: an HTTP date counts whole seconds from now.
-        header = _http_date(float(header))
+        header = http_date(float(header))
     fake.fail_next(status=429, code=20429, retry_after=header)
     with pytest.raises(ProviderError) as caught:
         await provider.send(message(), context(http, fake.url))
@@ -437,18 +418,6 @@ async def test_parses_retry_after(
         assert caught.value.retry_after is None
     else:
         assert caught.value.retry_after == pytest.approx(expected, abs=3)
-
-
-@pytest.fixture(params=[pytest.param("httpx", id="httpx"), pytest.param("aiohttp", id="aiohttp")])
-async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
-    """Plain httpx, and the aiohttp-backed client the daemon hands to plugins."""
-    client = (
-        outbound_client(max_connections=4, timeout=5)
-        if request.param == "aiohttp"
-        else httpx.AsyncClient(trust_env=False)
-    )
-    async with client:
-        yield client
 
 
 async def test_slow_answer_is_a_timeout(fake: FakeTwilio, any_client: httpx.AsyncClient) -> None:
@@ -460,19 +429,9 @@ async def test_slow_answer_is_a_timeout(fake: FakeTwilio, any_client: httpx.Asyn
     assert caught.value.provider == "twilio"
 
 
-@pytest.fixture
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-async def test_refused_connection_is_retryable(
-    any_client: httpx.AsyncClient, closed_port_url: str
-) -> None:
+async def test_refused_connection_is_retryable(any_client: httpx.AsyncClient) -> None:
     with pytest.raises(ProviderError) as caught:
-        await provider.send(message(), context(any_client, closed_port_url))
+        await provider.send(message(), context(any_client, closed_port_url()))
     assert type(caught.value) is ProviderError
     assert caught.value.code == "connection_error"
     assert caught.value.retryable
