@@ -61,9 +61,6 @@ async def send(request: Request) -> JSONResponse:
 
     data = json_object(await read_json(request, limit=call.snapshot.daemon.server.max_body_bytes))
     tenant_id = take_tenant_id(data) or call.principal.tenant_id
-    # After the tenant id is taken out: how the client named the tenant (tenant_id, tenantId or
-    # implied by its key) does not make a retry a different request; the digest has the tenant.
-    canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     if tenant_id is None:
         raise ValidationFailed("tenant_id: required with an admin key", field="tenant_id")
     tenant = call.tenant(tenant_id)
@@ -108,6 +105,9 @@ async def send(request: Request) -> JSONResponse:
                 f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters",
                 field="Idempotency-Key",
             )
+        # The tenant id was taken out of ``data``: how the client named the tenant (tenant_id,
+        # tenantId or implied by its key) does not make a retry a different request.
+        canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
         digest = hashlib.sha256(f"{channel}\n{tenant_id}\n{canonical}".encode()).hexdigest()
         claim = IdempotencyClaim(key=key, request_hash=digest, expires_at=now + IDEMPOTENCY_TTL)
 

@@ -29,16 +29,14 @@ import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode
 
 import jsonschema
 from openapi_core.validation.request.exceptions import RequestBodyValidationError
 from starlette.responses import Response
 
-from pipecored import WebhookRequest
-from tests.fakes.scripted import Reply, ScriptedFake
+from tests.fakes.scripted import Reply, ScriptedFake, SignedWebhook
 from tests.fakes.server import RecordedRequest
 from tests.fakes.specs import _SpecRequest, load_spec, openapi, server_url
 
@@ -271,26 +269,6 @@ def validate_meta_request(recorded: RecordedRequest) -> None:
 
 
 # Webhooks Meta sends.
-
-
-@dataclass(frozen=True)
-class SignedWebhook:
-    """A webhook request as Meta would make it: POST ``body`` with ``headers`` to ``url``."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-    def webhook_request(self, *, received_at: datetime | None = None) -> WebhookRequest:
-        return WebhookRequest(
-            method=self.method,
-            url=self.url,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            query=parse_qsl(urlsplit(self.url).query, keep_blank_values=True),
-            body=self.body,
-            received_at=received_at or datetime.now(UTC),
-        )
 
 
 def hub_signature(body: bytes, app_secret: str) -> str:

@@ -6,10 +6,13 @@ import asyncio
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Self
+from urllib.parse import parse_qsl, urlsplit
 
 from starlette.responses import Response
 
+from pipecored import WebhookRequest
 from tests.fakes.server import FakeServer, RecordedRequest
 
 
@@ -99,3 +102,23 @@ class ScriptedFake:
 
     def _default(self, request: RecordedRequest) -> Response:
         raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class SignedWebhook:
+    """A callback as a provider would make it: send ``body`` with ``headers`` to ``url``."""
+
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    body: bytes = b""
+
+    def webhook_request(self, *, received_at: datetime | None = None) -> WebhookRequest:
+        return WebhookRequest(
+            method=self.method,
+            url=self.url,
+            headers={k.lower(): v for k, v in self.headers.items()},
+            query=parse_qsl(urlsplit(self.url).query, keep_blank_values=True),
+            body=self.body,
+            received_at=received_at or datetime.now(UTC),
+        )

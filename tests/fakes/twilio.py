@@ -18,13 +18,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode
 
 from starlette.responses import Response
 from twilio.request_validator import RequestValidator
 
-from pipecored import WebhookRequest
-from tests.fakes.scripted import Reply, ScriptedFake
+from tests.fakes.scripted import Reply, ScriptedFake, SignedWebhook
 from tests.fakes.server import RecordedRequest
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account_sid>[^/]+)/Messages\.json$")
@@ -208,26 +207,6 @@ class FakeTwilio(ScriptedFake):
 
 
 # Webhooks Twilio sends.
-
-
-@dataclass(frozen=True)
-class SignedWebhook:
-    """A webhook request as Twilio would make it: send ``body`` with ``headers`` to ``url``."""
-
-    method: str
-    url: str
-    headers: Mapping[str, str]
-    body: bytes = b""
-
-    def webhook_request(self, *, received_at: datetime | None = None) -> WebhookRequest:
-        return WebhookRequest(
-            method=self.method,
-            url=self.url,
-            headers={k.lower(): v for k, v in self.headers.items()},
-            query=parse_qsl(urlsplit(self.url).query, keep_blank_values=True),
-            body=self.body,
-            received_at=received_at or datetime.now(UTC),
-        )
 
 
 def sign_form(url: str, auth_token: str, params: Mapping[str, str]) -> SignedWebhook:
