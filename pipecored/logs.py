@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import logging
 import sys
+import threading
 from collections.abc import Callable, Iterable, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
+import ahocorasick
 import structlog
 
 from pipecored.masking import mask
@@ -17,48 +21,66 @@ SecretSource = Callable[[], frozenset[str]]
 
 
 class SecretScrubber:
-    """Masks every occurrence of any of a set of secrets in a string, in one pass.
+    """Masks every occurrence of any of a set of secrets in a string.
 
-    A log line is checked against every tenant's secrets, thousands of them: looking each one up
-    in each string would cost milliseconds per line. Secrets are indexed by their first four
-    characters, so a string costs one dictionary lookup per position. Shorter secrets are not
-    masked: four characters would also match ordinary text.
+    A log line is checked against every tenant's secrets, tens of thousands of them with 10,000
+    tenants. The secrets go into an Aho-Corasick automaton (pyahocorasick, in C), so a string
+    costs one pass whatever their number: about 1 µs for a short field, where a Python loop over
+    the string's positions cost 0.75 µs per character. Building the automaton is the slow part
+    (0.3 s for 20,000 secrets), so a new configuration does not rebuild it: :meth:`updated` keeps
+    the automaton and checks the few secrets it lacks with ``in``, until they are many. Secrets
+    shorter than four characters are not masked: they would also match ordinary text.
     """
 
-    PREFIX = 4
+    MIN_LENGTH = 4
+    MAX_EXTRA = 64  # secrets checked one by one before the automaton is rebuilt with them
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        index: dict[str, list[str]] = {}
-        for secret in secrets:
-            if len(secret) >= self.PREFIX:
-                index.setdefault(secret[: self.PREFIX], []).append(secret)
-        for candidates in index.values():
-            candidates.sort(key=len, reverse=True)  # the longest match wins
-        self._index = index
+        words = frozenset(s for s in secrets if len(s) >= self.MIN_LENGTH)
+        automaton: ahocorasick.Automaton | None = None
+        if words:
+            automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
+            for word in words:
+                automaton.add_word(word)
+            automaton.make_automaton()
+        self._automaton = automaton
+        self._indexed = words
+        self._extra: tuple[str, ...] = ()
+
+    def updated(self, secrets: Iterable[str]) -> SecretScrubber:
+        """A scrubber for ``secrets``: this one's automaton plus a short list of the secrets it
+        lacks, or a new automaton when that list would be long. A secret that is no longer in
+        use stays masked until the next rebuild, which errs on the safe side."""
+        extra = tuple(s for s in secrets if len(s) >= self.MIN_LENGTH and s not in self._indexed)
+        if len(extra) > self.MAX_EXTRA:
+            return SecretScrubber(secrets)
+        scrubber = copy.copy(self)
+        scrubber._extra = extra
+        return scrubber
 
     def __call__(self, text: str) -> str:
-        index = self._index
-        if not index or len(text) < self.PREFIX:
+        spans: list[tuple[int, int]] = []
+        automaton = self._automaton
+        if automaton is not None:
+            spans.extend((end + 1 - length, end + 1) for end, length in automaton.iter(text))
+        for secret in self._extra:
+            at = text.find(secret)
+            while at >= 0:
+                spans.append((at, at + len(secret)))
+                at = text.find(secret, at + 1)
+        if not spans:
             return text
+        # leftmost first and, at one position, the longest secret wins
+        spans.sort(key=lambda span: (span[0], -span[1]))
         parts: list[str] = []
-        start = i = 0
-        last = len(text) - self.PREFIX
-        while i <= last:
-            candidates = index.get(text[i : i + self.PREFIX])
-            if candidates:
-                for secret in candidates:
-                    if text.startswith(secret, i):
-                        parts.append(text[start:i])
-                        parts.append(mask(secret))
-                        i = start = i + len(secret)
-                        break
-                else:
-                    i += 1
-            else:
-                i += 1
-        if not parts:
-            return text
-        parts.append(text[start:])
+        done = 0
+        for start, end in spans:
+            if start < done:
+                continue
+            parts.append(text[done:start])
+            parts.append(mask(text[start:end]))
+            done = end
+        parts.append(text[done:])
         return "".join(parts)
 
 
@@ -70,23 +92,32 @@ class SecretRedactor:
         self.source = source
         self._scrubber = SecretScrubber(())
         self._built_for: frozenset[str] | None = None
+        self._secret_keys: dict[str, bool] = {}
 
     def _current(self) -> SecretScrubber:
         secrets = self.source() if self.source else frozenset()
-        if secrets is not self._built_for:  # a new configuration snapshot: index it once
-            self._scrubber = SecretScrubber(secrets)
+        if secrets is not self._built_for:  # a new configuration snapshot
+            self._scrubber = self._scrubber.updated(secrets)
             self._built_for = secrets
         return self._scrubber
+
+    def _names_secret(self, key: str) -> bool:
+        named = self._secret_keys.get(key)
+        if named is None:
+            lowered = key.lower()
+            named = any(word in lowered for word in SECRET_KEY_WORDS)
+            if len(self._secret_keys) < 4096:  # keys are the code's own names: a bounded set
+                self._secret_keys[key] = named
+        return named
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         scrub = self._current()
-        for key, value in list(event.items()):
-            lowered = key.lower()
-            if any(word in lowered for word in SECRET_KEY_WORDS) and isinstance(value, str):
-                event[key] = mask(value)
-            else:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = mask(value) if self._names_secret(key) else scrub(value)
+            elif isinstance(value, dict | list | tuple):
                 event[key] = _scrub(value, scrub)
         return event
 
@@ -101,6 +132,40 @@ def _scrub(value: Any, scrub: SecretScrubber) -> Any:
     return value
 
 
+class LineWriter:
+    """structlog's output: one line per event, flushed once per event-loop turn.
+
+    A flush is a ``write()`` system call; the requests and deliveries one loop turn handles
+    share it instead of paying one each (structlog's ``PrintLogger`` flushes every line). A line
+    logged outside a running loop (start-up, other threads) is flushed at once.
+    """
+
+    def __init__(self, file: TextIO) -> None:
+        self._file = file
+        self._lock = threading.Lock()
+        self._flush_scheduled = False
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            self._file.write(message + "\n")
+            if self._flush_scheduled:
+                return
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._file.flush()
+                return
+            self._flush_scheduled = True
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush_scheduled = False
+            self._file.flush()
+
+    log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
 def configure_logging(
     *, level: str = "info", fmt: str = "auto", secrets: SecretSource | None = None
 ) -> SecretRedactor:
@@ -111,6 +176,7 @@ def configure_logging(
         if use_console
         else structlog.processors.JSONRenderer(ensure_ascii=False)
     )
+    writer = LineWriter(sys.stdout)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -123,7 +189,7 @@ def configure_logging(
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stdout),
+        logger_factory=lambda *args: writer,
         cache_logger_on_first_use=True,
     )
     return redactor

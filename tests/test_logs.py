@@ -57,3 +57,22 @@ def test_redactor_masks_known_values_and_secret_named_keys(
     assert line["authToken"] == "****-123"
     assert line["body"] == "¡Hola! ñ 🍷"
     structlog.reset_defaults()
+
+
+def test_a_new_configuration_masks_its_secrets_without_rebuilding_the_index() -> None:
+    first = [secrets.token_urlsafe(24) for _ in range(100)]
+    added = [secrets.token_urlsafe(24) for _ in range(3)]
+    scrub = SecretScrubber(first).updated([*first, *added])
+    for secret in [first[0], *added]:
+        assert scrub(f"{secret}!") == f"****{secret[-4:]}!"
+    # one of the added secrets inside an indexed one's match: the longer, leftmost one wins
+    assert scrub(f"<{first[1]}{added[0]}>") == f"<****{first[1][-4:]}****{added[0][-4:]}>"
+
+
+def test_many_new_secrets_rebuild_the_index() -> None:
+    scrub = SecretScrubber(["tok_live_0123456789"])
+    many = [secrets.token_urlsafe(24) for _ in range(SecretScrubber.MAX_EXTRA + 1)]
+    rebuilt = scrub.updated(many)
+    assert all(secret not in rebuilt(f"x{secret}y") for secret in many)
+    # the rebuilt index holds only the current secrets
+    assert rebuilt("tok_live_0123456789") == "tok_live_0123456789"

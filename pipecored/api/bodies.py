@@ -64,6 +64,9 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # NaN and Infinity are not JSON
+
+
 def _depth(value: Any, limit: int) -> int:
     stack = [(value, 1)]
     deepest = 0
@@ -101,7 +104,7 @@ async def read_json(request: Request, *, limit: int) -> Any:
     raw = await read_body(request, limit=limit)
     try:
         text = raw.decode("utf-8")
-        data = json.loads(text, parse_constant=_reject_constant)
+        data = _DECODER.decode(text)
     except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadRequest("the body is not valid UTF-8 JSON") from None
     if _depth(data, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:

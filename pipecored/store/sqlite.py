@@ -222,11 +222,10 @@ def _accept_tx(
             existing = _get(conn, row["message_id"])
             if existing is not None:
                 return AcceptResult(existing, replayed=True)
-    rows = conn.execute(
+    seq = conn.execute(
         "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
         " created_at, updated_at, payload_json)"
-        " VALUES (?, ?, ?, 'outbound', ?, ?, 'queued', ?, ?, ?)"
-        " RETURNING *",
+        " VALUES (?, ?, ?, 'outbound', ?, ?, 'queued', ?, ?, ?)",
         (
             message.id,
             message.tenant_id,
@@ -237,7 +236,7 @@ def _accept_tx(
             message.created_at,
             _json(message.payload),
         ),
-    ).fetchall()
+    ).lastrowid
     if claim is not None:
         conn.execute(
             "INSERT INTO idempotency (tenant_id, key, request_hash, message_id, expires_at)"
@@ -246,7 +245,32 @@ def _accept_tx(
             " message_id = excluded.message_id, expires_at = excluded.expires_at",
             (message.tenant_id, claim.key, claim.request_hash, message.id, claim.expires_at),
         )
-    return AcceptResult(_record(rows[0]), replayed=False)
+    assert seq is not None
+    # The record is what was just written; reading the row back would parse the payload again.
+    record = MessageRecord(
+        id=message.id,
+        seq=seq,
+        tenant_id=message.tenant_id,
+        channel=message.channel,
+        direction="outbound",
+        provider=None,
+        to=message.to if isinstance(message.to, str) else list(message.to),
+        sender=message.sender,
+        status="queued",
+        attempt_count=0,
+        provider_message_id=None,
+        error_code=None,
+        error_message=None,
+        created_at=message.created_at,
+        updated_at=message.created_at,
+        sent_at=None,
+        not_before=None,
+        route_index=0,
+        route_attempts=0,
+        lease_token=None,
+        payload=message.payload,
+    )
+    return AcceptResult(record, replayed=False)
 
 
 def _exclusion(exclude: list[tuple[str, str]]) -> str:
@@ -687,6 +711,11 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: object) -> None:
         future.set_exception(value)
 
 
+def _settle_all(results: list[tuple[asyncio.Future[Any], bool, object]]) -> None:
+    for future, ok, value in results:
+        _settle(future, ok, value)
+
+
 class SQLiteStore(MessageStore):
     """:class:`MessageStore` on one SQLite file, with group commit (see the module docstring)."""
 
@@ -827,19 +856,27 @@ class SQLiteStore(MessageStore):
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             reason = exc.__cause__ if isinstance(exc, _BatchAborted) else exc
+            failed: list[tuple[bool, object]] = []
             for job in batch:
                 error = StoreError(f"{job.op} failed: the write was not committed: {reason}")
                 error.__cause__ = reason
-                self._resolve(job, False, error)
+                failed.append((False, error))
+            self._resolve(batch, failed)
             return
         self._commits += 1
-        for job, (ok, value) in zip(batch, results, strict=True):
-            self._resolve(job, ok, value)
+        self._resolve(batch, results)
 
     @staticmethod
-    def _resolve(job: _WriteJob, ok: bool, value: object) -> None:
-        with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
-            job.loop.call_soon_threadsafe(_settle, job.future, ok, value)
+    def _resolve(batch: list[_WriteJob], results: list[tuple[bool, object]]) -> None:
+        """Hand each job its result on its caller's loop: one wake-up per loop and batch, not
+        one per job (each call_soon_threadsafe writes to the loop's self-pipe)."""
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, object]]]
+        by_loop = {}
+        for job, (ok, value) in zip(batch, results, strict=True):
+            by_loop.setdefault(job.loop, []).append((job.future, ok, value))
+        for loop, settled in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # the caller's loop is gone: nobody waits
+                loop.call_soon_threadsafe(_settle_all, settled)
 
     async def _write(self, op: str, run: Callable[[sqlite3.Connection], _T]) -> _T:
         loop = asyncio.get_running_loop()
