@@ -198,7 +198,10 @@ class DeliveryWorker:
         self._gauge_task = asyncio.create_task(self._update_gauges(), name="queue-gauges")
 
     def wake(self) -> None:
-        self._wake.set()
+        """New work may be due. With every slot busy there is nothing to do until one frees,
+        which wakes the loop itself."""
+        if len(self._inflight) < self._concurrency:
+            self._wake.set()
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, let in-flight calls finish within ``grace`` seconds, give the rest back
@@ -284,7 +287,8 @@ class DeliveryWorker:
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+            async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
+                await self._wake.wait()
 
     async def _update_gauges(self) -> None:
         while True:

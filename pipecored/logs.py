@@ -4,20 +4,37 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import logging
 import sys
 import threading
-from collections.abc import Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
 import ahocorasick
+import orjson
 import structlog
 
-from pipecored.masking import mask
+from pipecored.masking import MASK, mask
 
 SECRET_KEY_WORDS = ("token", "secret", "password", "apikey", "api_key", "authorization")
 
 SecretSource = Callable[[], frozenset[str]]
+
+
+def _with_json_forms(secrets: Iterable[str]) -> Iterator[str]:
+    for secret in secrets:
+        if len(secret) >= SecretScrubber.MIN_LENGTH:
+            yield secret
+            escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
+            if escaped != secret:
+                yield escaped
+
+
+def _masked(found: str) -> str:
+    if '"' in found or "\\" in found or not found.isprintable():
+        return MASK
+    return mask(found)
 
 
 class SecretScrubber:
@@ -30,13 +47,17 @@ class SecretScrubber:
     (0.3 s for 20,000 secrets), so a new configuration does not rebuild it: :meth:`updated` keeps
     the automaton and checks the few secrets it lacks with ``in``, until they are many. Secrets
     shorter than four characters are not masked: they would also match ordinary text.
+
+    Each secret is also looked for in the form a JSON string gives it (``"`` and ``\\`` and
+    control characters escaped), so that a rendered JSON line can be scrubbed as a whole. Such a
+    match is replaced by the bare mask: keeping its end could cut an escape in two.
     """
 
     MIN_LENGTH = 4
     MAX_EXTRA = 64  # secrets checked one by one before the automaton is rebuilt with them
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        words = frozenset(s for s in secrets if len(s) >= self.MIN_LENGTH)
+        words = frozenset(_with_json_forms(secrets))
         automaton: ahocorasick.Automaton | None = None
         if words:
             automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
@@ -51,7 +72,7 @@ class SecretScrubber:
         """A scrubber for ``secrets``: this one's automaton plus a short list of the secrets it
         lacks, or a new automaton when that list would be long. A secret that is no longer in
         use stays masked until the next rebuild, which errs on the safe side."""
-        extra = tuple(s for s in secrets if len(s) >= self.MIN_LENGTH and s not in self._indexed)
+        extra = tuple(s for s in _with_json_forms(secrets) if s not in self._indexed)
         if len(extra) > self.MAX_EXTRA:
             return SecretScrubber(secrets)
         scrubber = copy.copy(self)
@@ -78,7 +99,7 @@ class SecretScrubber:
             if start < done:
                 continue
             parts.append(text[done:start])
-            parts.append(mask(text[start:end]))
+            parts.append(_masked(text[start:end]))
             done = end
         parts.append(text[done:])
         return "".join(parts)
@@ -109,6 +130,20 @@ class SecretRedactor:
             if len(self._secret_keys) < 4096:  # keys are the code's own names: a bounded set
                 self._secret_keys[key] = named
         return named
+
+    def mask_secret_keys(
+        self, logger: Any, method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        """The values of keys that name a secret; the rest is left to :meth:`scrub_line`."""
+        for key, value in event.items():
+            if isinstance(value, str) and self._names_secret(key):
+                event[key] = mask(value)
+        return event
+
+    def scrub_line(self, logger: Any, method: str, line: str) -> str:
+        """Every known secret in a rendered JSON line: one pass over the line, however many
+        fields it has."""
+        return self._current()(line)
 
     def __call__(
         self, logger: Any, method: str, event: MutableMapping[str, Any]
@@ -166,26 +201,38 @@ class LineWriter:
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
 
 
+def _json_line(event: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
+    """One event as a JSON line: orjson, or json when orjson refuses (an integer over 64 bits,
+    a key that is not a string): a log call never fails for what it logs."""
+    try:
+        return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(event, default=repr, ensure_ascii=False)
+
+
 def configure_logging(
     *, level: str = "info", fmt: str = "auto", secrets: SecretSource | None = None
 ) -> SecretRedactor:
     redactor = SecretRedactor(secrets)
     use_console = fmt == "console" or (fmt == "auto" and sys.stdout.isatty())
-    renderer: Any = (
-        structlog.dev.ConsoleRenderer()
-        if use_console
-        else structlog.processors.JSONRenderer(ensure_ascii=False)
-    )
+    common: list[Any] = [
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+    ]
+    processors: list[Any]
+    if use_console:  # for people at a terminal: every value scrubbed before it is pretty-printed
+        processors = [*common, redactor, structlog.dev.ConsoleRenderer()]
+    else:  # JSON lines: scrubbed once, as a whole, after rendering
+        processors = [
+            *common,
+            redactor.mask_secret_keys,
+            structlog.processors.JSONRenderer(serializer=_json_line),
+            redactor.scrub_line,
+        ]
     writer = LineWriter(sys.stdout)
     structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redactor,
-            renderer,
-        ],
+        processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(
             logging.getLevelNamesMapping()[level.upper()]
         ),

@@ -98,3 +98,36 @@ def test_check_sender_domain(sender: str, allowed: bool) -> None:
 def test_parse_mailbox() -> None:
     assert parse_mailbox("Ana <ana@example.com>") == ("Ana", "ana@example.com")
     assert parse_mailbox("not an address") is None
+
+
+async def test_the_outbound_client_keeps_no_cookies() -> None:
+    # One client serves every tenant: a cookie one tenant's provider sets must not ride on the
+    # next tenant's call to the same host.
+    from aiohttp import web
+
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"id": "x"}, status=201)
+        response.set_cookie("affinity", "tenant-a-session", path="/")
+        return response
+
+    app = web.Application()
+    app.router.add_post("/messages", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    http = outbound_client(max_connections=4, timeout=5)
+    try:
+        for _ in range(3):
+            response = await http.post(f"http://127.0.0.1:{port}/messages", json={})
+            assert response.status_code == 201
+        http.cookies.set("injected", "by-a-plugin")
+        await http.post(f"http://127.0.0.1:{port}/messages", json={})
+        assert seen == [None, None, None, None]
+        assert not http.cookies
+    finally:
+        await http.aclose()
+        await runner.cleanup()

@@ -76,3 +76,18 @@ def test_many_new_secrets_rebuild_the_index() -> None:
     assert all(secret not in rebuilt(f"x{secret}y") for secret in many)
     # the rebuilt index holds only the current secrets
     assert rebuilt("tok_live_0123456789") == "tok_live_0123456789"
+
+
+def test_a_json_line_is_scrubbed_whole_and_stays_json(capsys: pytest.CaptureFixture[str]) -> None:
+    quoted = 'pa"ss\\word-with-escapes'
+    plain = "whsec_known_secret_value"
+    configure_logging(fmt="json", secrets=lambda: frozenset({quoted, plain}))
+    structlog.get_logger("test").warning(
+        "provider.error", error=f"bad credentials {quoted} / {plain}", extra={"k": [quoted]}
+    )
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    line: dict[str, Any] = json.loads(out)  # the masks did not cut an escape in two
+    rendered = json.dumps(line, ensure_ascii=False)
+    assert quoted not in rendered and plain not in rendered
+    assert line["error"] == "bad credentials **** / ****alue"
+    structlog.reset_defaults()

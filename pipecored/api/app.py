@@ -11,14 +11,16 @@ import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pipecored.api.context import LOG_FIELDS
 from pipecored.api.health import healthz, metrics, readyz
 from pipecored.api.logs import get_logs, get_stats
 from pipecored.api.messages import get_message, retry_message
 from pipecored.api.openapi import openapi_json
+from pipecored.api.responses import JSONResponse
 from pipecored.api.send import send
 from pipecored.api.tenant_config import get_config, set_provider
 from pipecored.api.webhooks import webhook
@@ -84,8 +86,9 @@ class RequestLog:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        # Handlers bind what they learn (tenant, message id) for this request's log line.
-        structlog.contextvars.clear_contextvars()
+        # Handlers add what they learn (tenant, message id) to this request's log line.
+        fields: dict[str, Any] = {}
+        scope[LOG_FIELDS] = fields
         status = 500
 
         async def record(message: Message) -> None:
@@ -105,6 +108,7 @@ class RequestLog:
                     path=path,
                     status=status,
                     duration_ms=round((time.perf_counter() - start) * 1000, 2),
+                    **fields,
                 )
 
 

@@ -12,6 +12,16 @@ from pipecored.config.registry import ConfigSnapshot, TenantEntry
 from pipecored.errors import Conflict, NotFound, RateLimited
 from pipecored.gateway import Gateway
 
+# The ASGI scope key of the dict whose items RequestLog adds to the request's log line.
+LOG_FIELDS = "pipecored.log_fields"
+
+
+def log_fields(request: Request, **fields: object) -> None:
+    """Add fields (tenant, message id) to this request's one log line."""
+    line = request.scope.get(LOG_FIELDS)
+    if line is not None:
+        line.update(fields)
+
 
 def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway

@@ -7,9 +7,9 @@ import binascii
 from datetime import UTC, datetime
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from pipecored.api.context import begin
+from pipecored.api.responses import JSONResponse
 from pipecored.api.views import log_item
 from pipecored.errors import ServiceUnavailable, StoreError, ValidationFailed
 from pipecored.provider import CHANNELS

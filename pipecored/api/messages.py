@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from pipecored.api.context import Call, begin
+from pipecored.api.responses import JSONResponse
 from pipecored.api.views import message_detail
 from pipecored.errors import Conflict, NotFound, ServiceUnavailable, StoreError
 from pipecored.store import MessageRecord

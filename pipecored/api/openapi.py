@@ -10,10 +10,10 @@ import functools
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from pipecored import __version__
 from pipecored.api.bodies import ConfigProviderBody, EmailSend, SmsSend, WhatsappSend
+from pipecored.api.responses import JSONResponse
 from pipecored.provider import CHANNELS
 
 REF = "#/components/schemas/{model}"

@@ -8,10 +8,10 @@ import time
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from pipecored.api.bodies import json_object, read_json, send_payload, take_tenant_id
-from pipecored.api.context import begin
+from pipecored.api.context import begin, log_fields
+from pipecored.api.responses import JSONResponse
 from pipecored.delivery import outbound_from_payload
 from pipecored.errors import (
     Conflict,
@@ -128,7 +128,11 @@ async def send(request: Request) -> JSONResponse:
         gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
         gateway.worker.wake()
     # Logged once, with the request's own line (RequestLog), rather than as a line of its own.
-    structlog.contextvars.bind_contextvars(
-        tenant=tenant_id, channel=channel, message_id=result.record.id, replayed=result.replayed
+    log_fields(
+        request,
+        tenant=tenant_id,
+        channel=channel,
+        message_id=result.record.id,
+        replayed=result.replayed,
     )
     return _accepted(result.record, replayed=result.replayed)

@@ -7,7 +7,6 @@ import asyncio
 import structlog
 from pydantic import ValidationError
 from starlette.requests import Request
-from starlette.responses import JSONResponse
 
 from pipecored.api.auth import require_admin
 from pipecored.api.bodies import (
@@ -18,6 +17,7 @@ from pipecored.api.bodies import (
     validation_failed,
 )
 from pipecored.api.context import begin
+from pipecored.api.responses import JSONResponse
 from pipecored.api.views import tenant_view
 from pipecored.config.loader import has_env_ref
 from pipecored.config.registry import TenantEntry

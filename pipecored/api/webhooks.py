@@ -10,10 +10,11 @@ from datetime import UTC, datetime
 
 import structlog
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
 from pipecored.api.bodies import read_body
 from pipecored.api.context import gateway_of
+from pipecored.api.responses import JSONResponse
 from pipecored.errors import (
     NotFound,
     ServiceUnavailable,

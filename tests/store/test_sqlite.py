@@ -300,6 +300,32 @@ async def test_concurrent_accepts_share_commits(
     assert len(await store.list_messages(TENANT, limit=500)) == 200
 
 
+async def test_a_batch_of_accepts_returns_each_row_as_stored(store: SQLiteStore) -> None:
+    # Concurrent plain accepts are inserted by one multi-row statement: each caller must still
+    # get its own message's seq, and nothing else's.
+    results = await asyncio.gather(
+        *(store.accept(new_message(i, body=f"{TEXT} {i}")) for i in range(64))
+    )
+    for result in results:
+        stored = await store.get(result.record.id)
+        assert stored is not None
+        assert (stored.seq, stored.payload) == (result.record.seq, result.record.payload)
+    assert len({r.record.seq for r in results}) == 64
+
+
+async def test_a_failing_accept_in_a_batch_fails_alone(store: SQLiteStore) -> None:
+    await store.accept(new_message(0))
+    # message 0 again (a duplicate id) in the middle of a batch: the multi-row insert fails, the
+    # batch runs again job by job, and only the duplicate is refused
+    outcomes = await asyncio.gather(
+        *(store.accept(new_message(0 if i == 20 else i + 1000)) for i in range(40)),
+        return_exceptions=True,
+    )
+    failed = [o for o in outcomes if isinstance(o, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], StoreError)
+    assert len(await store.list_messages(TENANT, limit=500)) == 40
+
+
 async def test_accept_of_an_existing_id_names_the_operation(store: SQLiteStore) -> None:
     await store.accept(new_message(1, body=TEXT))
     with pytest.raises(StoreError, match=r"^accept failed") as caught:
