@@ -108,6 +108,8 @@ def _daemon(
 
 # -- 1. accept ---------------------------------------------------------------------------------
 
+HOLD_SECONDS = 3600.0  # how long the "held" provider takes to answer: past the end of the run
+
 
 def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None:
     print("accept: POST /messaging/send/sms, closed loop", flush=True)
@@ -144,9 +146,39 @@ def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None
         run_load(bare_port, key, connections=conns, duration=sizes.warmup_seconds)
         bare = run_load(bare_port, key, connections=conns, duration=seconds)
 
+    # The same load with a provider that holds every call: no delivery competes with the
+    # accepts, so this is the API and the store alone.
+    with Procs(work.logs) as procs:
+        _, hold_port = start_fake_provider(procs, work, "accept-held-provider", HOLD_SECONDS)
+        folder = work.fresh("accept-held")
+        config = write_config(
+            folder / "config",
+            db=folder / "pipecored.db",
+            provider_url=_provider_url(hold_port),
+            tenants=1,
+        )
+        _, port = _daemon(procs, work, config, "accept-held-daemon", sizes.phase_timeout)
+        run_load(port, key, connections=conns, duration=sizes.warmup_seconds)
+        held = run_load(port, key, connections=conns, duration=seconds)
+
     if profile_data is not None:
         results.profiles.append(profile_data)
     _accept_rows(results, ours, bare, conns, cpu.share, stored)
+    results.add(
+        Row(
+            "1 accept",
+            f"sends/s at {conns} connections, deliveries held",
+            held.rate,
+            "/s",
+            bare.rate,
+            "bare Starlette",
+            note=(
+                f"the provider holds every call, so no delivery competes: API and store alone;"
+                f" p50 {held.p50_ms:.1f} ms, p99 {held.p99_ms:.1f} ms;"
+                f" {held.non2xx + held.socket_errors} non-2xx"
+            ),
+        )
+    )
 
 
 def _accept_rows(

@@ -4,10 +4,13 @@ Concurrency model
 -----------------
 SQLite allows one writer at a time, and with ``synchronous=FULL`` every commit costs an fsync.
 So every write goes through **one writer thread** with its own connection: it takes every job
-waiting in its queue (up to :data:`MAX_BATCH`), runs each inside its own ``SAVEPOINT`` (a job that
-fails, e.g. with :class:`IdempotencyConflict`, rolls back only itself), commits once, and only
-then resolves the jobs' futures. N concurrent ``accept()`` calls thus cost about one fsync, and
-none of them returns before its message is on disk. When the commit itself fails (disk full, I/O
+waiting in its queue (up to :data:`MAX_BATCH`), runs them in one transaction, commits once, and
+only then resolves the jobs' futures. N concurrent ``accept()`` calls thus cost about one fsync,
+and none of them returns before its message is on disk. A job that fails (e.g. with
+:class:`IdempotencyConflict`) fails alone: the batch is rolled back and run again with each job
+inside its own ``SAVEPOINT``. The first run has no savepoints, and inserts the batch's plain
+accepts with one statement, because each statement releases the GIL and must win it back from
+the busy event loop. When the commit itself fails (disk full, I/O
 error) every job of the batch gets a :class:`StoreError` and none of it is kept; the writer goes
 on with the next batch.
 
@@ -205,7 +208,7 @@ def _get(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
 
 
 # ---------------------------------------------------------------------------------------------
-# write transactions: each runs on the writer thread inside its own savepoint
+# write transactions: each runs on the writer thread, inside the batch's transaction
 
 
 def _accept_tx(

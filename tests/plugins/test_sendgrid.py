@@ -489,6 +489,8 @@ async def test_a_slow_sendgrid_times_out(fake: FakeSendGrid, http: httpx.AsyncCl
         "timeout",
         True,
     )
+    # The fake is shared: its late answer must land in this test, not in the next one's messages.
+    await finished_late(fake, 1)
 
 
 async def test_a_retry_after_a_timeout_can_duplicate_but_both_copies_carry_our_id(
