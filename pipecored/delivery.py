@@ -388,9 +388,9 @@ class DeliveryWorker:
         t0 = time.perf_counter()
         try:
             # The plugin is given the timeout; this bound catches a plugin that ignores it.
-            result: SendResult | _Failure = await asyncio.wait_for(
-                provider.send(message, ctx), policy.timeout + 1.0
-            )
+            result: SendResult | _Failure
+            async with asyncio.timeout(policy.timeout + 1.0):
+                result = await provider.send(message, ctx)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
