@@ -131,3 +131,33 @@ async def test_the_outbound_client_keeps_no_cookies() -> None:
     finally:
         await http.aclose()
         await runner.cleanup()
+
+
+async def test_an_oversized_answer_is_refused_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    from aiohttp import web
+
+    import pipecored.http
+
+    monkeypatch.setattr(pipecored.http, "MAX_ANSWER_BYTES", 1024)
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(status=200)  # chunked: no Content-Length to judge by
+        await response.prepare(request)
+        for _ in range(8):
+            await response.write(b"x" * 512)
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_post("/messages", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    http = outbound_client(max_connections=4, timeout=5)
+    try:
+        with pytest.raises(httpx.ReadError, match="over 1024 bytes"):
+            await http.post(f"http://127.0.0.1:{port}/messages", content=b"")
+    finally:
+        await http.aclose()
+        await runner.cleanup()
