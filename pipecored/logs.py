@@ -26,9 +26,10 @@ def _with_json_forms(secrets: Iterable[str]) -> Iterator[str]:
     for secret in secrets:
         if len(secret) >= SecretScrubber.MIN_LENGTH:
             yield secret
-            escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
-            if escaped != secret:
-                yield escaped
+            # JSON escapes only quotes, backslashes and control characters (checked in C first:
+            # 20,000 json.dumps calls would hold up every reload at 10,000 tenants)
+            if '"' in secret or "\\" in secret or not secret.isprintable():
+                yield json.dumps(secret, ensure_ascii=False)[1:-1]
 
 
 def _masked(found: str) -> str:
@@ -57,7 +58,8 @@ class SecretScrubber:
     MAX_EXTRA = 64  # secrets checked one by one before the automaton is rebuilt with them
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        words = frozenset(_with_json_forms(secrets))
+        self._secrets = frozenset(secrets)
+        words = frozenset(_with_json_forms(self._secrets))
         automaton: ahocorasick.Automaton | None = None
         if words:
             automaton = ahocorasick.Automaton(ahocorasick.STORE_LENGTH)
@@ -65,14 +67,14 @@ class SecretScrubber:
                 automaton.add_word(word)
             automaton.make_automaton()
         self._automaton = automaton
-        self._indexed = words
         self._extra: tuple[str, ...] = ()
 
     def updated(self, secrets: Iterable[str]) -> SecretScrubber:
         """A scrubber for ``secrets``: this one's automaton plus a short list of the secrets it
         lacks, or a new automaton when that list would be long. A secret that is no longer in
         use stays masked until the next rebuild, which errs on the safe side."""
-        extra = tuple(s for s in _with_json_forms(secrets) if s not in self._indexed)
+        # a set difference, in C: a reload at 10,000 tenants must not walk 20,000 secrets
+        extra = tuple(_with_json_forms(frozenset(secrets) - self._secrets))
         if len(extra) > self.MAX_EXTRA:
             return SecretScrubber(secrets)
         scrubber = copy.copy(self)
