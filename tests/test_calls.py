@@ -161,3 +161,28 @@ async def test_an_oversized_answer_is_refused_not_held(monkeypatch: pytest.Monke
     finally:
         await http.aclose()
         await runner.cleanup()
+
+
+async def test_a_compressed_answer_reaches_the_plugin_decoded() -> None:
+    # The transport reads answers whole and hands httpx the raw bytes: httpx still decodes them.
+    import gzip
+
+    from aiohttp import web
+
+    async def handler(request: web.Request) -> web.Response:
+        body = gzip.compress('{"id": "SMñ1"}'.encode())
+        return web.Response(body=body, headers={"Content-Encoding": "gzip"})
+
+    app = web.Application()
+    app.router.add_post("/messages", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    http = outbound_client(max_connections=4, timeout=5)
+    try:
+        response = await http.post(f"http://127.0.0.1:{port}/messages", json={})
+        assert response.json() == {"id": "SMñ1"}
+    finally:
+        await http.aclose()
+        await runner.cleanup()
