@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import httpx
 import pytest
+from aiohttp import web
 
+import pipecored.http
 from pipecored import (
     MessageRejected,
     ProviderError,
@@ -100,19 +105,12 @@ def test_parse_mailbox() -> None:
     assert parse_mailbox("not an address") is None
 
 
-async def test_the_outbound_client_keeps_no_cookies() -> None:
-    # One client serves every tenant: a cookie one tenant's provider sets must not ride on the
-    # next tenant's call to the same host.
-    from aiohttp import web
-
-    seen: list[str | None] = []
-
-    async def handler(request: web.Request) -> web.Response:
-        seen.append(request.headers.get("Cookie"))
-        response = web.json_response({"id": "x"}, status=201)
-        response.set_cookie("affinity", "tenant-a-session", path="/")
-        return response
-
+@contextlib.asynccontextmanager
+async def provider_answering(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[tuple[str, httpx.AsyncClient]]:
+    """A loopback server answering ``POST /messages`` with ``handler``, and the daemon's
+    outbound client to call it with."""
     app = web.Application()
     app.router.add_post("/messages", handler)
     runner = web.AppRunner(app)
@@ -121,23 +119,34 @@ async def test_the_outbound_client_keeps_no_cookies() -> None:
     await web.TCPSite(runner, "127.0.0.1", port).start()
     http = outbound_client(max_connections=4, timeout=5)
     try:
-        for _ in range(3):
-            response = await http.post(f"http://127.0.0.1:{port}/messages", json={})
-            assert response.status_code == 201
-        http.cookies.set("injected", "by-a-plugin")
-        await http.post(f"http://127.0.0.1:{port}/messages", json={})
-        assert seen == [None, None, None, None]
-        assert not http.cookies
+        yield f"http://127.0.0.1:{port}/messages", http
     finally:
         await http.aclose()
         await runner.cleanup()
 
 
+async def test_the_outbound_client_keeps_no_cookies() -> None:
+    # One client serves every tenant: a cookie one tenant's provider sets must not ride on the
+    # next tenant's call to the same host.
+    seen: list[str | None] = []
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        seen.append(request.headers.get("Cookie"))
+        response = web.json_response({"id": "x"}, status=201)
+        response.set_cookie("affinity", "tenant-a-session", path="/")
+        return response
+
+    async with provider_answering(handler) as (url, http):
+        for _ in range(3):
+            response = await http.post(url, json={})
+            assert response.status_code == 201
+        http.cookies.set("injected", "by-a-plugin")
+        await http.post(url, json={})
+        assert seen == [None, None, None, None]
+        assert not http.cookies
+
+
 async def test_an_oversized_answer_is_refused_not_held(monkeypatch: pytest.MonkeyPatch) -> None:
-    from aiohttp import web
-
-    import pipecored.http
-
     monkeypatch.setattr(pipecored.http, "MAX_ANSWER_BYTES", 1024)
 
     async def handler(request: web.Request) -> web.StreamResponse:
@@ -148,41 +157,17 @@ async def test_an_oversized_answer_is_refused_not_held(monkeypatch: pytest.Monke
         await response.write_eof()
         return response
 
-    app = web.Application()
-    app.router.add_post("/messages", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    http = outbound_client(max_connections=4, timeout=5)
-    try:
+    async with provider_answering(handler) as (url, http):
         with pytest.raises(httpx.ReadError, match="over 1024 bytes"):
-            await http.post(f"http://127.0.0.1:{port}/messages", content=b"")
-    finally:
-        await http.aclose()
-        await runner.cleanup()
+            await http.post(url, content=b"")
 
 
 async def test_a_compressed_answer_reaches_the_plugin_decoded() -> None:
     # The transport reads answers whole and hands httpx the raw bytes: httpx still decodes them.
-    import gzip
-
-    from aiohttp import web
-
-    async def handler(request: web.Request) -> web.Response:
+    async def handler(request: web.Request) -> web.StreamResponse:
         body = gzip.compress('{"id": "SMñ1"}'.encode())
         return web.Response(body=body, headers={"Content-Encoding": "gzip"})
 
-    app = web.Application()
-    app.router.add_post("/messages", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    http = outbound_client(max_connections=4, timeout=5)
-    try:
-        response = await http.post(f"http://127.0.0.1:{port}/messages", json={})
+    async with provider_answering(handler) as (url, http):
+        response = await http.post(url, json={})
         assert response.json() == {"id": "SMñ1"}
-    finally:
-        await http.aclose()
-        await runner.cleanup()

@@ -227,21 +227,7 @@ def _accept_tx(
             existing = _get(conn, row["message_id"])
             if existing is not None:
                 return AcceptResult(existing, replayed=True)
-    seq = conn.execute(
-        "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-        " created_at, updated_at, payload_json)"
-        " VALUES (?, ?, ?, 'outbound', ?, ?, 'queued', ?, ?, ?)",
-        (
-            message.id,
-            message.tenant_id,
-            message.channel,
-            _json(message.to),
-            message.sender,
-            message.created_at,
-            message.created_at,
-            _json(message.payload),
-        ),
-    ).lastrowid
+    (record,) = _insert_messages(conn, [message])
     if claim is not None:
         conn.execute(
             "INSERT INTO idempotency (tenant_id, key, request_hash, message_id, expires_at)"
@@ -250,17 +236,17 @@ def _accept_tx(
             " message_id = excluded.message_id, expires_at = excluded.expires_at",
             (message.tenant_id, claim.key, claim.request_hash, message.id, claim.expires_at),
         )
-    assert seq is not None
-    return AcceptResult(_new_record(message, seq), replayed=False)
+    return AcceptResult(record, replayed=False)
 
 
 _INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, 'queued', ?, ?, ?)"
 
 
 def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[MessageRecord]:
-    """Insert new messages with one multi-row INSERT. With AUTOINCREMENT, SQLite gives the rows
-    of one statement consecutive seqs in VALUES order, so the last row's id gives them all; the
-    first row is read back to check it (on a mismatch the caller runs the jobs one by one)."""
+    """Insert new messages with one INSERT. With AUTOINCREMENT, SQLite gives the rows of one
+    statement consecutive seqs in VALUES order, so the last row's id gives them all; with more
+    than one row the first is read back to check it (on a mismatch the writer runs the batch's
+    jobs one by one)."""
     params: list[object] = []
     for m in messages:
         params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, m.created_at,
@@ -273,15 +259,16 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     ).lastrowid
     assert last is not None
     first = last - len(messages) + 1
-    row = conn.execute("SELECT id FROM messages WHERE seq = ?", (first,)).fetchone()
-    if row is None or row["id"] != messages[0].id:
-        raise StoreError("a multi-row insert did not number its rows consecutively")
+    if len(messages) > 1:
+        row = conn.execute("SELECT id FROM messages WHERE seq = ?", (first,)).fetchone()
+        if row is None or row["id"] != messages[0].id:
+            raise StoreError("a multi-row insert did not number its rows consecutively")
     return [_new_record(m, first + i) for i, m in enumerate(messages)]
 
 
 def _new_record(message: NewMessage, seq: int) -> MessageRecord:
-    """The record of a message as :func:`_accept_tx` writes it: reading the row back would
-    parse the payload again."""
+    """The record of a message as :func:`_insert_messages` writes it: reading the row back
+    would parse the payload again."""
     return MessageRecord(
         id=message.id,
         seq=seq,
