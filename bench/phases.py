@@ -111,20 +111,30 @@ def _daemon(
 HOLD_SECONDS = 3600.0  # how long the "held" provider takes to answer: past the end of the run
 
 
+def _one_tenant_daemon(
+    procs: Procs, work: Workdir, sizes: Sizes, name: str, provider_delay: float
+) -> tuple[int, int, int]:
+    """A fake provider answering after ``provider_delay`` s and a daemon with one tenant sending
+    to it, in a fresh folder called ``name``; returns the daemon's pid and port and the
+    provider's port."""
+    _, provider_port = start_fake_provider(procs, work, f"{name}-provider", provider_delay)
+    folder = work.fresh(name)
+    config = write_config(
+        folder / "config",
+        db=folder / "pipecored.db",
+        provider_url=_provider_url(provider_port),
+        tenants=1,
+    )
+    pid, port = _daemon(procs, work, config, f"{name}-daemon", sizes.phase_timeout)
+    return pid, port, provider_port
+
+
 def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None:
     print("accept: POST /messaging/send/sms, closed loop", flush=True)
     conns, seconds = sizes.connections, sizes.accept_seconds
+    key = tenant_key(0)
     with Procs(work.logs) as procs:
-        _, fake_port = start_fake_provider(procs, work, "accept-provider", 0.0)
-        folder = work.fresh("accept")
-        config = write_config(
-            folder / "config",
-            db=folder / "pipecored.db",
-            provider_url=_provider_url(fake_port),
-            tenants=1,
-        )
-        pid, port = _daemon(procs, work, config, "accept-daemon", sizes.phase_timeout)
-        key = tenant_key(0)
+        pid, port, _ = _one_tenant_daemon(procs, work, sizes, "accept", provider_delay=0.0)
         run_load(port, key, connections=conns, duration=sizes.warmup_seconds)
         cpu = CpuWindow(pid).start()
         ours = run_load(port, key, connections=conns, duration=seconds)
@@ -149,15 +159,7 @@ def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None
     # The same load with a provider that holds every call: no delivery competes with the
     # accepts, so this is the API and the store alone.
     with Procs(work.logs) as procs:
-        _, hold_port = start_fake_provider(procs, work, "accept-held-provider", HOLD_SECONDS)
-        folder = work.fresh("accept-held")
-        config = write_config(
-            folder / "config",
-            db=folder / "pipecored.db",
-            provider_url=_provider_url(hold_port),
-            tenants=1,
-        )
-        _, port = _daemon(procs, work, config, "accept-held-daemon", sizes.phase_timeout)
+        _, port, _ = _one_tenant_daemon(procs, work, sizes, "accept-held", HOLD_SECONDS)
         run_load(port, key, connections=conns, duration=sizes.warmup_seconds)
         held = run_load(port, key, connections=conns, duration=seconds)
 
@@ -336,15 +338,9 @@ def delivery(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> No
     n = sizes.delivery_n
     print(f"delivery: {n} messages to a provider answering in {sizes.provider_delay:g} s")
     with Procs(work.logs) as procs:
-        _, fake_port = start_fake_provider(procs, work, "delivery-provider", sizes.provider_delay)
-        folder = work.fresh("delivery")
-        config = write_config(
-            folder / "config",
-            db=folder / "pipecored.db",
-            provider_url=_provider_url(fake_port),
-            tenants=1,
+        pid, port, fake_port = _one_tenant_daemon(
+            procs, work, sizes, "delivery", sizes.provider_delay
         )
-        pid, port = _daemon(procs, work, config, "delivery-daemon", sizes.phase_timeout)
         cpu = CpuWindow(pid).start()
         ours, accept_rate, received = _pipecored_delivery(port, fake_port, n, sizes.phase_timeout)
         cpu.stop()
