@@ -98,6 +98,11 @@ class _Server(uvicorn.Server):
 def cmd_serve(config_dir: Path, host: str | None, port: int | None) -> int:
     from pipecored.api.app import create_app
 
+    if not config_dir.is_dir():
+        # without this, a file or a typo would start a daemon on the defaults, storing its
+        # database under a path built from the bad argument
+        print(f"{config_dir}: (root): not a directory", file=sys.stderr)
+        return 1
     try:
         daemon = load_daemon_config(config_dir, env=os.environ)
     except ConfigError as exc:

@@ -163,6 +163,17 @@ def test_check_a_missing_dir(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["nope", "pipecored.yaml"])
+def test_serve_refuses_what_is_not_a_config_dir(tmp_path: Path, name: str) -> None:
+    (tmp_path / "pipecored.yaml").write_text("{}\n")
+    result = run("serve", "--config", str(tmp_path / name), "--port", "0")
+    assert (result.returncode, result.stderr) == (
+        1,
+        f"{tmp_path / name}: (root): not a directory\n",
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipecored.yaml"]  # nothing created
+
+
 def _plugin_rows(output: str) -> dict[str, tuple[str, str]]:
     header, *rows = output.splitlines()
     assert re.split(r"\s{2,}", header) == ["PROVIDER", "CHANNELS", "DISTRIBUTION"]
