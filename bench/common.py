@@ -288,26 +288,34 @@ def start_fake_provider(procs: Procs, work: Workdir, name: str, delay: float) ->
     return proc, port
 
 
-def start_bare(procs: Procs, work: Workdir) -> tuple[Proc, int]:
+def start_bare(
+    procs: Procs, work: Workdir, app: str = "bench.bare_app:app", db: Path | None = None
+) -> tuple[Proc, int]:
+    """One of the ceilings on the daemon's uvicorn settings: ``bench.bare_app`` (the bare
+    endpoint) or ``bench.durable_app`` (the same plus pipecored's store, in ``db``)."""
     port = free_port()
+    name = app.partition(":")[0].rpartition(".")[2]
+    env = child_env(work.plugin_site)
+    if db is not None:
+        env["BENCH_DB"] = str(db)
     proc = procs.start(
-        "bare",
+        name,
         [
             sys.executable,
-            *("-m", "uvicorn", "bench.bare_app:app", "--host", HOST, "--port", str(port)),
+            *("-m", "uvicorn", app, "--host", HOST, "--port", str(port)),
             *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
             *("--log-level", "warning"),
         ],
-        env=child_env(work.plugin_site),
+        env=env,
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if not proc.alive():
-            raise RuntimeError(f"bare app exited:\n{proc.output_tail()}")
+            raise RuntimeError(f"{name} exited:\n{proc.output_tail()}")
         with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
             return proc, port
         time.sleep(0.02)
-    raise RuntimeError("bare app not listening")
+    raise RuntimeError(f"{name} not listening")
 
 
 @contextlib.contextmanager

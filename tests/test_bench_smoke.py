@@ -42,6 +42,8 @@ def test_bench_smoke_runs_and_reports_numbers(tmp_path: Path) -> None:
 
     # present and measured; the speed itself is never asserted
     assert number("sends/s at") > 0
+    assert number("sends/s at 8 connections, deliveries held") > 0
+    assert number("sends/s at 8 connections, bare endpoint + store") > 0
     assert number("latency p99") > 0
     assert number("non-2xx") >= 0
     assert number("delivered/s end to end") > 0
