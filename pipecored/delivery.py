@@ -572,13 +572,15 @@ class DeliveryWorker:
             # Whatever it waits for, a message is looked at again when it expires, and fails then.
             expires = record.created_at + self.registry.snapshot.daemon.delivery.max_age
             outcome = replace(outcome, not_before=min(outcome.not_before, expires + 0.001))
-        applied = await self.store.complete(outcome)
-        if not applied:
+        done = await self.store.complete(outcome)
+        if done is None:
             log.warning("delivery.lease_lost", message_id=record.id)
             return
-        if outcome.status in ("sent", "delivered", "failed"):
+        reached = [outcome.status] if outcome.status in ("sent", "delivered", "failed") else []
+        # callbacks that came before the provider's answer were counted by nobody yet
+        for status in [*reached, *done.deferred]:
             self.metrics.messages.labels(
-                record.tenant_id, record.channel, outcome.provider or "none", outcome.status
+                record.tenant_id, record.channel, outcome.provider or "none", status
             ).inc()
         if outcome.status == "queued" and outcome.not_before is not None:
             self._wake.set()

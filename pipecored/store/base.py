@@ -137,6 +137,15 @@ class AttemptOutcome:
 
 
 @dataclass(frozen=True, slots=True)
+class Completed:
+    """What :meth:`MessageStore.complete` did besides recording the attempt."""
+
+    # the statuses that status callbacks received before the provider's answer (so held until
+    # the answer named the message) moved the message on to, in order
+    deferred: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class AppliedStatus:
     message_id: str
     moved: bool  # False for a repeated or late event: the message already was there or further
@@ -195,8 +204,9 @@ class MessageStore(abc.ABC):
         channel) pairs in ``exclude`` (throttled by their rate limit) are left in the queue."""
 
     @abc.abstractmethod
-    async def complete(self, outcome: AttemptOutcome) -> bool:
-        """Record an attempt and move the message; False when the lease was lost."""
+    async def complete(self, outcome: AttemptOutcome) -> Completed | None:
+        """Record an attempt and move the message, then apply the status callbacks that were
+        waiting for its provider message id; None when the lease was lost."""
 
     @abc.abstractmethod
     async def release(self, message_id: str, lease_token: str) -> None:

@@ -46,6 +46,7 @@ from pipecored.store.base import (
     AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
+    Completed,
     IdempotencyClaim,
     IdempotencyConflict,
     MessageRecord,
@@ -364,7 +365,8 @@ def _apply_pending(
     provider: str,
     provider_message_id: str,
     now: float,
-) -> None:
+) -> tuple[str, ...]:
+    """Apply the callbacks held for this provider message id; the statuses they moved it to."""
     key = (tenant_id, provider, provider_message_id)
     events = conn.execute(
         "SELECT status, error_code, error_message FROM pending_events"
@@ -372,26 +374,31 @@ def _apply_pending(
         key,
     ).fetchall()
     if not events:
-        return
+        return ()
+    reached: list[str] = []
     for event in events:
-        status = _move(
+        moved = _move(
             conn, seq, status, event["status"], event["error_code"], event["error_message"], now
         )
+        if moved != status:
+            reached.append(moved)
+        status = moved
     conn.execute(
         "DELETE FROM pending_events"
         " WHERE tenant_id = ? AND provider = ? AND provider_message_id = ?",
         key,
     )
+    return tuple(reached)
 
 
-def _complete_tx(conn: sqlite3.Connection, outcome: AttemptOutcome, now: float) -> bool:
+def _complete_tx(conn: sqlite3.Connection, outcome: AttemptOutcome, now: float) -> Completed | None:
     row = conn.execute(
         "SELECT seq, tenant_id, status, provider, provider_message_id, created_at, sent_at,"
         " error_code, error_message FROM messages WHERE id = ? AND lease_token = ?",
         (outcome.message_id, outcome.lease_token),
     ).fetchone()
     if row is None:
-        return False
+        return None
     seq: int = row["seq"]
     attempt = outcome.attempt
     if attempt is not None:
@@ -453,9 +460,11 @@ def _complete_tx(conn: sqlite3.Connection, outcome: AttemptOutcome, now: float) 
             seq,
         ),
     )
-    if provider is not None and provider_message_id is not None:
+    if provider is None or provider_message_id is None:
+        return Completed()
+    return Completed(
         _apply_pending(conn, seq, status, row["tenant_id"], provider, provider_message_id, now)
-    return True
+    )
 
 
 def _release_tx(conn: sqlite3.Connection, message_id: str, lease_token: str, now: float) -> None:
@@ -1020,7 +1029,7 @@ class SQLiteStore(MessageStore):
             "claim", lambda conn: _claim_tx(conn, now, limit, lease_seconds, excluded)
         )
 
-    async def complete(self, outcome: AttemptOutcome) -> bool:
+    async def complete(self, outcome: AttemptOutcome) -> Completed | None:
         now = time.time()
         return await self._write("complete", lambda conn: _complete_tx(conn, outcome, now))
 

@@ -264,3 +264,20 @@ async def test_repeated_or_late_status_callbacks_count_once(client: httpx.AsyncC
     assert (messages_total(metrics, "sent"), messages_total(metrics, "delivered")) == (1, 1), (
         "a repeated 'delivered' and a late 'sent' callback moved nothing and must not count"
     )
+
+
+async def test_a_callback_before_the_providers_answer_is_counted_when_applied(
+    client: httpx.AsyncClient, fake_gateway: HttpJsonGateway
+) -> None:
+    # The callback names a provider message id nobody knows yet: it waits in the store and
+    # moves the message when the provider's answer is written, and is counted then.
+    fake_gateway.delay = 0.5
+    message_id = await accepted_id(client, "sms")
+    await eventually(lambda: fake_gateway.sent or None)
+    early = await post_events(client, [{"id": "hj-1", "status": "delivered"}])
+    assert early.status_code == 200, early.text
+    assert (await message(client, message_id))["status"] == "sending"
+
+    await wait_status(client, message_id, "delivered")
+    metrics = (await client.get("/metrics")).text
+    assert (messages_total(metrics, "sent"), messages_total(metrics, "delivered")) == (1, 1)

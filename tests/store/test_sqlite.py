@@ -21,6 +21,7 @@ from pipecored.store import (
     AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
+    Completed,
     IdempotencyClaim,
     IdempotencyConflict,
     MessageRecord,
@@ -428,7 +429,7 @@ async def test_expired_lease_is_reclaimed_and_old_token_refused(store: SQLiteSto
     second = await claim_one(store, now=1031.0)
     assert second.lease_token != first.lease_token
 
-    assert not await store.complete(outcome(first, "sent", provider_message_id="SM1"))
+    assert await store.complete(outcome(first, "sent", provider_message_id="SM1")) is None
     unchanged = await store.get(first.id)
     assert unchanged is not None
     assert (unchanged.status, unchanged.lease_token) == ("sending", second.lease_token)
@@ -568,10 +569,16 @@ async def test_early_events_are_applied_when_the_provider_id_arrives(
     other_tenant = StatusEvent(status="read", provider_message_id="SM1")
     assert await store.apply_status("other", "twilio", other_tenant) is None
 
-    assert await store.complete(outcome(record, "sent", provider_message_id="SM1"))
+    early_read = StatusEvent(status="read", provider_message_id="SM1")
+    assert await store.apply_status(TENANT, "twilio", early_read) is None
+    stale = StatusEvent(status="delivered", provider_message_id="SM1")  # after read: no move
+    assert await store.apply_status(TENANT, "twilio", stale) is None
+
+    done = await store.complete(outcome(record, "sent", provider_message_id="SM1"))
+    assert done == Completed(deferred=("delivered", "read"))
     got = await store.get(record.id)
     assert got is not None
-    assert got.status == "delivered"
+    assert got.status == "read"
     pending = sqlite3.connect(db_path).execute("SELECT tenant_id FROM pending_events").fetchall()
     assert pending == [("other",)]
 
