@@ -172,9 +172,10 @@ baselines measured in the same run rather than absolute numbers across runs.
 
 Every process runs on this one machine over loopback: `pipecored serve` (SQLite, WAL,
 `synchronous=FULL`, group commit), the fake provider (aiohttp on uvloop, `POST /messages` ->
-`201 {{"id"}}`), the bare Starlette app, the load generator and the benchmark itself. The daemon
-runs as it really does: its delivery worker sends each accepted message to the fake provider
-while the accept load goes on, and it logs at `info` (JSON lines to a file).
+`201 {{"id"}}`), the ceilings (the bare Starlette app, alone and with the store), the load
+generator and the benchmark itself. The daemon runs as it really does: its delivery worker sends
+each accepted message to the fake provider while the accept load goes on, and it logs at `info`
+(JSON lines to a file).
 
 ## Results
 
