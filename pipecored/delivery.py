@@ -107,23 +107,33 @@ def send_context(
     route: RouteConfig,
     http: httpx.AsyncClient,
 ) -> SendContext:
-    defaults = daemon.providers.get(provider.name)
-    settings = {**provider.default_settings, **(defaults.settings() if defaults else {})}
-    base_url = (
-        route.base_url or (defaults.base_url if defaults else None) or provider.default_base_url
-    )
     return SendContext(
         tenant_id=tenant_id,
         channel=channel,
         credentials=route.credentials,
-        base_url=base_url.rstrip("/"),
+        base_url=route_base_url(daemon, provider, route),
         http=http,
         timeout=daemon.delivery.timeout,
         status_callback_url=webhook_url(
             daemon.server.public_url, tenant_id, channel, provider.name
         ),
-        settings=settings,
+        settings=provider_settings(daemon, provider),
     )
+
+
+def provider_settings(daemon: DaemonConfig, provider: Provider) -> dict[str, str]:
+    """The provider's default settings overlaid with the daemon file's ``providers:`` entry."""
+    defaults = daemon.providers.get(provider.name)
+    return {**provider.default_settings, **(defaults.settings() if defaults else {})}
+
+
+def route_base_url(daemon: DaemonConfig, provider: Provider, route: RouteConfig) -> str:
+    """The route's own base URL, else the daemon file's for the provider, else the plugin's."""
+    defaults = daemon.providers.get(provider.name)
+    base_url = (
+        route.base_url or (defaults.base_url if defaults else None) or provider.default_base_url
+    )
+    return base_url.rstrip("/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,12 @@ class Gateway:
         return self._store
 
     @property
+    def http(self) -> httpx.AsyncClient:
+        """The outbound client every provider call goes through (see :mod:`pipecored.http`)."""
+        assert self._http is not None, "gateway not started"
+        return self._http
+
+    @property
     def worker(self) -> DeliveryWorker:
         assert self._worker is not None, "gateway not started"
         return self._worker

@@ -107,6 +107,13 @@ class WebhookContext:
     # False only when the tenant's channel turned signature checks off for local development
     # (``verifyWebhookSignatures: false``): the plugin then parses without verifying.
     verify_signatures: bool = True
+    # For a callback that only refers to what it is about (Resend's email.received carries no
+    # body): the shared outbound client, the route's base URL and the delivery timeout, to fetch
+    # it with. A ``ProviderError`` the plugin raises makes the host answer 503, so the provider
+    # calls again later. ``http`` is None in a context built without a host.
+    http: httpx.AsyncClient | None = None
+    base_url: str = ""
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,8 +15,10 @@ from starlette.responses import Response
 from pipecored.api.bodies import read_body
 from pipecored.api.context import gateway_of
 from pipecored.api.responses import JSONResponse
+from pipecored.delivery import provider_settings, route_base_url
 from pipecored.errors import (
     NotFound,
+    ProviderError,
     ServiceUnavailable,
     StoreError,
     ValidationFailed,
@@ -67,7 +69,6 @@ async def webhook(request: Request) -> Response:
         )
 
     body = await read_body(request, limit=snapshot.daemon.server.max_body_bytes)
-    defaults = snapshot.daemon.providers.get(name)
     incoming = WebhookRequest(
         method=request.method,
         url=_called_url(request, snapshot.daemon.server.public_url),
@@ -80,8 +81,11 @@ async def webhook(request: Request) -> Response:
         tenant_id=tenant_id,
         channel=channel,
         credentials=route.credentials,
-        settings={**provider.default_settings, **(defaults.settings() if defaults else {})},
+        settings=provider_settings(snapshot.daemon, provider),
         verify_signatures=config.verify_webhook_signatures,
+        http=gateway.http,
+        base_url=route_base_url(snapshot.daemon, provider, route),
+        timeout=snapshot.daemon.delivery.timeout,
     )
     try:
         result = await provider.handle_webhook(incoming, ctx)
@@ -93,6 +97,20 @@ async def webhook(request: Request) -> Response:
         code = "bad_signature" if exc.result == "bad_signature" else "invalid_webhook"
         message = "the signature does not verify" if code == "bad_signature" else str(exc) or code
         return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status)
+    except ProviderError as exc:
+        # The plugin could not fetch what the callback refers to; nothing was applied, and the
+        # provider calls again after a non-2xx answer.
+        log.warning(
+            "webhook.provider_unavailable",
+            tenant=tenant_id,
+            provider=name,
+            error_code=exc.code,
+            error=exc.message,
+        )
+        raise ServiceUnavailable(
+            f"{name} could not be reached to complete this callback ({exc.code}); call again",
+            code="provider_unavailable",
+        ) from None
 
     try:
         for event in result.events:

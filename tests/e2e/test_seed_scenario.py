@@ -799,7 +799,9 @@ def test_an_inbound_whatsapp_reply_is_logged(seed: Seed, tenant: str, provider: 
     assert r.status_code == 200, r.text
 
     with world.client(KEYS[tenant]) as client:
-        logs = client.get(f"/messaging/logs/{tenant}", params={"direction": "inbound"})
+        logs = client.get(
+            f"/messaging/logs/{tenant}", params={"direction": "inbound", "channel": "whatsapp"}
+        )
     assert logs.status_code == 200, logs.text
     items = logs.json()["items"]
     assert len(items) == 1, items
@@ -810,6 +812,49 @@ def test_an_inbound_whatsapp_reply_is_logged(seed: Seed, tenant: str, provider: 
     assert item["from"] == customer
     assert item["body"] == "REPROGRAMAR"
     assert item["providerMessageId"] == provider_id
+
+
+def test_an_inbound_email_through_resend_is_logged_with_its_fetched_body(seed: Seed) -> None:
+    # Resend's email.received names the email; the daemon fetches its text with the tenant's key.
+    # A fetch Resend fails is answered 503 with nothing logged, so that Resend calls again.
+    world = seed.world
+    email_id = "0b6a2c7e-5d1f-4f7a-9c3e-8e2d1a4b6c90"
+    text = "Hola, ¿tenéis cita el jueves por la tarde? Gracias 🙏"
+    world.resend.receive(email_id, text=text, html=None, subject="Cita")
+    key, secret = resend_account(GENDA)
+    payload = resend_fake.email_event(
+        "email.received",
+        email_id,
+        sender="Lucía Gómez <lucia@example.com>",
+        to=(FROM_EMAIL[GENDA],),
+        subject="Cita el jueves",
+    )
+    url = webhook_url(GENDA, "email", "resend")
+
+    def inbound() -> list[dict[str, Any]]:
+        with world.client(KEYS[GENDA]) as client:
+            logs = client.get(
+                f"/messaging/logs/{GENDA}", params={"direction": "inbound", "channel": "email"}
+            )
+        assert logs.status_code == 200, logs.text
+        items: list[dict[str, Any]] = logs.json()["items"]
+        return items
+
+    world.resend.fail_next(503, times=1)
+    headers, body = resend_fake.webhook(secret, payload)
+    refused = world.call_back(url, headers, body)
+    assert refused.status_code == 503, refused.text
+    assert refused.json()["error"]["code"] == "provider_unavailable"
+    assert inbound() == []
+
+    headers, body = resend_fake.webhook(secret, payload)
+    r = world.call_back(url, headers, body)
+    assert r.status_code == 200, r.text
+    fetches = [q for q in world.resend.requests if q.path == f"/emails/receiving/{email_id}"]
+    assert [q.headers["authorization"] for q in fetches] == [f"Bearer {key}"] * 2
+    (item,) = inbound()
+    assert (item["provider"], item["from"], item["body"]) == ("resend", "lucia@example.com", text)
+    assert item["providerMessageId"] == email_id
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,8 @@
 
 ``FakeResend`` answers ``POST /emails`` as Resend does: ``200 {"id": <uuid>}``, the same answer
 for a repeated ``Idempotency-Key`` with the same body (and nothing sent twice), 409 for the same key
-with another body, 401/403 for a missing or wrong key. Tests script failures with ``fail_next``.
+with another body, 401/403 for a missing or wrong key; ``GET /emails/receiving/{id}`` answers the
+received emails a test put there with ``receive``. Tests script failures with ``fail_next``.
 ``webhook`` builds a signed callback (headers and body) to hand to the provider or POST to a
 running daemon; ``email_event`` builds payloads shaped like the ``webhooks:`` section of Resend's
 OpenAPI document, which ``validate_event`` checks them against.
@@ -22,6 +23,8 @@ from svix.webhooks import Webhook
 from tests.fakes.scripted import Reply, ScriptedFake
 from tests.fakes.server import RecordedRequest
 from tests.fakes.specs import load_spec
+
+RECEIVING = "/emails/receiving/"
 
 # The name Resend gives each status, for fail_next's default.
 ERROR_NAMES = {
@@ -50,11 +53,14 @@ class FakeResend(ScriptedFake):
         super().__init__()
         self.api_key = api_key
         self.emails: list[dict[str, Any]] = []
+        # received emails by id, for GET /emails/receiving/{email_id}
+        self.received: dict[str, dict[str, Any]] = {}
         self._idempotent: dict[str, tuple[bytes, str]] = {}
 
     def reset(self) -> None:
         super().reset()
         self.emails.clear()
+        self.received.clear()
         self._idempotent.clear()
 
     def fail_next(
@@ -83,15 +89,34 @@ class FakeResend(ScriptedFake):
             body = error_body(status, error_name, message or f"fake Resend error {error_name}")
         self._script_times(Reply(status, body, reply_headers, delay, content_type), times)
 
+    def receive(self, email_id: str, **fields: Any) -> None:
+        """Hold a received email, shaped like ``GetReceivedEmailResponse``."""
+        self.received[email_id] = {"object": "email", "id": email_id, **fields}
+
     def _default(self, request: RecordedRequest) -> Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused.response()
+        if request.path.startswith(RECEIVING):
+            return self._receiving(request).response()
         return self._emails(request).response()
 
-    def _emails(self, request: RecordedRequest) -> Reply:
-        if request.path != "/emails":
+    @staticmethod
+    def _route(request: RecordedRequest) -> tuple[str, str] | None:
+        if request.path == "/emails":
+            return "/emails", "POST"
+        if request.path.startswith(RECEIVING) and "/" not in request.path[len(RECEIVING) :]:
+            return RECEIVING, "GET"
+        return None
+
+    def _refused(self, request: RecordedRequest) -> Reply | None:
+        """Resend's answers before an endpoint looks at the request: route, method, key."""
+        route = self._route(request)
+        if route is None:
             return Reply(
                 404, error_body(404, "not_found", "The requested endpoint does not exist.")
             )
-        if request.method != "POST":
+        if request.method != route[1]:
             return Reply(405, error_body(405, "method_not_allowed", "Method is not allowed."))
         scheme, _, key = request.headers.get("authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not key:
@@ -100,6 +125,15 @@ class FakeResend(ScriptedFake):
             return Reply(403, error_body(403, "invalid_api_key", "API key is invalid"))
         if not request.headers.get("user-agent"):
             return Reply(403, error_body(403, "validation_error", "User-Agent is required"))
+        return None
+
+    def _receiving(self, request: RecordedRequest) -> Reply:
+        email = self.received.get(request.path[len(RECEIVING) :])
+        if email is None:
+            return Reply(404, error_body(404, "not_found", "Email not found"))
+        return Reply(200, json.dumps(email, ensure_ascii=False).encode())
+
+    def _emails(self, request: RecordedRequest) -> Reply:
         try:
             email = json.loads(request.body)
         except ValueError:

@@ -696,6 +696,96 @@ async def test_a_received_email_is_an_inbound_message() -> None:
     ]
 
 
+RECEIVED_ID = "a39999a6-88e3-48b1-888b-beaabcde1b33"
+RECEIVED_TEXT = "Hola, ¿podemos pasar la reserva a las 21:30? Somos 4 🍷\n\nBegoña"
+
+
+def received_webhook() -> tuple[dict[str, str], bytes]:
+    return webhook(
+        SECRET,
+        email_event(
+            "email.received",
+            RECEIVED_ID,
+            sender="Begoña Ruiz <begona@example.com>",
+            to=("reservas@tableflow.com",),
+            subject="Re: ¿Puedo cambiar la hora? 🙏",
+        ),
+    )
+
+
+def fetching_context(client: httpx.AsyncClient, url: str) -> WebhookContext:
+    return WebhookContext(
+        tenant_id="tableflow_123",
+        channel="email",
+        credentials=CREDENTIALS,
+        http=client,
+        base_url=url,
+        timeout=2.0,
+    )
+
+
+async def test_a_received_emails_body_is_fetched_from_resend(
+    fake: FakeResend, any_client: httpx.AsyncClient
+) -> None:
+    fake.receive(RECEIVED_ID, text=RECEIVED_TEXT, html="<p>Hola</p>", subject="ignored")
+    headers, body = received_webhook()
+
+    result = await provider.handle_webhook(
+        webhook_request(headers, body), fetching_context(any_client, fake.url)
+    )
+
+    [inbound] = result.events
+    assert isinstance(inbound, InboundMessage)
+    assert (inbound.body, inbound.subject) == (RECEIVED_TEXT, "Re: ¿Puedo cambiar la hora? 🙏")
+    [call] = fake.requests
+    assert (call.method, call.path) == ("GET", f"/emails/receiving/{RECEIVED_ID}")
+    assert call.headers["authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_a_received_email_without_text_gives_its_html(fake: FakeResend) -> None:
+    fake.receive(RECEIVED_ID, text=None, html="<p>¿Mesa para 4? 🍽️</p>")
+    headers, body = received_webhook()
+    async with outbound_client(max_connections=2, timeout=2) as client:
+        result = await provider.handle_webhook(
+            webhook_request(headers, body), fetching_context(client, fake.url)
+        )
+    [inbound] = result.events
+    assert isinstance(inbound, InboundMessage)
+    assert inbound.body == "<p>¿Mesa para 4? 🍽️</p>"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(500, "internal_server_error"), (429, "rate_limit_exceeded"), (401, "missing_api_key")],
+)
+async def test_a_failed_fetch_resend_may_get_over_is_raised_for_a_retry(
+    fake: FakeResend, status: int, code: str
+) -> None:
+    fake.receive(RECEIVED_ID, text=RECEIVED_TEXT)
+    fake.fail_next(status, message=f"no: {API_KEY}")
+    headers, body = received_webhook()
+    async with outbound_client(max_connections=2, timeout=2) as client:
+        with pytest.raises(ProviderError) as raised:
+            await provider.handle_webhook(
+                webhook_request(headers, body), fetching_context(client, fake.url)
+            )
+    assert (raised.value.code, raised.value.http_status) == (code, status)
+    assert API_KEY not in str(raised.value)
+
+
+async def test_a_received_email_resend_does_not_know_is_kept_without_its_body(
+    fake: FakeResend,
+) -> None:
+    headers, body = received_webhook()
+    async with outbound_client(max_connections=2, timeout=2) as client:
+        result = await provider.handle_webhook(
+            webhook_request(headers, body), fetching_context(client, fake.url)
+        )
+    [inbound] = result.events
+    assert isinstance(inbound, InboundMessage)
+    assert (inbound.provider_message_id, inbound.body) == (RECEIVED_ID, "")
+
+
 @pytest.mark.parametrize(
     "payload",
     [

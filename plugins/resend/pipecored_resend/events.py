@@ -43,7 +43,7 @@ def _timestamp(value: object) -> datetime | None:
         return None
 
 
-def _text(value: object) -> str | None:
+def text_of(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
@@ -58,7 +58,7 @@ def _failure_message(event_type: str, data: dict[str, Any]) -> str:
     detail = data.get(key)
     if not isinstance(detail, dict):
         return fallback
-    return _text(detail.get("message")) or _text(detail.get("reason")) or fallback
+    return text_of(detail.get("message")) or text_of(detail.get("reason")) or fallback
 
 
 def _inbound(data: dict[str, Any], email_id: str, occurred_at: datetime | None) -> InboundMessage:
@@ -71,13 +71,19 @@ def _inbound(data: dict[str, Any], email_id: str, occurred_at: datetime | None) 
     return InboundMessage(
         sender=mailbox[1] if mailbox else sender,
         recipient=recipient,
-        # Resend's event carries the headers only; the body stays at Resend
-        # (GET /emails/receiving/{email_id}).
+        # the event carries the headers only: the provider fetches the body
+        # (GET /emails/receiving/{email_id}, received_body)
         body="",
         provider_message_id=email_id,
-        subject=_text(data.get("subject")),
+        subject=text_of(data.get("subject")),
         occurred_at=occurred_at,
     )
+
+
+def received_body(email: dict[str, Any]) -> str:
+    """The body of a received email (Resend's ``GetReceivedEmailResponse``): its plain text,
+    else its HTML, else nothing."""
+    return text_of(email.get("text")) or text_of(email.get("html")) or ""
 
 
 def parse(body: bytes) -> list[StatusEvent | InboundMessage]:

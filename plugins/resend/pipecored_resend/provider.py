@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar
+from urllib.parse import quote
+
+import structlog
 
 from pipecored import (
     CredentialField,
+    InboundMessage,
     OutboundMessage,
     Provider,
     ProviderError,
@@ -25,6 +30,8 @@ from . import events, signature
 from .errors import PROVIDER, classify
 
 USER_AGENT = f"pipecored/{__version__}"
+
+log = structlog.get_logger("pipecored.resend")
 
 
 class ResendProvider(Provider):
@@ -132,4 +139,62 @@ class ResendProvider(Provider):
                 secret=ctx.credentials.get("webhookSecret"),
                 received_at=request.received_at,
             )
-        return WebhookResult(events=events.parse(request.body))
+        found = events.parse(request.body)
+        return WebhookResult(
+            events=[
+                await self._with_body(event, ctx) if isinstance(event, InboundMessage) else event
+                for event in found
+            ]
+        )
+
+    async def _with_body(self, message: InboundMessage, ctx: WebhookContext) -> InboundMessage:
+        """Resend's ``email.received`` carries the headers only; the text is fetched from
+        ``GET /emails/receiving/{email_id}``. A failure Resend may get over (a timeout, a 5xx,
+        a rate limit, a revoked or sending-only key) is raised, so that the host answers 503 and
+        Resend calls again; an email Resend does not know is logged without its body."""
+        if ctx.http is None or not message.provider_message_id:
+            return message
+        secrets = list(ctx.credentials.values())
+        email_id = quote(message.provider_message_id, safe="")
+        response = await call_provider(
+            ctx.http.get(
+                f"{ctx.base_url.rstrip('/')}/emails/receiving/{email_id}",
+                headers={
+                    "Authorization": f"Bearer {ctx.credentials.get('apiKey', '')}",
+                    "Accept": "application/json",
+                    "User-Agent": USER_AGENT,
+                },
+                timeout=ctx.timeout,
+            ),
+            provider=PROVIDER,
+            timeout=ctx.timeout,
+            secrets=secrets,
+        )
+        if not response.is_success:
+            error = classify(response, secrets=secrets)
+            if error.retryable or error.unavailable:
+                raise error
+            log.warning(
+                "resend.received_email_unavailable",
+                email_id=message.provider_message_id,
+                http_status=response.status_code,
+                error_code=error.code,
+            )
+            return message
+        try:
+            email = response.json()
+        except ValueError:
+            email = None
+        if not isinstance(email, dict):
+            raise ProviderError(
+                f"Resend answered HTTP {response.status_code} without an email",
+                retryable=True,
+                provider=PROVIDER,
+                code="invalid_response",
+                http_status=response.status_code,
+            )
+        return replace(
+            message,
+            body=events.received_body(email),
+            subject=message.subject or events.text_of(email.get("subject")),
+        )
