@@ -55,7 +55,8 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
 
 
 def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ProviderError:
-    """The ``ProviderError`` for a non-2xx answer to ``POST /emails``."""
+    """The ``ProviderError`` for a non-2xx answer from Resend's API (``POST /emails``,
+    ``GET /emails/receiving/{id}``)."""
     status = response.status_code
     body = _error_body(response)
     name = body.get("name")
