@@ -193,6 +193,8 @@ class DeliveryWorker:
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
+        # the (tenant, channel) pairs the last claim left out for their rate limit's backlog
+        self._throttled: list[tuple[str, str]] = []
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -269,6 +271,7 @@ class DeliveryWorker:
         throttled = [
             pair for pair, (_, b) in self._buckets.items() if b.backlog() > MAX_RATE_BACKLOG
         ]
+        self._throttled = throttled
         records = await self.store.claim(
             now=self.clock(),
             limit=min(free, CLAIM_BATCH),
@@ -288,12 +291,17 @@ class DeliveryWorker:
     async def _sleep(self, claimed: int) -> None:
         timeout = IDLE_WAIT
         if claimed == 0 and len(self._inflight) < self._concurrency:
+            # The throttled channels' messages are due, but claim() leaves them out until their
+            # backlog shrinks: counting them would wake the loop at once, over and over.
             try:
-                due = await self.store.next_due()
+                due = await self.store.next_due(exclude=self._throttled)
             except StoreError:
                 due = None
             if due is not None:
                 timeout = min(IDLE_WAIT, max(0.0, due - self.clock()))
+            for pair in self._throttled:
+                if (entry := self._buckets.get(pair)) is not None:
+                    timeout = min(timeout, max(0.0, entry[1].backlog() - MAX_RATE_BACKLOG))
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import resource
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -139,6 +140,46 @@ async def test_a_rate_limited_channel_never_exceeds_its_rate(
         for end in range(start + 3, len(arrivals)):
             span = arrivals[end] - arrivals[start]
             assert span >= (end - start + 1 - 2) / 20 - 0.02, (start, end, span)
+
+
+def _count_calls(obj: Any, *names: str) -> Counter[str]:
+    """Count the calls of these async methods of ``obj`` from now on (they still run)."""
+    calls: Counter[str] = Counter()
+
+    def counting(name: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return await method(*args, **kwargs)
+
+        return counted
+
+    for name in names:
+        setattr(obj, name, counting(name, getattr(obj, name)))
+    return calls
+
+
+async def test_a_throttled_channel_does_not_keep_the_worker_querying_the_store(
+    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    # Its queued messages are due but left out of each claim until the backlog shrinks; the
+    # worker must sleep until then rather than claim and look for due messages in a loop.
+    channel = httpjson_channel(fake_gateway.url, rateLimit={"perSecond": 4, "burst": 1})
+    config_dir.write_tenant(
+        "acme", {"name": "Acme", "apiKeys": [ACME], "channels": {"sms": channel}}
+    )
+    async with app_client_factory() as (client, gateway):
+        queries = _count_calls(gateway.store, "claim", "next_due")
+        for i in range(12):
+            r = await client.post(
+                "/messaging/send/sms",
+                json={"to": "+34600111222", "body": f"n{i}"},
+                headers=auth(ACME),
+            )
+            assert r.status_code == 202
+        # 12 sends at 4/s take about 3 s, most of them with the channel throttled
+        await eventually(lambda: len(fake_gateway.sent) >= 12, timeout=15)
+    # a few queries per send and wake-up, where the loop made thousands a second
+    assert queries["claim"] + queries["next_due"] < 300, queries
 
 
 def test_a_store_that_cannot_write_refuses_sends_and_recovers(

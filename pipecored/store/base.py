@@ -213,8 +213,9 @@ class MessageStore(abc.ABC):
         """Give a claimed message back to the queue untouched (shutdown)."""
 
     @abc.abstractmethod
-    async def next_due(self) -> float | None:
-        """The earliest time at which claim() could return something, or None if nothing waits."""
+    async def next_due(self, exclude: Collection[tuple[str, str]] = ()) -> float | None:
+        """The earliest time at which claim() could return something, or None if nothing waits;
+        messages of the (tenant, channel) pairs in ``exclude`` are not looked at, as in claim()."""
 
     @abc.abstractmethod
     async def apply_status(

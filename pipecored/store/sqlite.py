@@ -295,11 +295,15 @@ def _new_record(message: NewMessage, seq: int) -> MessageRecord:
     )
 
 
-def _exclusion(exclude: list[tuple[str, str]]) -> str:
-    # Only placeholders are formatted in; the values travel as parameters.
-    return "".join(
+def _exclusion(exclude: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:
+    """The ``AND NOT (...)`` terms leaving these (tenant, channel) pairs out, and their
+    parameters: only placeholders are formatted in, the values travel as parameters."""
+    terms = "".join(
         f" AND NOT (tenant_id = :xt{i} AND channel = :xc{i})" for i in range(len(exclude))
     )
+    params = {f"xt{i}": t for i, (t, _) in enumerate(exclude)}
+    params.update({f"xc{i}": c for i, (_, c) in enumerate(exclude)})
+    return terms, params
 
 
 def _claim_tx(
@@ -312,22 +316,17 @@ def _claim_tx(
     # The repeated status IN (...) term lets the planner use the partial queue index; "+seq"
     # stops it from walking the whole table in seq order to skip the sort of the few due rows.
     # randomblob() gives each row its own token inside the single UPDATE.
+    excluded, params = _exclusion(exclude)
     due = (
         "SELECT seq FROM messages WHERE status IN ('queued', 'sending') AND ("
         " (status = 'queued' AND (not_before IS NULL OR not_before <= :now))"
         " OR (status = 'sending' AND lease_until < :now))"
-    ) + _exclusion(exclude)
+    ) + excluded
     rows = conn.execute(
         "UPDATE messages SET status = 'sending', lease_until = :lease_until,"
         " lease_token = lower(hex(randomblob(16))), updated_at = :now"
         f" WHERE seq IN ({due} ORDER BY +seq LIMIT :limit) RETURNING *",
-        {
-            "now": now,
-            "lease_until": now + lease_seconds,
-            "limit": limit,
-            **{f"xt{i}": t for i, (t, _) in enumerate(exclude)},
-            **{f"xc{i}": c for i, (_, c) in enumerate(exclude)},
-        },
+        {"now": now, "lease_until": now + lease_seconds, "limit": limit, **params},
     ).fetchall()
     return sorted((_record(r) for r in rows), key=lambda r: r.seq)
 
@@ -700,10 +699,12 @@ def _queue_depth_tx(conn: sqlite3.Connection, now: float) -> tuple[int, float]:
     return int(count), 0.0 if oldest is None else max(0.0, now - oldest)
 
 
-def _next_due_tx(conn: sqlite3.Connection) -> float | None:
+def _next_due_tx(conn: sqlite3.Connection, exclude: list[tuple[str, str]]) -> float | None:
+    excluded, params = _exclusion(exclude)
     value: float | None = conn.execute(
         "SELECT min(CASE status WHEN 'queued' THEN COALESCE(not_before, created_at)"
-        " ELSE lease_until END) FROM messages WHERE status IN ('queued', 'sending')"
+        " ELSE lease_until END) FROM messages WHERE status IN ('queued', 'sending')" + excluded,
+        params,
     ).fetchone()[0]
     return value
 
@@ -1037,8 +1038,9 @@ class SQLiteStore(MessageStore):
         now = time.time()
         await self._write("release", lambda conn: _release_tx(conn, message_id, lease_token, now))
 
-    async def next_due(self) -> float | None:
-        return await self._read("next_due", _next_due_tx)
+    async def next_due(self, exclude: Collection[tuple[str, str]] = ()) -> float | None:
+        excluded = sorted(set(exclude))
+        return await self._read("next_due", lambda conn: _next_due_tx(conn, excluded))
 
     async def apply_status(
         self, tenant_id: str, provider: str, event: StatusEvent

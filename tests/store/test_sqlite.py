@@ -503,6 +503,20 @@ async def test_queue_depth_and_next_due(store: SQLiteStore) -> None:
     assert await store.next_due() == 1500.0
 
 
+async def test_claim_and_next_due_leave_excluded_channels_out(store: SQLiteStore) -> None:
+    await store.accept(new_message(1, channel="sms", created_at=1000.0))
+    await store.accept(new_message(2, channel="email", created_at=1010.0))
+    await store.accept(new_message(3, tenant="other", channel="sms", created_at=1020.0))
+    throttled = [(TENANT, "sms")]
+    assert await store.next_due(exclude=throttled) == 1010.0
+    assert await store.next_due(exclude=[*throttled, (TENANT, "email"), ("other", "sms")]) is None
+
+    claimed = await store.claim(now=1100.0, limit=10, lease_seconds=30.0, exclude=throttled)
+    assert [r.id for r in claimed] == ["msg_test000002", "msg_test000003"]
+    assert await store.next_due(exclude=throttled) == 1130.0  # their leases
+    assert await store.next_due() == 1000.0
+
+
 # -- status events ------------------------------------------------------------------------------
 
 
