@@ -174,6 +174,13 @@ def _mailbox(value: str) -> str:
 Phone = Annotated[
     str, AfterValidator(_phone), WithJsonSchema({"type": "string", "pattern": E164_PATTERN})
 ]
+# A WhatsApp number may come Twilio-style, "whatsapp:+34...": send_payload strips the prefix
+# before validation, and the document says so.
+WhatsappPhone = Annotated[
+    str,
+    AfterValidator(_phone),
+    WithJsonSchema({"type": "string", "pattern": "^(whatsapp:)?" + E164_PATTERN.removeprefix("^")}),
+]
 EmailAddress = Annotated[str, AfterValidator(_email)]
 Mailbox = Annotated[str, AfterValidator(_mailbox)]
 
@@ -232,7 +239,7 @@ class SmsSend(Body):
 
 
 class WhatsappSend(Body):
-    to: Phone
+    to: WhatsappPhone
     body: str = Field(min_length=1, max_length=BODY_LIMITS["whatsapp"])
 
 

@@ -154,6 +154,13 @@ async def test_successful_responses_match_the_document(
         "POST", "/messaging/send/whatsapp", json=WHATSAPP, headers=auth(GLOBEX_KEY)
     )
     assert whatsapp.status_code == 202, whatsapp.text
+    twilio_style = await checked.request(  # the document admits what the server accepts
+        "POST",
+        "/messaging/send/whatsapp",
+        json={**WHATSAPP, "to": "whatsapp:" + WHATSAPP["to"]},
+        headers=auth(GLOBEX_KEY),
+    )
+    assert twilio_style.status_code == 202, twilio_style.text
 
     sent = await wait_status(client, sms.json()["id"], "sent")
     await wait_status(client, email.json()["id"], "sent")
