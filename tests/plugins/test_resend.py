@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import asyncio
 import base64
+import contextlib
 import functools
 import json
 import time
@@ -724,18 +725,30 @@ def fetching_context(client: httpx.AsyncClient, url: str) -> WebhookContext:
     )
 
 
+async def received_inbound(
+    fake: FakeResend, client: httpx.AsyncClient | None = None
+) -> InboundMessage:
+    """Hand the provider a signed email.received with a context that fetches from ``fake``;
+    returns the one event it gives (raises what the provider raises)."""
+    headers, body = received_webhook()
+    async with contextlib.AsyncExitStack() as stack:
+        if client is None:
+            client = await stack.enter_async_context(outbound_client(max_connections=2, timeout=2))
+        result = await provider.handle_webhook(
+            webhook_request(headers, body), fetching_context(client, fake.url)
+        )
+    [inbound] = result.events
+    assert isinstance(inbound, InboundMessage)
+    return inbound
+
+
 async def test_a_received_emails_body_is_fetched_from_resend(
     fake: FakeResend, any_client: httpx.AsyncClient
 ) -> None:
     fake.receive(RECEIVED_ID, text=RECEIVED_TEXT, html="<p>Hola</p>", subject="ignored")
-    headers, body = received_webhook()
 
-    result = await provider.handle_webhook(
-        webhook_request(headers, body), fetching_context(any_client, fake.url)
-    )
+    inbound = await received_inbound(fake, any_client)
 
-    [inbound] = result.events
-    assert isinstance(inbound, InboundMessage)
     assert (inbound.body, inbound.subject) == (RECEIVED_TEXT, "Re: ¿Puedo cambiar la hora? 🙏")
     [call] = fake.requests
     assert (call.method, call.path) == ("GET", f"/emails/receiving/{RECEIVED_ID}")
@@ -744,14 +757,7 @@ async def test_a_received_emails_body_is_fetched_from_resend(
 
 async def test_a_received_email_without_text_gives_its_html(fake: FakeResend) -> None:
     fake.receive(RECEIVED_ID, text=None, html="<p>¿Mesa para 4? 🍽️</p>")
-    headers, body = received_webhook()
-    async with outbound_client(max_connections=2, timeout=2) as client:
-        result = await provider.handle_webhook(
-            webhook_request(headers, body), fetching_context(client, fake.url)
-        )
-    [inbound] = result.events
-    assert isinstance(inbound, InboundMessage)
-    assert inbound.body == "<p>¿Mesa para 4? 🍽️</p>"
+    assert (await received_inbound(fake)).body == "<p>¿Mesa para 4? 🍽️</p>"
 
 
 @pytest.mark.parametrize(
@@ -763,12 +769,8 @@ async def test_a_failed_fetch_resend_may_get_over_is_raised_for_a_retry(
 ) -> None:
     fake.receive(RECEIVED_ID, text=RECEIVED_TEXT)
     fake.fail_next(status, message=f"no: {API_KEY}")
-    headers, body = received_webhook()
-    async with outbound_client(max_connections=2, timeout=2) as client:
-        with pytest.raises(ProviderError) as raised:
-            await provider.handle_webhook(
-                webhook_request(headers, body), fetching_context(client, fake.url)
-            )
+    with pytest.raises(ProviderError) as raised:
+        await received_inbound(fake)
     assert (raised.value.code, raised.value.http_status) == (code, status)
     assert API_KEY not in str(raised.value)
 
@@ -776,13 +778,7 @@ async def test_a_failed_fetch_resend_may_get_over_is_raised_for_a_retry(
 async def test_a_received_email_resend_does_not_know_is_kept_without_its_body(
     fake: FakeResend,
 ) -> None:
-    headers, body = received_webhook()
-    async with outbound_client(max_connections=2, timeout=2) as client:
-        result = await provider.handle_webhook(
-            webhook_request(headers, body), fetching_context(client, fake.url)
-        )
-    [inbound] = result.events
-    assert isinstance(inbound, InboundMessage)
+    inbound = await received_inbound(fake)
     assert (inbound.provider_message_id, inbound.body) == (RECEIVED_ID, "")
 
 

@@ -87,3 +87,15 @@ def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> Provid
         retry_after=retry_after(response),
         unavailable=unavailable,
     )
+
+
+def invalid_answer(response: httpx.Response, expected: str) -> ProviderError:
+    """A 2xx answer without what it should carry: asking again is safe (both calls are
+    idempotent), so it is retryable."""
+    return ProviderError(
+        f"Resend answered HTTP {response.status_code} without {expected}",
+        retryable=True,
+        provider=PROVIDER,
+        code="invalid_response",
+        http_status=response.status_code,
+    )

@@ -27,11 +27,20 @@ from pipecored import (
 )
 
 from . import events, signature
-from .errors import PROVIDER, classify
+from .errors import PROVIDER, classify, invalid_answer
 
 USER_AGENT = f"pipecored/{__version__}"
 
 log = structlog.get_logger("pipecored.resend")
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    # Resend refuses calls without a User-Agent.
+    return {
+        "Authorization": f"Bearer {api_key}",
+        "Accept": "application/json",
+        "User-Agent": USER_AGENT,
+    }
 
 
 class ResendProvider(Provider):
@@ -98,11 +107,8 @@ class ResendProvider(Provider):
                 f"{ctx.base_url.rstrip('/')}/emails",
                 content=content.encode("utf-8"),
                 headers={
-                    "Authorization": f"Bearer {api_key}",
+                    **_headers(api_key),
                     "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    # Resend refuses calls without a User-Agent.
-                    "User-Agent": USER_AGENT,
                     # A retry after a timeout or a 5xx gets the first call's answer, never a
                     # second email (Resend keeps keys for 24 hours).
                     "Idempotency-Key": message.id,
@@ -122,13 +128,7 @@ class ResendProvider(Provider):
             provider_id = None
         if not isinstance(provider_id, str) or not provider_id:
             # Safe to ask again: the idempotency key makes Resend repeat the first answer.
-            raise ProviderError(
-                f"Resend answered HTTP {response.status_code} without an email id",
-                retryable=True,
-                provider=PROVIDER,
-                code="invalid_response",
-                http_status=response.status_code,
-            )
+            raise invalid_answer(response, "an email id")
         return SendResult(provider_message_id=provider_id, http_status=response.status_code)
 
     async def handle_webhook(self, request: WebhookRequest, ctx: WebhookContext) -> WebhookResult:
@@ -159,11 +159,7 @@ class ResendProvider(Provider):
         response = await call_provider(
             ctx.http.get(
                 f"{ctx.base_url.rstrip('/')}/emails/receiving/{email_id}",
-                headers={
-                    "Authorization": f"Bearer {ctx.credentials.get('apiKey', '')}",
-                    "Accept": "application/json",
-                    "User-Agent": USER_AGENT,
-                },
+                headers=_headers(ctx.credentials.get("apiKey", "")),
                 timeout=ctx.timeout,
             ),
             provider=PROVIDER,
@@ -186,13 +182,7 @@ class ResendProvider(Provider):
         except ValueError:
             email = None
         if not isinstance(email, dict):
-            raise ProviderError(
-                f"Resend answered HTTP {response.status_code} without an email",
-                retryable=True,
-                provider=PROVIDER,
-                code="invalid_response",
-                http_status=response.status_code,
-            )
+            raise invalid_answer(response, "an email")
         return replace(
             message,
             body=events.received_body(email),
