@@ -193,8 +193,6 @@ class DeliveryWorker:
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
-        # the (tenant, channel) pairs the last claim left out for their rate limit's backlog
-        self._throttled: list[tuple[str, str]] = []
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
         self._loop_task: asyncio.Task[None] | None = None
@@ -268,21 +266,23 @@ class DeliveryWorker:
         if free <= 0:
             return 0
         daemon = self.registry.snapshot.daemon
-        throttled = [
-            pair for pair, (_, b) in self._buckets.items() if b.backlog() > MAX_RATE_BACKLOG
-        ]
-        self._throttled = throttled
         records = await self.store.claim(
             now=self.clock(),
             limit=min(free, CLAIM_BATCH),
             lease_seconds=daemon.delivery.lease,
-            exclude=throttled,
+            exclude=list(self._throttled()),
         )
         for record in records:
             task = asyncio.create_task(self._deliver_safely(record))
             self._inflight[task] = record
             task.add_done_callback(self._done)
         return len(records)
+
+    def _throttled(self) -> dict[tuple[str, str], float]:
+        """The (tenant, channel) pairs whose rate limit has more than :data:`MAX_RATE_BACKLOG`
+        of sends reserved, each with the seconds until it is back under it."""
+        waits = {pair: b.backlog() - MAX_RATE_BACKLOG for pair, (_, b) in self._buckets.items()}
+        return {pair: wait for pair, wait in waits.items() if wait > 0}
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
@@ -293,15 +293,14 @@ class DeliveryWorker:
         if claimed == 0 and len(self._inflight) < self._concurrency:
             # The throttled channels' messages are due, but claim() leaves them out until their
             # backlog shrinks: counting them would wake the loop at once, over and over.
+            throttled = self._throttled()
             try:
-                due = await self.store.next_due(exclude=self._throttled)
+                due = await self.store.next_due(exclude=list(throttled))
             except StoreError:
                 due = None
             if due is not None:
                 timeout = min(IDLE_WAIT, max(0.0, due - self.clock()))
-            for pair in self._throttled:
-                if (entry := self._buckets.get(pair)) is not None:
-                    timeout = min(timeout, max(0.0, entry[1].backlog() - MAX_RATE_BACKLOG))
+            timeout = min([timeout, *throttled.values()])
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):

@@ -50,8 +50,8 @@ class SecretScrubber:
     the string's positions cost 0.75 µs per character. Building the automaton is the slow part
     (0.12 s for 20,000 secrets), so a new configuration does not rebuild it: :meth:`updated`
     keeps the automaton and looks for the few secrets it lacks with ``str.find``, until they are
-    many. Secrets
-    shorter than four characters are not masked: they would also match ordinary text.
+    many. Secrets shorter than four characters are not masked: they would also match ordinary
+    text.
 
     Each secret is also looked for in the form a JSON string gives it (``"`` and ``\\`` and
     control characters escaped), so that a rendered JSON line can be scrubbed as a whole. Such a

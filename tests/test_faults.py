@@ -110,13 +110,25 @@ async def test_a_slow_provider_within_the_timeout_is_a_success(
     assert message["attempts"][0]["durationMs"] >= 300
 
 
-async def test_a_rate_limited_channel_never_exceeds_its_rate(
-    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
-) -> None:
-    channel = httpjson_channel(fake_gateway.url, rateLimit={"perSecond": 20, "burst": 2})
+def _rate_limited_acme(config_dir: ConfigDir, url: str, *, per_second: float, burst: int) -> None:
+    channel = httpjson_channel(url, rateLimit={"perSecond": per_second, "burst": burst})
     config_dir.write_tenant(
         "acme", {"name": "Acme", "apiKeys": [ACME], "channels": {"sms": channel}}
     )
+
+
+async def _send_many(client: httpx.AsyncClient, n: int) -> None:
+    for i in range(n):
+        r = await client.post(
+            "/messaging/send/sms", json={"to": "+34600111222", "body": f"n{i}"}, headers=auth(ACME)
+        )
+        assert r.status_code == 202, r.text
+
+
+async def test_a_rate_limited_channel_never_exceeds_its_rate(
+    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    _rate_limited_acme(config_dir, fake_gateway.url, per_second=20, burst=2)
     arrivals: list[float] = []
     original = fake_gateway._answer
 
@@ -126,13 +138,7 @@ async def test_a_rate_limited_channel_never_exceeds_its_rate(
 
     fake_gateway.server.handler = timed
     async with app_client_factory() as (client, _):
-        for i in range(22):
-            r = await client.post(
-                "/messaging/send/sms",
-                json={"to": "+34600111222", "body": f"n{i}"},
-                headers=auth(ACME),
-            )
-            assert r.status_code == 202
+        await _send_many(client, 22)
         await eventually(lambda: len(arrivals) >= 22, timeout=15)
     # A token bucket of 20/s with a burst of 2: any n consecutive calls span at least
     # (n - 2) / 20 seconds. The provider never sees a burst it would answer with 429.
@@ -163,19 +169,10 @@ async def test_a_throttled_channel_does_not_keep_the_worker_querying_the_store(
 ) -> None:
     # Its queued messages are due but left out of each claim until the backlog shrinks; the
     # worker must sleep until then rather than claim and look for due messages in a loop.
-    channel = httpjson_channel(fake_gateway.url, rateLimit={"perSecond": 4, "burst": 1})
-    config_dir.write_tenant(
-        "acme", {"name": "Acme", "apiKeys": [ACME], "channels": {"sms": channel}}
-    )
+    _rate_limited_acme(config_dir, fake_gateway.url, per_second=4, burst=1)
     async with app_client_factory() as (client, gateway):
         queries = _count_calls(gateway.store, "claim", "next_due")
-        for i in range(12):
-            r = await client.post(
-                "/messaging/send/sms",
-                json={"to": "+34600111222", "body": f"n{i}"},
-                headers=auth(ACME),
-            )
-            assert r.status_code == 202
+        await _send_many(client, 12)
         # 12 sends at 4/s take about 3 s, most of them with the channel throttled
         await eventually(lambda: len(fake_gateway.sent) >= 12, timeout=15)
     # a few queries per send and wake-up, where the loop made thousands a second
