@@ -47,11 +47,11 @@ from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitChange, CircuitKey
 from pipecored.config.model import AlertsConfig
 from pipecored.config.registry import ConfigSnapshot
-from pipecored.delivery import backoff_delay
 from pipecored.errors import AlertSendError, PipecoreError
 from pipecored.http import outbound_client
 from pipecored.metrics import Metrics
 from pipecored.plugins import get_plugin_manager
+from pipecored.policy import backoff_delay
 
 log = structlog.get_logger("pipecored.alerts")
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -35,6 +34,7 @@ from pipecored.config.model import ChannelConfig, DaemonConfig, RateLimitConfig,
 from pipecored.config.registry import TenantRegistry
 from pipecored.errors import ProviderError, StoreError
 from pipecored.metrics import Metrics
+from pipecored.policy import backoff_delay
 from pipecored.provider import OutboundMessage, Provider, SendContext, SendResult
 from pipecored.ratelimit import TokenBucket
 from pipecored.store import AttemptOutcome, AttemptRecord, MessageRecord, MessageStore
@@ -48,23 +48,6 @@ QUEUE_GAUGE_INTERVAL = 2.0
 # A rate-limited channel with more than this many seconds of sends already reserved is left in
 # the queue by claim(), so that one throttled tenant cannot hold the worker's slots.
 MAX_RATE_BACKLOG = 1.0
-
-
-def backoff_delay(
-    attempt: int,
-    *,
-    initial: float,
-    maximum: float,
-    retry_after: float | None = None,
-    rng: Callable[[float, float], float] = random.uniform,
-) -> float:
-    """Seconds to wait after the ``attempt``-th failure (1-based): full jitter over an exponential
-    ceiling, or the provider's Retry-After when that is longer."""
-    ceiling = min(maximum, initial * 2 ** max(0, attempt - 1))
-    delay = rng(0.0, ceiling)
-    if retry_after is not None and retry_after > delay:
-        delay = retry_after
-    return delay
 
 
 def outbound_message(record: MessageRecord) -> OutboundMessage:

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipecored.delivery import backoff_delay
 from pipecored.gateway import Gateway
+from pipecored.policy import backoff_delay
 from tests.conftest import ConfigDir, auth, eventually, httpjson_channel
 from tests.fakes.httpjson import HttpJsonGateway
 

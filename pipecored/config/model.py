@@ -160,6 +160,9 @@ class DaemonConfig(Model):
     delivery: DeliveryConfig = DeliveryConfig()
     alerts: AlertsConfig = AlertsConfig()
     logging: LoggingConfig = LoggingConfig()
+    # Each plugin's own settings, by the name it registers under (a provider's or an alert
+    # receiver's ``name``); the plugin validates them itself.
+    plugins: dict[str, dict[str, Any]] = {}
 
 
 # Keys whose change needs a restart: the listening socket and the database.
