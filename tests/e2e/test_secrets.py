@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -121,3 +124,89 @@ def test_secrets_never_appear_in_any_output(
     # The file written by the API holds the new token, readable only by its owner.
     path = config_dir.path / "tenants" / "acme.yaml"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+LEAKY_TOKEN = "leaky-token-s3cr3t-9f8e7d6c5b4a"
+
+# A third party's provider that puts its credential in its error text, unscrubbed: the daemon's
+# own scrubbing is all that stands between the token and the attempt, the API and the logs.
+LEAKY_PLUGIN = """
+from pipecored import CredentialField, Provider, ProviderError, hookimpl
+
+
+class LeakyProvider(Provider):
+    name = "leaky"
+    channels = frozenset({"sms"})
+    credentials = (CredentialField("token", secret=True, description="the gateway's token"),)
+
+    async def send(self, message, ctx):
+        token = ctx.credentials["token"]
+        raise ProviderError(
+            f"gateway refused Authorization: Bearer {token} (token {token!r} is revoked)",
+            retryable=False,
+            provider=self.name,
+            code="auth_refused",
+            http_status=401,
+        )
+
+
+@hookimpl
+def register_providers(register):
+    register(LeakyProvider())
+"""
+
+
+def _install_leaky_plugin(site: Path) -> None:
+    """What ``pip install`` leaves for pipecored to find: a module and its entry point."""
+    site.mkdir()
+    (site / "pipecored_leaky.py").write_text(LEAKY_PLUGIN, encoding="utf-8")
+    dist = site / "pipecored_leaky-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: pipecored-leaky\nVersion: 1.0\n", encoding="utf-8"
+    )
+    (dist / "entry_points.txt").write_text(
+        "[pipecored]\nleaky = pipecored_leaky\n", encoding="utf-8"
+    )
+
+
+def test_a_plugin_that_echoes_its_token_in_an_error_leaks_nothing(
+    config_dir: ConfigDir, daemon_factory: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    site = tmp_path / "leaky-site"
+    _install_leaky_plugin(site)
+    config_dir.write_tenant(
+        "acme",
+        {
+            "name": "Acme",
+            "apiKeys": [ACME],
+            "channels": {"sms": {"provider": "leaky", "credentials": {"token": LEAKY_TOKEN}}},
+        },
+    )
+    daemon = daemon_factory(config_dir.path)
+    daemon.env["PYTHONPATH"] = os.pathsep.join([str(site), daemon.env["PYTHONPATH"]])
+    daemon.start()
+    outputs: list[str] = []
+    with daemon.client(ACME) as client:
+        sent = client.post("/messaging/send/sms", json={"to": "+34600111222", "body": "hola"})
+        assert sent.status_code == 202, sent.text
+        message_id = sent.json()["id"]
+        message = wait_until(
+            lambda: (
+                (m := client.get(f"/messaging/messages/{message_id}").json())["status"] == "failed"
+                and m
+            )
+        )
+        # the plugin's error is recorded, with the token masked where it stood
+        assert message["errorCode"] == "auth_refused"
+        assert "gateway refused Authorization: Bearer ****" in message["errorMessage"]
+        (attempt,) = message["attempts"]
+        assert attempt["errorMessage"] == message["errorMessage"]
+        outputs.append(json.dumps(message, ensure_ascii=False))
+        outputs.append(client.get("/messaging/logs/acme").text)
+        outputs.append(client.get("/metrics").text)
+    assert daemon.stop() == 0
+    outputs.append(daemon.output())
+    everything = "\n".join(outputs)
+    assert LEAKY_TOKEN not in everything
+    assert "Bearer ****" in everything  # the error text did reach the outputs checked
