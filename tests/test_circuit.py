@@ -196,3 +196,80 @@ async def test_a_route_removed_from_the_config_is_no_longer_reported_down(
             'pipecore_provider_up{channel="sms",provider="httpjson",tenant="acme"}' not in metrics
         )
         assert gateway.worker.circuits.state(("acme", "sms", "httpjson")) == "closed"
+
+
+async def test_a_permanent_error_resets_the_count_toward_opening(
+    config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    # docs/delivery.md: a permanent error (a bad number) proves the provider answers, so it
+    # resets the consecutive count. Two retryable failures, a permanent one, two more: the count
+    # never reaches three, the circuit stays closed and the next message goes to the provider.
+    primary = httpjson_channel(fake_gateway.url)
+    primary["fallbacks"] = [{"provider": "console"}]
+    config_dir.write_tenant(
+        "acme", {"name": "Acme", "apiKeys": ["acme-key-0123456789"], "channels": {"sms": primary}}
+    )
+    delivery = {"maxAttempts": 1, "circuit": {"failureThreshold": 3, "cooldown": "60s"}}
+    answers = [503, 503, 400, 503, 503]
+    async with app_client_factory(delivery=delivery) as (client, gateway):
+        outcomes = []
+        for status in answers:
+            fake_gateway.fail_next(status)
+            message = await _send_and_settle(client)
+            outcomes.append((message["status"], message["provider"], message["errorCode"]))
+        assert outcomes == [
+            ("delivered", "console", None),  # failed over after the 503
+            ("delivered", "console", None),
+            ("failed", "httpjson", "http_400"),  # permanent: failed at once, no failover
+            ("delivered", "console", None),
+            ("delivered", "console", None),
+        ]
+        assert gateway.worker.circuits.state(("acme", "sms", "httpjson")) == "closed"
+        up = 'pipecore_provider_up{channel="sms",provider="httpjson",tenant="acme"}'
+        assert f"{up} 0.0" not in (await client.get("/metrics")).text
+
+        message = await _send_and_settle(client)
+        assert (message["status"], message["provider"]) == ("sent", "httpjson")
+        assert len(fake_gateway.server.requests) == len(answers) + 1
+        assert f"{up} 1.0" in (await client.get("/metrics")).text
+
+
+async def test_permanent_errors_beyond_the_threshold_never_open_the_circuit(
+    fake_gateway: HttpJsonGateway, app_client_factory: Any
+) -> None:
+    delivery = {"maxAttempts": 1, "circuit": {"failureThreshold": 2, "cooldown": "60s"}}
+    async with app_client_factory(delivery=delivery) as (client, gateway):
+        fake_gateway.fail_next(400, times=5)
+        for _ in range(5):
+            message = await _send_and_settle(client)
+            assert (message["status"], message["errorCode"]) == ("failed", "http_400")
+        assert gateway.worker.circuits.state(("acme", "sms", "httpjson")) == "closed"
+        message = await _send_and_settle(client)
+        assert (message["status"], message["provider"]) == ("sent", "httpjson")
+        assert [a["provider"] for a in message["attempts"]] == ["httpjson"]
+        assert len(fake_gateway.server.requests) == 6
+        metrics = (await client.get("/metrics")).text
+        assert (
+            'pipecore_provider_up{channel="sms",provider="httpjson",tenant="acme"} 1.0' in metrics
+        )
+
+
+async def _send_and_settle(client: Any) -> dict[str, Any]:
+    r = await client.post(
+        "/messaging/send/sms",
+        json={"to": "+34600111222", "body": "hola"},
+        headers=auth("acme-key-0123456789"),
+    )
+    assert r.status_code == 202, r.text
+    message_id = r.json()["id"]
+
+    async def settled() -> dict[str, Any] | None:
+        m: dict[str, Any] = (
+            await client.get(
+                f"/messaging/messages/{message_id}", headers=auth("acme-key-0123456789")
+            )
+        ).json()
+        return m if m["status"] in ("sent", "delivered", "failed") else None
+
+    result: dict[str, Any] = await eventually(settled)
+    return result
