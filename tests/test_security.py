@@ -116,6 +116,34 @@ async def test_a_tenant_over_its_api_rate_limit_gets_429_with_retry_after(
         ).status_code == 200
 
 
+@pytest.mark.parametrize(("per_second", "wait"), [(0.1, 10), (0.25, 4)])
+async def test_retry_after_on_the_api_429_is_the_real_wait_in_whole_seconds(
+    config_dir: ConfigDir,
+    fake_gateway: HttpJsonGateway,
+    app_client_factory: Any,
+    per_second: float,
+    wait: int,
+) -> None:
+    config_dir.write_tenant(
+        "acme",
+        {
+            "name": "Acme",
+            "apiKeys": [ACME],
+            "rateLimit": {"perSecond": per_second, "burst": 1},
+            "channels": {"sms": httpjson_channel(fake_gateway.url)},
+        },
+    )
+    async with app_client_factory() as (client, _):
+        assert (await client.get("/messaging/stats/acme", headers=auth(ACME))).status_code == 200
+        limited = await client.get("/messaging/stats/acme", headers=auth(ACME))
+        assert limited.status_code == 429, limited.text
+        # RFC 9110 section 10.2.3: delay-seconds, a non-negative integer. The bucket refills one
+        # token every 1/perSecond seconds, less the moment between the two requests.
+        value = limited.headers["Retry-After"]
+        assert value.isdigit(), value
+        assert wait - 1 <= int(value) <= wait, value
+
+
 async def test_unsigned_callbacks_are_accepted_only_where_verification_was_turned_off(
     config_dir: ConfigDir,
     fake_gateway: HttpJsonGateway,
