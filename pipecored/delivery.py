@@ -1,44 +1,49 @@
-"""Delivery: claim due messages from the store, call providers, record what happened.
+"""Delivery: the dispatch loop. Claim due messages from the store, call providers, record what
+happened.
 
 The queue lives in the store, not in memory: a claimed message carries a lease, and a retry is a
 ``not_before`` time, so a crash or a restart loses neither messages nor the schedule. One
-:class:`DeliveryWorker` per daemon runs a dispatch loop that keeps up to ``delivery.concurrency``
-provider calls in flight.
+:class:`DeliveryWorker` per daemon keeps up to ``delivery.concurrency`` provider calls in flight.
 
-A channel's routes are its provider followed by its fallbacks. A message retries retryable errors
-on its current route up to ``maxAttempts`` times (exponential backoff, full jitter, the provider's
-Retry-After when larger), then moves to the next route; an error that says the provider cannot
-serve now (revoked credentials) moves on at once; a permanent error fails the message.
-
-Each (tenant, channel, provider) has a circuit breaker (``pipecored.circuit``): while it is open
-no call goes to that provider; messages move to the next route, or wait for the trial call.
-A channel's ``rateLimit`` paces its calls with a token bucket instead of collecting 429s.
+The decisions are made elsewhere, as pure functions: which route a message takes
+(:mod:`pipecored.routing`, around open circuits) and what a failure means
+(:mod:`pipecored.policy`: retry, next route, fail). This module applies them: circuit breakers
+(:mod:`pipecored.circuit`) per (tenant, channel, provider), a channel's ``rateLimit`` as a token
+bucket, metrics and log lines, and the store writes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
-from typing import Any
-from urllib.parse import urlencode
+from dataclasses import replace
 
 import httpx
 import structlog
 
 from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitBreakers, CircuitChange, CircuitKey
-from pipecored.config.model import ChannelConfig, DaemonConfig, RateLimitConfig, RouteConfig
+from pipecored.config.model import ChannelConfig, RateLimitConfig, RouteConfig
 from pipecored.config.registry import TenantRegistry
-from pipecored.errors import ProviderError, StoreError
+from pipecored.errors import StoreError
+from pipecored.message import from_record
 from pipecored.metrics import Metrics
-from pipecored.policy import backoff_delay
-from pipecored.provider import OutboundMessage, Provider, SendContext, SendResult
+from pipecored.policy import (
+    Failure,
+    RetrySettings,
+    after_failure,
+    classify,
+    counts_against_circuit,
+    expired,
+)
+from pipecored.provider import Provider, SendResult
+from pipecored.provider_context import send_context
 from pipecored.ratelimit import TokenBucket
+from pipecored.routing import Wait, choose_route
 from pipecored.store import AttemptOutcome, AttemptRecord, MessageRecord, MessageStore
-from pipecored.store.base import AttemptOutcomeName
 
 log = structlog.get_logger("pipecored.delivery")
 
@@ -48,114 +53,6 @@ QUEUE_GAUGE_INTERVAL = 2.0
 # A rate-limited channel with more than this many seconds of sends already reserved is left in
 # the queue by claim(), so that one throttled tenant cannot hold the worker's slots.
 MAX_RATE_BACKLOG = 1.0
-
-
-def outbound_message(record: MessageRecord) -> OutboundMessage:
-    return outbound_from_payload(record.id, record.tenant_id, record.channel, record.payload)
-
-
-def outbound_from_payload(
-    message_id: str, tenant_id: str, channel: str, p: Mapping[str, Any]
-) -> OutboundMessage:
-    return OutboundMessage(
-        id=message_id,
-        tenant_id=tenant_id,
-        channel=channel,
-        to=tuple(p.get("to", ())),
-        body=p.get("body"),
-        subject=p.get("subject"),
-        html=p.get("html"),
-        text=p.get("text"),
-        sender=p.get("sender"),
-        reply_to=tuple(p.get("reply_to", ())),
-        cc=tuple(p.get("cc", ())),
-        bcc=tuple(p.get("bcc", ())),
-        headers=dict(p.get("headers", {})),
-        tags=dict(p.get("tags", {})),
-    )
-
-
-def webhook_url(public_url: str | None, tenant_id: str, channel: str, provider: str) -> str | None:
-    if not public_url:
-        return None
-    query = urlencode({"tenant_id": tenant_id, "provider": provider})
-    return f"{public_url}/messaging/webhook/{channel}?{query}"
-
-
-def send_context(
-    daemon: DaemonConfig,
-    provider: Provider,
-    tenant_id: str,
-    channel: str,
-    route: RouteConfig,
-    http: httpx.AsyncClient,
-) -> SendContext:
-    return SendContext(
-        tenant_id=tenant_id,
-        channel=channel,
-        credentials=route.credentials,
-        base_url=route_base_url(daemon, provider, route),
-        http=http,
-        timeout=daemon.delivery.timeout,
-        status_callback_url=webhook_url(
-            daemon.server.public_url, tenant_id, channel, provider.name
-        ),
-        settings=provider_settings(daemon, provider),
-    )
-
-
-def provider_settings(daemon: DaemonConfig, provider: Provider) -> dict[str, str]:
-    """The provider's default settings overlaid with the daemon file's ``providers:`` entry."""
-    defaults = daemon.providers.get(provider.name)
-    return {**provider.default_settings, **(defaults.settings() if defaults else {})}
-
-
-def route_base_url(daemon: DaemonConfig, provider: Provider, route: RouteConfig) -> str:
-    """The route's own base URL, else the daemon file's for the provider, else the plugin's."""
-    defaults = daemon.providers.get(provider.name)
-    base_url = (
-        route.base_url or (defaults.base_url if defaults else None) or provider.default_base_url
-    )
-    return base_url.rstrip("/")
-
-
-@dataclass(frozen=True, slots=True)
-class _Failure:
-    outcome: AttemptOutcomeName
-    code: str
-    message: str
-    http_status: int | None
-    retry_after: float | None
-    unavailable: bool
-
-    @property
-    def retryable(self) -> bool:
-        return self.outcome != "permanent_error"
-
-
-def classify(exc: BaseException) -> _Failure:
-    if isinstance(exc, ProviderError):
-        outcome: AttemptOutcomeName = "permanent_error"
-        if exc.code == "timeout":
-            outcome = "timeout"
-        elif exc.retryable:
-            outcome = "retryable_error"
-        return _Failure(
-            outcome,
-            exc.code or ("provider_error" if exc.retryable else "rejected"),
-            exc.message,
-            exc.http_status,
-            exc.retry_after,
-            exc.unavailable,
-        )
-    if isinstance(exc, httpx.TimeoutException | asyncio.TimeoutError):
-        return _Failure("timeout", "timeout", "provider call timed out", None, None, False)
-    if isinstance(exc, httpx.TransportError):
-        return _Failure(
-            "retryable_error", "connection_error", type(exc).__name__, None, None, False
-        )
-    # A plugin bug must not lose the message: retry, bounded by maxAttempts and maxAge.
-    return _Failure("retryable_error", "plugin_error", type(exc).__name__, None, None, False)
 
 
 class DeliveryWorker:
@@ -314,8 +211,7 @@ class DeliveryWorker:
     async def deliver(self, record: MessageRecord) -> None:
         snapshot = self.registry.snapshot
         daemon = snapshot.daemon
-        policy = daemon.delivery
-        now = self.clock()
+        settings = daemon.delivery
         assert record.lease_token is not None
         unchanged = AttemptOutcome(
             message_id=record.id,
@@ -326,106 +222,73 @@ class DeliveryWorker:
             route_index=record.route_index,
             route_attempts=record.route_attempts,
         )
-
-        if now - record.created_at > policy.max_age:
+        if expired(created_at=record.created_at, now=self.clock(), max_age=settings.max_age):
             await self._finish(
                 record,
                 replace(
                     unchanged,
                     status="failed",
                     error_code="expired",
-                    error_message=f"not delivered within maxAge ({policy.max_age:g} s)",
+                    error_message=f"not delivered within maxAge ({settings.max_age:g} s)",
                 ),
             )
             return
 
         tenant = snapshot.tenant(record.tenant_id)
-        channel = tenant.channels.get(record.channel) if tenant else None  # type: ignore[call-overload]
-        provider = None
-        if channel is not None and channel.is_active:
-            index = min(record.route_index, len(channel.routes) - 1)
-            route = channel.routes[index]
-            provider = self.providers.get(route.provider)
-        if channel is None or provider is None or not channel.is_active:
+        channel = tenant.channels.get(record.channel) if tenant else None
+        if channel is None or not channel.is_active:
             await self._wait_for_config(record, unchanged)
             return
-
-        route_attempts = record.route_attempts
-        key: CircuitKey = (record.tenant_id, record.channel, route.provider)
-        while not self.circuits.allow(
-            key, cooldown=policy.circuit.cooldown, trial_timeout=policy.timeout * 2
-        ):
-            if index + 1 >= len(channel.routes):
-                # No fallback left: wait for the circuit's trial call rather than hammer it.
-                await self._finish(
-                    record,
-                    replace(
-                        unchanged,
-                        route_index=index,
-                        route_attempts=route_attempts,
-                        error_code="circuit_open",
-                        error_message=f"provider {route.provider} is failing; waiting for it",
-                        not_before=self.circuits.retry_at(key, policy.circuit.cooldown),
-                    ),
+        choice = choose_route(
+            channel.route_providers,
+            record.route_index,
+            allows=lambda provider: self.circuits.allow(
+                (record.tenant_id, record.channel, provider),
+                cooldown=settings.circuit.cooldown,
+                trial_timeout=settings.timeout * 2,
+            ),
+        )
+        if isinstance(choice, Wait):
+            # Every route's circuit is open: wait for the first trial call, without an attempt.
+            retry_at = min(
+                self.circuits.retry_at(
+                    (record.tenant_id, record.channel, p), settings.circuit.cooldown
                 )
-                return
-            self._count_failover(
-                record, route.provider, channel.routes[index + 1].provider, "circuit_open"
+                for p in channel.route_providers
             )
-            index += 1
-            route_attempts = 0
-            route = channel.routes[index]
-            key = (record.tenant_id, record.channel, route.provider)
-            provider = self.providers.get(route.provider)
-            if provider is None:
-                await self._wait_for_config(record, unchanged)
-                return
+            await self._finish(
+                record,
+                replace(
+                    unchanged,
+                    error_code="circuit_open",
+                    error_message="every provider of this channel is failing; waiting for one",
+                    not_before=retry_at,
+                ),
+            )
+            return
+        index = choice.index
+        path = [*choice.skipped, index]
+        for before, after in itertools.pairwise(path):
+            self._count_failover(
+                record, channel.routes[before].provider, channel.routes[after].provider,
+                "circuit_open",
+            )  # fmt: skip
+        route = channel.routes[index]
+        provider = self.providers.get(route.provider)
+        if provider is None:
+            await self._wait_for_config(record, unchanged)
+            return
+        route_attempts = record.route_attempts if index == record.route_index else 0
+        key: CircuitKey = (record.tenant_id, record.channel, route.provider)
 
         await self._pace(record.tenant_id, record.channel, channel)
-        message = outbound_message(record)
-        ctx = send_context(daemon, provider, record.tenant_id, record.channel, route, self.http)
         started = self.clock()
         t0 = time.perf_counter()
-        try:
-            # The plugin is given the timeout; this bound catches a plugin that ignores it.
-            result: SendResult | _Failure
-            async with asyncio.timeout(policy.timeout + 1.0):
-                result = await provider.send(message, ctx)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            result = classify(exc)
-            if result.code == "plugin_error":
-                log.exception("delivery.plugin_error", provider=provider.name, message_id=record.id)
-            # Whatever a plugin put in its message, no credential of this route is recorded.
-            secrets = [v for k, v in route.credentials.items() if k in provider.secret_names()]
-            result = replace(result, message=scrub_secrets(result.message, secrets))
-        duration = time.perf_counter() - t0
-
-        attempt = AttemptRecord(
-            provider=provider.name,
-            started_at=started,
-            outcome="success" if isinstance(result, SendResult) else result.outcome,
-            http_status=result.http_status,
-            error_code=None if isinstance(result, SendResult) else result.code,
-            error_message=None if isinstance(result, SendResult) else result.message,
-            duration_ms=round(duration * 1000, 3),
+        result = await self._call(record, provider, route)
+        attempt = self._attempt(
+            record, provider.name, result, started=started, duration=time.perf_counter() - t0
         )
-        self.metrics.provider_duration.labels(record.channel, provider.name).observe(duration)
-        self.metrics.provider_requests.labels(
-            record.tenant_id, record.channel, provider.name, attempt.outcome
-        ).inc()
-        log.info(
-            "delivery.attempt",
-            tenant=record.tenant_id,
-            channel=record.channel,
-            provider=provider.name,
-            message_id=record.id,
-            outcome=attempt.outcome,
-            error_code=attempt.error_code,
-            duration_ms=attempt.duration_ms,
-        )
-        self._record_health(key, result, policy.circuit.failure_threshold)
+        self._record_health(key, result, settings.circuit.failure_threshold)
         attempted = replace(
             unchanged,
             attempt=attempt,
@@ -444,35 +307,100 @@ class DeliveryWorker:
             outcome = self._after_failure(record, channel, attempted, result)
         await self._finish(record, outcome)
 
+    async def _call(
+        self, record: MessageRecord, provider: Provider, route: RouteConfig
+    ) -> SendResult | Failure:
+        """One provider call, bounded; whatever a plugin put in its error, no credential of this
+        route is recorded."""
+        daemon = self.registry.snapshot.daemon
+        ctx = send_context(daemon, provider, record.tenant_id, record.channel, route, self.http)
+        try:
+            # The plugin is given the timeout; this bound catches a plugin that ignores it.
+            async with asyncio.timeout(daemon.delivery.timeout + 1.0):
+                return await provider.send(from_record(record), ctx)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failure = classify(exc)
+            if failure.code == "plugin_error":
+                log.exception("delivery.plugin_error", provider=provider.name, message_id=record.id)
+            secrets = [v for k, v in route.credentials.items() if k in provider.secret_names()]
+            return replace(failure, message=scrub_secrets(failure.message, secrets))
+
+    def _attempt(
+        self,
+        record: MessageRecord,
+        provider: str,
+        result: SendResult | Failure,
+        *,
+        started: float,
+        duration: float,
+    ) -> AttemptRecord:
+        """The attempt as stored, counted and logged."""
+        failure = result if isinstance(result, Failure) else None
+        attempt = AttemptRecord(
+            provider=provider,
+            started_at=started,
+            outcome=failure.outcome if failure else "success",
+            http_status=result.http_status,
+            error_code=failure.code if failure else None,
+            error_message=failure.message if failure else None,
+            duration_ms=round(duration * 1000, 3),
+        )
+        self.metrics.provider_duration.labels(record.channel, provider).observe(duration)
+        self.metrics.provider_requests.labels(
+            record.tenant_id, record.channel, provider, attempt.outcome
+        ).inc()
+        log.info(
+            "delivery.attempt",
+            tenant=record.tenant_id,
+            channel=record.channel,
+            provider=provider,
+            message_id=record.id,
+            outcome=attempt.outcome,
+            error_code=attempt.error_code,
+            error=attempt.error_message,
+            duration_ms=attempt.duration_ms,
+        )
+        return attempt
+
     def _after_failure(
         self,
         record: MessageRecord,
         channel: ChannelConfig,
         attempted: AttemptOutcome,
-        failure: _Failure,
+        failure: Failure,
     ) -> AttemptOutcome:
-        policy = self.registry.snapshot.daemon.delivery
-        now = self.clock()
+        settings = self.registry.snapshot.daemon.delivery
+        decision = after_failure(
+            failure,
+            route_index=attempted.route_index,
+            route_attempts=attempted.route_attempts,
+            route_count=len(channel.routes),
+            attempt_number=record.attempt_count + 1,
+            settings=RetrySettings(
+                max_attempts=settings.max_attempts,
+                backoff_initial=settings.retry_backoff.initial,
+                backoff_max=settings.retry_backoff.max,
+            ),
+        )
         failed = replace(attempted, error_code=failure.code, error_message=failure.message)
-        index = attempted.route_index
-        has_next = index + 1 < len(channel.routes)
-        exhausted = attempted.route_attempts >= policy.max_attempts
-        if has_next and (failure.unavailable or (failure.retryable and exhausted)):
+        if decision.action == "fail":
+            return replace(failed, status="failed")
+        if decision.route_index != attempted.route_index:
             self._count_failover(
-                record, attempted.provider or "", channel.routes[index + 1].provider, failure.code
+                record,
+                attempted.provider or "",
+                channel.routes[decision.route_index].provider,
+                failure.code,
             )
-            return replace(
-                failed, status="queued", route_index=index + 1, route_attempts=0, not_before=now
-            )
-        if failure.retryable and not failure.unavailable and not exhausted:
-            delay = backoff_delay(
-                attempted.route_attempts,
-                initial=policy.retry_backoff.initial,
-                maximum=policy.retry_backoff.max,
-                retry_after=failure.retry_after,
-            )
-            return replace(failed, status="queued", not_before=now + delay)
-        return replace(failed, status="failed")
+        return replace(
+            failed,
+            status="queued",
+            route_index=decision.route_index,
+            route_attempts=decision.route_attempts,
+            not_before=self.clock() + decision.delay,
+        )
 
     async def _wait_for_config(self, record: MessageRecord, unchanged: AttemptOutcome) -> None:
         """The tenant or channel went away, was paused, or names a provider no longer loaded
@@ -507,18 +435,16 @@ class DeliveryWorker:
 
     # -- circuits and pacing -------------------------------------------------------------------
 
-    def _record_health(
-        self, key: CircuitKey, result: SendResult | _Failure, threshold: int
-    ) -> None:
-        if isinstance(result, SendResult) or not (result.retryable or result.unavailable):
-            # The provider answered; a message it refuses says nothing about its health.
-            self.circuits.success(key)
-            if self.circuits.state(key) == "closed":
-                self.metrics.provider_up.labels(*key).set(1)
-        else:
+    def _record_health(self, key: CircuitKey, result: SendResult | Failure, threshold: int) -> None:
+        if isinstance(result, Failure) and counts_against_circuit(result):
             self.circuits.failure(
                 key, threshold=threshold, reason=f"{result.code}: {result.message}"
             )
+            return
+        # The provider answered; a message it refuses says nothing about its health.
+        self.circuits.success(key)
+        if self.circuits.state(key) == "closed":
+            self.metrics.provider_up.labels(*key).set(1)
 
     def _circuit_changed(self, change: CircuitChange) -> None:
         up = 1 if change.state == "closed" else 0
@@ -554,8 +480,8 @@ class DeliveryWorker:
             tenant = snapshot.tenant(tenant_id)
             if tenant is None:
                 return tenant_id in snapshot.tenants  # never valid: nothing to judge by yet
-            settings = tenant.channels.get(channel)  # type: ignore[call-overload]
-            return settings is not None and any(r.provider == provider for r in settings.routes)
+            settings = tenant.channels.get(channel)
+            return settings is not None and settings.serves_through(provider)
 
         for key in self.circuits.tracked():
             if not configured(*key):

@@ -91,16 +91,22 @@ async def test_a_permanent_error_fails_at_once_with_the_providers_code(
     assert len(fake_gateway.server.requests) == 1
 
 
-async def test_retries_stop_at_max_attempts(
+async def test_max_attempts_does_not_fail_a_message_that_meets_only_retryable_errors(
     config_dir: ConfigDir, fake_gateway: HttpJsonGateway, app_client_factory: Any
 ) -> None:
-    settings = {"maxAttempts": 3}
+    # maxAttempts is per route: past it, with no fallback, the message starts the route again
+    # (backoff still growing) instead of failing; only maxAge fails it.
+    settings = {
+        "maxAttempts": 3,
+        "retryBackoff": {"initial": "10ms", "max": "50ms"},
+        "circuit": {"failureThreshold": 100},  # the circuit's own wait is another test's
+    }
     async with app_client_factory(delivery=settings) as (client, _):
-        fake_gateway.fail_next(503, times=10)
+        fake_gateway.fail_next(503, times=7)
         message = await _final(client, await _send(client))
-    assert message["status"] == "failed"
-    assert message["attemptCount"] == 3
-    assert message["errorCode"] == "http_503"
+    assert message["status"] == "sent"
+    assert message["attemptCount"] == 8
+    assert [a["outcome"] for a in message["attempts"]] == ["retryable_error"] * 7 + ["success"]
 
 
 async def test_failover_to_the_fallback_after_the_provider_exhausts_its_attempts(

@@ -17,14 +17,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipecored.api.context import LOG_FIELDS
 from pipecored.api.health import healthz, metrics, readyz
-from pipecored.api.logs import get_logs, get_stats
+from pipecored.api.message_log import get_logs, get_stats
 from pipecored.api.messages import get_message, retry_message
 from pipecored.api.openapi import openapi_json
 from pipecored.api.responses import JSONResponse
 from pipecored.api.send import send
 from pipecored.api.tenant_config import get_config, set_provider
 from pipecored.api.webhooks import webhook
-from pipecored.errors import ApiError
+from pipecored.errors import ApiError, ServiceUnavailable, StoreError, WebhookError
 from pipecored.gateway import Gateway
 
 log = structlog.get_logger("pipecored.api")
@@ -57,6 +57,26 @@ async def _api_error(request: Request, exc: Exception) -> Response:
     field = getattr(exc, "field", None)
     extra = {"field": field} if field else {}
     return error_response(exc.status, exc.code, exc.message, exc.headers, **extra)
+
+
+async def _store_error(request: Request, exc: Exception) -> Response:
+    """The one place a store failure becomes an answer: 503, and nothing was changed, so the
+    client (or the provider, for a callback) can send the same request again."""
+    log.error("api.store_unavailable", path=request.url.path, error=str(exc))
+    unavailable = ServiceUnavailable(
+        "the message store is unavailable; nothing was stored or changed, try again",
+        code="store_unavailable",
+    )
+    return await _api_error(request, unavailable)
+
+
+async def _webhook_error(request: Request, exc: Exception) -> Response:
+    """A provider callback refused by its plugin; the reason is logged, not told to the caller
+    when the signature is what failed."""
+    assert isinstance(exc, WebhookError)
+    if exc.result == "bad_signature":
+        return error_response(exc.status, "bad_signature", "the signature does not verify")
+    return error_response(exc.status, "invalid_webhook", str(exc) or "invalid_webhook")
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -125,6 +145,8 @@ def create_app(gateway: Gateway) -> Starlette:
         routes=ROUTES,
         exception_handlers={
             ApiError: _api_error,
+            StoreError: _store_error,
+            WebhookError: _webhook_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },

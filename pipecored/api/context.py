@@ -1,4 +1,4 @@
-"""What every route needs: the gateway, the configuration snapshot, the caller."""
+"""What every authenticated route starts with: the caller, and the service to ask."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
-from pipecored.api.auth import Principal, authenticate, require_tenant
-from pipecored.config.model import TenantConfig
-from pipecored.config.registry import ConfigSnapshot, TenantEntry
-from pipecored.errors import Conflict, NotFound, RateLimited
+from pipecored.access import Principal
+from pipecored.api.auth import authenticate
+from pipecored.errors import RateLimited
 from pipecored.gateway import Gateway
+from pipecored.service import Service
 
 # The ASGI scope key of the dict whose items RequestLog adds to the request's log line.
 LOG_FIELDS = "pipecored.log_fields"
@@ -28,33 +28,20 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
+def service_of(request: Request) -> Service:
+    return gateway_of(request).service
+
+
 @dataclass(frozen=True, slots=True)
-class Call:
-    """One authenticated request, with the configuration as it was when the request began."""
+class Caller:
+    """An authenticated request: who it acts as, and the service it calls."""
 
-    gateway: Gateway
-    snapshot: ConfigSnapshot
     principal: Principal
-
-    def tenant_entry(self, tenant_id: str) -> TenantEntry:
-        """The tenant as this caller may see it: 403 for another tenant's key, 404 if unknown."""
-        require_tenant(self.principal, tenant_id)
-        entry = self.snapshot.tenants.get(tenant_id)
-        if entry is None:
-            raise NotFound(f"unknown tenant {tenant_id!r}", code="tenant_not_found")
-        return entry
-
-    def tenant(self, tenant_id: str) -> TenantConfig:
-        entry = self.tenant_entry(tenant_id)
-        if entry.config is None:
-            raise Conflict(
-                f"tenant {tenant_id!r} has no valid configuration",
-                code="tenant_config_invalid",
-            )
-        return entry.config
+    service: Service
 
 
-def begin(request: Request) -> Call:
+def authenticated(request: Request) -> Caller:
+    """Authenticate the request's key and apply its tenant's API rate limit (429)."""
     gateway = gateway_of(request)
     snapshot = gateway.registry.snapshot
     principal = authenticate(request, snapshot)
@@ -67,4 +54,4 @@ def begin(request: Request) -> Call:
                     f"over this tenant's limit of {tenant.rate_limit.per_second:g} requests/s",
                     retry_after=wait,
                 )
-    return Call(gateway, snapshot, principal)
+    return Caller(principal, gateway.service)

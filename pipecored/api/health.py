@@ -6,9 +6,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pipecored.api.context import gateway_of
+from pipecored.api.context import gateway_of, service_of
 from pipecored.api.responses import JSONResponse
-from pipecored.errors import StoreError
 
 
 async def healthz(request: Request) -> JSONResponse:
@@ -16,15 +15,9 @@ async def healthz(request: Request) -> JSONResponse:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    gateway = gateway_of(request)
-    checks = {"config": gateway.registry.loaded, "store": True}
-    try:
-        await gateway.store.ping()
-    except (StoreError, AssertionError):
-        checks["store"] = False
-    ready = all(checks.values()) and gateway.accepting
+    ready, checks = await service_of(request).readiness()
     return JSONResponse(
-        {"status": "ready" if ready else "not_ready", "checks": checks},
+        {"status": "ready" if ready else "not_ready", "checks": dict(checks)},
         status_code=200 if ready else 503,
     )
 

@@ -6,31 +6,35 @@ here once.
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 from starlette.requests import Request
 
 from pipecored import __version__
-from pipecored.api.bodies import ConfigProviderBody, EmailSend, SmsSend, WhatsappSend
+from pipecored.api.context import gateway_of
 from pipecored.api.responses import JSONResponse
-from pipecored.provider import CHANNELS
+from pipecored.channels import STANDARD_CHANNELS, ChannelSet
+from pipecored.config.model import TENANT_ID_PATTERN
+from pipecored.send_body import body_schema
+from pipecored.service import ProviderSwitch
+from pipecored.store.base import ATTEMPT_OUTCOMES, DIRECTIONS, MESSAGE_STATUSES
 
 REF = "#/components/schemas/{model}"
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
 _TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 
-_STATUSES = ["queued", "sending", "sent", "delivered", "read", "failed", "received"]
+_STATUSES = list(MESSAGE_STATUSES)
+_DIRECTIONS = list(DIRECTIONS)
 
 
 def _tenant_id_properties() -> dict[str, Any]:
-    tenant = {"type": "string", "pattern": "^[a-z0-9_-]{1,64}$"}
+    # the document's patterns are ECMA-262: \Z (end of text, not before a newline) is $ there
+    tenant = {"type": "string", "pattern": TENANT_ID_PATTERN.pattern.replace("\\Z", "$")}
     return {"tenant_id": tenant, "tenantId": tenant}
 
 
-def _body_schema(model: Any, *, tenant_required: bool = False) -> dict[str, Any]:
-    schema: dict[str, Any] = model.model_json_schema(by_alias=True, ref_template=REF)
+def _with_tenant_id(schema: dict[str, Any], *, tenant_required: bool = False) -> dict[str, Any]:
     schema.pop("title", None)
     schema["properties"] = {**schema["properties"], **_tenant_id_properties()}
     if tenant_required:
@@ -60,12 +64,17 @@ _PATH_TENANT = {
     "schema": {"type": "string"},
 }
 _PATH_MESSAGE = {"name": "message_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_PATH_CHANNEL = {
-    "name": "channel",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "enum": list(CHANNELS)},
-}
+
+
+def _path_channel(channels: list[str]) -> dict[str, Any]:
+    return {
+        "name": "channel",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": channels},
+    }
+
+
 _BODY_ERRORS = {
     "400": _error("The body is not valid JSON"),
     "413": _error("The body is over the size limit"),
@@ -78,7 +87,8 @@ def _ref(model: str) -> dict[str, str]:
     return {"$ref": REF.format(model=model)}
 
 
-def _schemas() -> dict[str, Any]:
+def _schemas(channels: ChannelSet) -> dict[str, Any]:
+    names = list(channels.names)
     attempt = {
         "type": "object",
         "required": ["provider", "startedAt", "outcome"],
@@ -87,7 +97,7 @@ def _schemas() -> dict[str, Any]:
             "startedAt": _TIMESTAMP,
             "outcome": {
                 "type": "string",
-                "enum": ["success", "retryable_error", "permanent_error", "timeout"],
+                "enum": list(ATTEMPT_OUTCOMES),
             },
             "httpStatus": {"type": ["integer", "null"]},
             "errorCode": _NULLABLE_STRING,
@@ -101,8 +111,8 @@ def _schemas() -> dict[str, Any]:
         "properties": {
             "id": {"type": "string"},
             "tenantId": {"type": "string"},
-            "channel": {"type": "string", "enum": list(CHANNELS)},
-            "direction": {"type": "string", "enum": ["outbound", "inbound"]},
+            "channel": {"type": "string", "enum": names},
+            "direction": {"type": "string", "enum": _DIRECTIONS},
             "provider": _NULLABLE_STRING,
             "to": {
                 "anyOf": [
@@ -207,7 +217,7 @@ def _schemas() -> dict[str, Any]:
             "id": {"type": "string"},
             "status": {"const": "queued"},
             "tenantId": {"type": "string"},
-            "channel": {"type": "string", "enum": list(CHANNELS)},
+            "channel": {"type": "string", "enum": names},
         },
     }
     stats = {
@@ -227,10 +237,8 @@ def _schemas() -> dict[str, Any]:
         },
     }
     return {
-        "SmsSend": _body_schema(SmsSend),
-        "WhatsappSend": _body_schema(WhatsappSend),
-        "EmailSend": _body_schema(EmailSend),
-        "ConfigProvider": _body_schema(ConfigProviderBody, tenant_required=True),
+        **{_send_schema_name(c): _with_tenant_id(body_schema(channels[c])) for c in names},
+        "ConfigProvider": _config_provider_schema(names),
         "Accepted": accepted,
         "Attempt": attempt,
         "LogItem": log_item,
@@ -243,8 +251,36 @@ def _schemas() -> dict[str, Any]:
     }
 
 
-@functools.cache
-def document() -> dict[str, Any]:
+def _send_schema_name(channel: str) -> str:
+    """``sms`` -> ``SmsSend``, ``push_web`` -> ``PushWebSend``."""
+    return "".join(part.capitalize() for part in channel.split("_")) + "Send"
+
+
+def _config_provider_schema(channels: list[str]) -> dict[str, Any]:
+    schema = ProviderSwitch.model_json_schema(by_alias=True)
+    schema["properties"]["channel"]["enum"] = channels
+    return _with_tenant_id(schema, tenant_required=True)
+
+
+_DOCUMENTS: dict[int, tuple[ChannelSet, dict[str, Any]]] = {}
+
+
+def document(channels: ChannelSet | None = None) -> dict[str, Any]:
+    """The document for a daemon with these channels (the standard ones by default), built once
+    per channel set."""
+    if channels is None:
+        channels = ChannelSet({c.name: c for c in STANDARD_CHANNELS})
+    cached = _DOCUMENTS.get(id(channels))
+    if cached is None or cached[0] is not channels:
+        if len(_DOCUMENTS) >= 8:  # daemons in one process (tests): keep only recent ones
+            _DOCUMENTS.clear()
+        cached = (channels, _document(channels))
+        _DOCUMENTS[id(channels)] = cached
+    return cached[1]
+
+
+def _document(channels: ChannelSet) -> dict[str, Any]:
+    names = list(channels.names)
     secured: list[dict[str, list[str]]] = [{"bearer": []}]
     paths: dict[str, Any] = {
         "/messaging/send/{channel}": {
@@ -252,7 +288,7 @@ def document() -> dict[str, Any]:
                 "summary": "Accept a message for delivery",
                 "security": secured,
                 "parameters": [
-                    _PATH_CHANNEL,
+                    _path_channel(names),
                     {
                         "name": "Idempotency-Key",
                         "in": "header",
@@ -266,9 +302,7 @@ def document() -> dict[str, Any]:
                         "application/json": {
                             # anyOf, not oneOf: an SMS body is also a valid WhatsApp body
                             # (the channel in the path says which one it is).
-                            "schema": {
-                                "anyOf": [_ref("SmsSend"), _ref("WhatsappSend"), _ref("EmailSend")]
-                            }
+                            "schema": {"anyOf": [_ref(_send_schema_name(c)) for c in names]}
                         }
                     },
                 },
@@ -354,7 +388,7 @@ def document() -> dict[str, Any]:
                     {
                         "name": "channel",
                         "in": "query",
-                        "schema": {"type": "string", "enum": list(CHANNELS)},
+                        "schema": {"type": "string", "enum": names},
                     },
                     {
                         "name": "status",
@@ -364,7 +398,7 @@ def document() -> dict[str, Any]:
                     {
                         "name": "direction",
                         "in": "query",
-                        "schema": {"type": "string", "enum": ["outbound", "inbound"]},
+                        "schema": {"type": "string", "enum": _DIRECTIONS},
                     },
                 ],
                 "responses": {
@@ -409,7 +443,7 @@ def document() -> dict[str, Any]:
         },
         "/messaging/webhook/{channel}": {
             "parameters": [
-                _PATH_CHANNEL,
+                _path_channel(names),
                 {
                     "name": "tenant_id",
                     "in": "query",
@@ -498,11 +532,11 @@ def document() -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": _schemas(),
+            "schemas": _schemas(channels),
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
 
 
 async def openapi_json(request: Request) -> JSONResponse:
-    return JSONResponse(document())
+    return JSONResponse(document(gateway_of(request).channels))

@@ -15,7 +15,11 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-Channel = Literal["whatsapp", "email", "sms"]
+from pipecored.channels import CHANNEL_NAME_PATTERN
+
+# Which channels exist is the plugins' to declare (pipecored.channels); a file names one by a
+# name of this shape, and the loader checks it is declared.
+ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN)]
 
 TENANT_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
 
@@ -192,11 +196,30 @@ class ChannelConfig(RouteConfig):
 
     @property
     def routes(self) -> tuple[RouteConfig, ...]:
+        """The channel's provider, then its fallbacks: the order delivery tries them in."""
         return (self, *self.fallbacks)
+
+    @property
+    def route_providers(self) -> tuple[str, ...]:
+        return tuple(route.provider for route in self.routes)
+
+    def route_for(self, provider: str) -> RouteConfig | None:
+        """The first route through ``provider`` (webhooks name the provider that calls)."""
+        return next((route for route in self.routes if route.provider == provider), None)
+
+    def serves_through(self, provider: str) -> bool:
+        return self.route_for(provider) is not None
+
+    def labelled_routes(self) -> tuple[tuple[str, RouteConfig], ...]:
+        """Each route with its key path below the channel (``""``, ``.fallbacks.0``, ...)."""
+        return tuple(
+            ("" if index == 0 else f".fallbacks.{index - 1}", route)
+            for index, route in enumerate(self.routes)
+        )
 
 
 class TenantConfig(Model):
     name: str = Field(min_length=1)
     api_keys: tuple[ApiKey, ...] = ()
-    channels: dict[Channel, ChannelConfig] = {}
+    channels: dict[ChannelName, ChannelConfig] = {}
     rate_limit: RateLimitConfig | None = None  # API requests made with this tenant's keys

@@ -14,13 +14,19 @@ import secrets
 import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pipecored.errors import PipecoreError
 from pipecored.provider import InboundMessage, StatusEvent
 
 MessageStatus = Literal["queued", "sending", "sent", "delivered", "read", "failed", "received"]
 AttemptOutcomeName = Literal["success", "retryable_error", "permanent_error", "timeout"]
+Direction = Literal["outbound", "inbound"]
+
+# The one list of each, for the API's filters and its document.
+MESSAGE_STATUSES: tuple[str, ...] = get_args(MessageStatus)
+ATTEMPT_OUTCOMES: tuple[str, ...] = get_args(AttemptOutcomeName)
+DIRECTIONS: tuple[str, ...] = get_args(Direction)
 
 # A status event or attempt result is applied only when it moves a message forward.
 # "failed" may follow anything but "read" and "failed" itself (an email bounce or complaint
@@ -85,7 +91,7 @@ class MessageRecord:
     seq: int  # insertion order; cursors are built on it
     tenant_id: str
     channel: str
-    direction: Literal["outbound", "inbound"]
+    direction: Direction
     provider: str | None  # the provider that carried it (or is carrying it)
     to: str | list[str]
     sender: str | None

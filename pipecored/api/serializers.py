@@ -1,4 +1,5 @@
-"""How stored messages and tenant configuration look in API responses."""
+"""How messages, stats and tenant configuration look in API responses: the one place each
+response shape is built."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pipecored.config.model import RouteConfig, TenantConfig
 from pipecored.config.registry import TenantEntry
 from pipecored.masking import mask
 from pipecored.provider import Provider
-from pipecored.store import AttemptRecord, MessageRecord
+from pipecored.store import AttemptRecord, MessageRecord, StoreStats
 
 
 def iso(ts: float | None) -> str | None:
@@ -39,6 +40,27 @@ def log_item(record: MessageRecord) -> dict[str, Any]:
     if record.direction == "inbound":
         item["body"] = record.body_preview
     return item
+
+
+def accepted(record: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": record.id,
+        "status": "queued",
+        "tenantId": record.tenant_id,
+        "channel": record.channel,
+    }
+
+
+def stats_view(tenant_id: str, stats: StoreStats) -> dict[str, Any]:
+    return {
+        "tenantId": tenant_id,
+        "total": stats.total,
+        "byStatus": dict(stats.by_status),
+        "byChannel": dict(stats.by_channel),
+        "byProvider": dict(stats.by_provider),
+        "deliveryRate": stats.delivery_rate,
+        "latencyMs": {q: stats.latency_ms.get(q) for q in ("p50", "p95", "p99")},
+    }
 
 
 def attempt_item(attempt: AttemptRecord) -> dict[str, Any]:
@@ -76,12 +98,10 @@ def _route_view(route: RouteConfig, providers: Mapping[str, Provider]) -> dict[s
     return view
 
 
-def tenant_view(
-    tenant_id: str, entry: TenantEntry, providers: Mapping[str, Provider]
-) -> dict[str, Any]:
+def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> dict[str, Any]:
     config: TenantConfig | None = entry.config
     view: dict[str, Any] = {
-        "tenantId": tenant_id,
+        "tenantId": entry.tenant_id,
         "name": config.name if config else None,
         "channels": {},
     }

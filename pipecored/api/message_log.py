@@ -8,16 +8,14 @@ from datetime import UTC, datetime
 
 from starlette.requests import Request
 
-from pipecored.api.context import begin
+from pipecored.api.context import authenticated
 from pipecored.api.responses import JSONResponse
-from pipecored.api.views import log_item
-from pipecored.errors import ServiceUnavailable, StoreError, ValidationFailed
-from pipecored.provider import CHANNELS
+from pipecored.api.serializers import log_item, stats_view
+from pipecored.errors import ValidationFailed
+from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-STATUSES = ("queued", "sending", "sent", "delivered", "read", "failed", "received")
-DIRECTIONS = ("outbound", "inbound")
 
 
 def encode_cursor(seq: int) -> str:
@@ -61,31 +59,20 @@ def _limit(request: Request) -> int:
 
 
 async def get_logs(request: Request) -> JSONResponse:
-    call = begin(request)
-    tenant_id = request.path_params["tenant_id"]
-    call.tenant_entry(tenant_id)
-    limit = _limit(request)
+    caller = authenticated(request)
+    service = caller.service
     cursor = request.query_params.get("cursor")
-    before = decode_cursor(cursor) if cursor else None
-    channel = _choice(request, "channel", CHANNELS)
-    status = _choice(request, "status", STATUSES)
-    direction = _choice(request, "direction", DIRECTIONS)
-    try:
-        records = await call.gateway.store.list_messages(
-            tenant_id,
-            limit=limit + 1,
-            before_seq=before,
-            channel=channel,
-            status=status,
-            direction=direction,
-        )
-    except StoreError:
-        raise ServiceUnavailable(
-            "the message store is unavailable", code="store_unavailable"
-        ) from None
-    page = records[:limit]
-    next_cursor = encode_cursor(page[-1].seq) if len(records) > limit else None
-    return JSONResponse({"items": [log_item(r) for r in page], "nextCursor": next_cursor})
+    page = await service.logs(
+        caller.principal,
+        request.path_params["tenant_id"],
+        limit=_limit(request),
+        before=decode_cursor(cursor) if cursor else None,
+        channel=_choice(request, "channel", service.channels.names),
+        status=_choice(request, "status", MESSAGE_STATUSES),
+        direction=_choice(request, "direction", DIRECTIONS),
+    )
+    next_cursor = encode_cursor(page.next_before) if page.next_before is not None else None
+    return JSONResponse({"items": [log_item(r) for r in page.items], "nextCursor": next_cursor})
 
 
 def _since(request: Request) -> float | None:
@@ -102,24 +89,7 @@ def _since(request: Request) -> float | None:
 
 
 async def get_stats(request: Request) -> JSONResponse:
-    call = begin(request)
+    caller = authenticated(request)
     tenant_id = request.path_params["tenant_id"]
-    call.tenant_entry(tenant_id)
-    since = _since(request)
-    try:
-        stats = await call.gateway.store.stats(tenant_id, since=since)
-    except StoreError:
-        raise ServiceUnavailable(
-            "the message store is unavailable", code="store_unavailable"
-        ) from None
-    return JSONResponse(
-        {
-            "tenantId": tenant_id,
-            "total": stats.total,
-            "byStatus": dict(stats.by_status),
-            "byChannel": dict(stats.by_channel),
-            "byProvider": dict(stats.by_provider),
-            "deliveryRate": stats.delivery_rate,
-            "latencyMs": {q: stats.latency_ms.get(q) for q in ("p50", "p95", "p99")},
-        }
-    )
+    stats = await caller.service.stats(caller.principal, tenant_id, since=_since(request))
+    return JSONResponse(stats_view(tenant_id, stats))

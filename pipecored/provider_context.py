@@ -1,0 +1,86 @@
+"""What a provider is handed for one call: the route's credentials, its base URL, its settings,
+the shared HTTP client and, for sends, the status callback URL.
+
+Settings are layered, later wins: the plugin's ``default_settings``, the daemon file's
+``providers.NAME`` (``apiVersion``), then ``plugins.NAME`` (any settings the plugin defines).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from pipecored.config.model import DaemonConfig, RouteConfig
+from pipecored.provider import Provider, SendContext, WebhookContext
+
+
+def provider_settings(daemon: DaemonConfig, provider: Provider) -> dict[str, Any]:
+    defaults = daemon.providers.get(provider.name)
+    return {
+        **provider.default_settings,
+        **(defaults.settings() if defaults else {}),
+        **daemon.plugins.get(provider.name, {}),
+    }
+
+
+def route_base_url(daemon: DaemonConfig, provider: Provider, route: RouteConfig) -> str:
+    """The route's own base URL, else the daemon file's for the provider, else the plugin's."""
+    defaults = daemon.providers.get(provider.name)
+    base_url = (
+        route.base_url or (defaults.base_url if defaults else None) or provider.default_base_url
+    )
+    return base_url.rstrip("/")
+
+
+def webhook_url(public_url: str | None, tenant_id: str, channel: str, provider: str) -> str | None:
+    """Where the provider calls back for this tenant's channel, when the daemon has a public URL."""
+    if not public_url:
+        return None
+    query = urlencode({"tenant_id": tenant_id, "provider": provider})
+    return f"{public_url}/messaging/webhook/{channel}?{query}"
+
+
+def send_context(
+    daemon: DaemonConfig,
+    provider: Provider,
+    tenant_id: str,
+    channel: str,
+    route: RouteConfig,
+    http: httpx.AsyncClient,
+) -> SendContext:
+    return SendContext(
+        tenant_id=tenant_id,
+        channel=channel,
+        credentials=route.credentials,
+        base_url=route_base_url(daemon, provider, route),
+        http=http,
+        timeout=daemon.delivery.timeout,
+        status_callback_url=webhook_url(
+            daemon.server.public_url, tenant_id, channel, provider.name
+        ),
+        settings=provider_settings(daemon, provider),
+    )
+
+
+def webhook_context(
+    daemon: DaemonConfig,
+    provider: Provider,
+    tenant_id: str,
+    channel: str,
+    route: RouteConfig,
+    http: httpx.AsyncClient,
+    *,
+    verify_signatures: bool,
+) -> WebhookContext:
+    return WebhookContext(
+        tenant_id=tenant_id,
+        channel=channel,
+        credentials=route.credentials,
+        settings=provider_settings(daemon, provider),
+        verify_signatures=verify_signatures,
+        http=http,
+        base_url=route_base_url(daemon, provider, route),
+        timeout=daemon.delivery.timeout,
+    )

@@ -1,0 +1,458 @@
+"""The use cases, one method each: what the HTTP API, the console or a CLI command asks of the
+gateway. Handlers parse a request, call one method here and serialize what it returns.
+
+Each call reads one configuration snapshot, checks what the :class:`~pipecored.access.Principal`
+may do, and raises :class:`~pipecored.errors.ApiError` subclasses for what the caller did wrong.
+A :class:`~pipecored.errors.StoreError` is left to rise: the API answers it ``503
+store_unavailable`` in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+from pydantic import ValidationError
+
+from pipecored.access import Principal, require_admin, require_tenant
+from pipecored.channels import ChannelSet
+from pipecored.config.loader import has_env_ref
+from pipecored.config.model import ChannelConfig, TenantConfig
+from pipecored.config.registry import ConfigSnapshot, TenantEntry
+from pipecored.config.writer import UneditableTenantFile, update_channel
+from pipecored.errors import (
+    ConfigError,
+    Conflict,
+    MessageRejected,
+    NotFound,
+    ProviderError,
+    ServiceUnavailable,
+    ValidationFailed,
+    WebhookError,
+)
+from pipecored.message import new_message
+from pipecored.provider import (
+    InboundMessage,
+    Provider,
+    StatusEvent,
+    WebhookRequest,
+    WebhookResponse,
+)
+from pipecored.provider_context import webhook_context
+from pipecored.send_body import Body, parse_send, validation_failed
+from pipecored.store import (
+    IdempotencyClaim,
+    IdempotencyConflict,
+    MessageRecord,
+    StoreStats,
+    new_message_id,
+)
+
+if TYPE_CHECKING:
+    from pipecored.gateway import Gateway
+
+log = structlog.get_logger("pipecored.service")
+
+IDEMPOTENCY_TTL = 24 * 3600.0
+MAX_IDEMPOTENCY_KEY = 255
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    record: MessageRecord
+    replayed: bool  # an Idempotency-Key matched an earlier request: nothing new was stored
+
+
+@dataclass(frozen=True, slots=True)
+class LogPage:
+    items: Sequence[MessageRecord]
+    next_before: int | None  # the seq to continue from, when there is more
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    tenant_id: str
+    entry: TenantEntry
+    created: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookOutcome:
+    response: WebhookResponse
+    events: int
+
+
+class ProviderSwitch(Body):
+    """``POST /messaging/config/provider``'s body, without the tenant id."""
+
+    channel: str
+    provider: str
+    credentials: dict[str, str] = {}
+    is_active: bool = True
+
+
+class Service:
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+
+    @property
+    def channels(self) -> ChannelSet:
+        return self.gateway.channels
+
+    @property
+    def snapshot(self) -> ConfigSnapshot:
+        return self.gateway.registry.snapshot
+
+    # -- tenants -------------------------------------------------------------------------------
+
+    def tenant_entry(self, principal: Principal, tenant_id: str) -> TenantEntry:
+        """The tenant as this caller may see it: 403 for another tenant's key, 404 if unknown."""
+        require_tenant(principal, tenant_id)
+        entry = self.snapshot.tenants.get(tenant_id)
+        if entry is None:
+            raise NotFound(f"unknown tenant {tenant_id!r}", code="tenant_not_found")
+        return entry
+
+    def tenant(self, principal: Principal, tenant_id: str) -> TenantConfig:
+        entry = self.tenant_entry(principal, tenant_id)
+        if entry.config is None:
+            raise Conflict(
+                f"tenant {tenant_id!r} has no valid configuration", code="tenant_config_invalid"
+            )
+        return entry.config
+
+    def _channel(self, name: str) -> None:
+        if name not in self.channels:
+            raise NotFound(f"unknown channel {name!r}", code="unknown_channel")
+
+    def _configured(self, tenant: TenantConfig, tenant_id: str, channel: str) -> ChannelConfig:
+        config = tenant.channels.get(channel)
+        if config is None:
+            raise NotFound(
+                f"tenant {tenant_id!r} has no {channel} channel", code="channel_not_configured"
+            )
+        return config
+
+    # -- sending -------------------------------------------------------------------------------
+
+    async def accept(
+        self,
+        principal: Principal,
+        channel: str,
+        data: dict[str, Any],
+        *,
+        tenant_id: str | None,
+        idempotency_key: str | None = None,
+    ) -> Accepted:
+        """Validate a send and store it durably; the worker takes it from the store."""
+        self._channel(channel)
+        if not self.gateway.accepting:
+            raise ServiceUnavailable("pipecored is shutting down", code="shutting_down")
+        tenant_id = tenant_id or principal.tenant_id
+        if tenant_id is None:
+            raise ValidationFailed("tenant_id: required with an admin key", field="tenant_id")
+        tenant = self.tenant(principal, tenant_id)
+        config = self._configured(tenant, tenant_id, channel)
+        if not config.is_active:
+            raise Conflict(
+                f"tenant {tenant_id!r}'s {channel} channel is inactive", code="channel_inactive"
+            )
+
+        message, to = parse_send(
+            self.channels[channel], data, message_id=new_message_id(), tenant_id=tenant_id
+        )
+        provider = self.gateway.providers.get(config.provider)
+        if provider is not None:
+            try:
+                provider.check_message(message, config.credentials)
+            except MessageRejected as exc:
+                field = "from" if exc.field == "sender" else exc.field
+                raise ValidationFailed(f"{field}: {exc.message}", field=field) from None
+
+        now = time.time()
+        claim = None
+        if idempotency_key is not None:
+            claim = _idempotency_claim(idempotency_key, channel, tenant_id, data, now)
+        try:
+            result = await self.gateway.store.accept(new_message(message, to=to, now=now), claim)
+        except IdempotencyConflict:
+            raise Conflict(
+                "this Idempotency-Key was used with a different request",
+                code="idempotency_key_reused",
+            ) from None
+        if not result.replayed:
+            self.gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
+            self.gateway.worker.wake()
+        return Accepted(result.record, result.replayed)
+
+    async def message(self, principal: Principal, message_id: str) -> MessageRecord:
+        """The message if this caller may see it; another tenant's message is 404 as if absent."""
+        record = await self.gateway.store.get(message_id)
+        if record is None or not principal.may_act_as(record.tenant_id):
+            raise NotFound(f"no message {message_id!r}", code="message_not_found")
+        return record
+
+    async def retry(self, principal: Principal, message_id: str) -> MessageRecord:
+        """Queue a failed outbound message again, on its channel's first route."""
+        record = await self.message(principal, message_id)
+        if record.direction != "outbound" or record.status != "failed":
+            raise Conflict(
+                f"only failed outbound messages can be retried (this one is {record.status})",
+                code="not_retryable",
+            )
+        requeued = await self.gateway.store.requeue(record.id, now=time.time())
+        if requeued is None:
+            raise Conflict("the message is no longer failed", code="not_retryable")
+        self.gateway.worker.wake()
+        return requeued
+
+    # -- reading -------------------------------------------------------------------------------
+
+    async def logs(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        *,
+        limit: int,
+        before: int | None = None,
+        channel: str | None = None,
+        status: str | None = None,
+        direction: str | None = None,
+    ) -> LogPage:
+        self.tenant_entry(principal, tenant_id)
+        records = await self.gateway.store.list_messages(
+            tenant_id,
+            limit=limit + 1,
+            before_seq=before,
+            channel=channel,
+            status=status,
+            direction=direction,
+        )
+        page = records[:limit]
+        return LogPage(page, page[-1].seq if len(records) > limit else None)
+
+    async def stats(
+        self, principal: Principal, tenant_id: str, *, since: float | None = None
+    ) -> StoreStats:
+        self.tenant_entry(principal, tenant_id)
+        return await self.gateway.store.stats(tenant_id, since=since)
+
+    # -- configuration -------------------------------------------------------------------------
+
+    async def set_provider(
+        self, principal: Principal, tenant_id: str | None, data: dict[str, Any]
+    ) -> ConfigChange:
+        """Set a tenant's provider for a channel, written to the tenant's file (a new tenant is
+        created), and live for the next send."""
+        require_admin(principal)
+        if tenant_id is None:
+            raise ValidationFailed("tenantId: required", field="tenantId")
+        try:
+            body = ProviderSwitch.model_validate(data)
+        except ValidationError as exc:
+            raise validation_failed(exc) from None
+        if body.channel not in self.channels:
+            names = ", ".join(self.channels.names)
+            raise ValidationFailed(f"channel: must be one of {names}", field="channel")
+        provider = self._provider_for(body.provider, body.channel)
+        for name, value in body.credentials.items():
+            if has_env_ref(value):
+                # Written to the file, a ${NAME} would be filled from the daemon's environment
+                # and sent to the provider: an API caller could make the daemon disclose any
+                # variable.
+                raise ValidationFailed(
+                    f"credentials.{name}: ${{...}} references can only be written in the file",
+                    field=f"credentials.{name}",
+                )
+        gateway = self.gateway
+        async with gateway.config_lock:
+            try:
+                tenant, created = await asyncio.to_thread(
+                    update_channel,
+                    gateway.config_dir,
+                    tenant_id,
+                    body.channel,
+                    provider=provider.name,
+                    credentials=body.credentials,
+                    is_active=body.is_active,
+                    providers=gateway.providers,
+                    env=gateway.registry.env,
+                )
+            except UneditableTenantFile as exc:
+                raise Conflict(
+                    f"tenant {tenant_id!r}: {exc.issues[0].message}", code="tenant_config_invalid"
+                ) from None
+            except ConfigError as exc:
+                issue = exc.issues[0]
+                field = _request_field(issue.path) or "tenantId"
+                raise ValidationFailed(f"{field}: {issue.message}", field=field) from None
+            gateway.registry.replace_tenant(tenant_id, tenant)
+        log.info(
+            "config.provider_set",
+            tenant=tenant_id,
+            channel=body.channel,
+            provider=provider.name,
+            created=created,
+        )
+        return ConfigChange(tenant_id, TenantEntry(tenant_id, tenant), created)
+
+    def _provider_for(self, name: str, channel: str) -> Provider:
+        provider = self.gateway.providers.get(name)
+        if provider is None:
+            known = ", ".join(sorted(self.gateway.providers))
+            raise ValidationFailed(
+                f"provider: unknown provider {name!r} (loaded: {known})", field="provider"
+            )
+        if channel not in provider.channels:
+            raise ValidationFailed(f"provider: {name} does not serve {channel}", field="provider")
+        return provider
+
+    # -- provider callbacks --------------------------------------------------------------------
+
+    def body_limit(self) -> int:
+        return self.snapshot.daemon.server.max_body_bytes
+
+    def webhook_target(
+        self, tenant_id: str | None, channel: str, provider_name: str | None
+    ) -> tuple[str, str]:
+        """Check that a callback names a configured route before its body is read; returns the
+        tenant id and the provider's name."""
+        self._channel(channel)
+        if not tenant_id:
+            raise ValidationFailed("tenant_id: required query parameter", field="tenant_id")
+        tenant = self.snapshot.tenant(tenant_id)
+        if tenant is None:
+            raise NotFound(f"unknown tenant {tenant_id!r}", code="tenant_not_found")
+        config = self._configured(tenant, tenant_id, channel)
+        name = provider_name or config.provider
+        if config.route_for(name) is None or name not in self.gateway.providers:
+            raise NotFound(
+                f"provider {name!r} is not configured for this channel",
+                code="provider_not_configured",
+            )
+        return tenant_id, name
+
+    async def handle_webhook(
+        self, tenant_id: str, channel: str, provider_name: str, request: WebhookRequest
+    ) -> WebhookOutcome:
+        """Have the provider verify and parse a callback, then apply its status events (forward
+        only) and inbound messages. ``request.url`` is rewritten to the public URL the provider
+        signed when ``server.publicUrl`` is set."""
+        snapshot = self.snapshot
+        gateway = self.gateway
+        tenant = snapshot.tenant(tenant_id)
+        config = tenant.channels.get(channel) if tenant else None
+        route = config.route_for(provider_name) if config else None
+        provider = gateway.providers.get(provider_name)
+        if config is None or route is None or provider is None:
+            # the configuration changed while the body was read
+            raise NotFound(
+                f"provider {provider_name!r} is not configured for this channel",
+                code="provider_not_configured",
+            )
+        public_url = snapshot.daemon.server.public_url
+        if public_url:
+            request = replace(request, url=public_url + _path_and_query(request.url))
+        ctx = webhook_context(
+            snapshot.daemon,
+            provider,
+            tenant_id,
+            channel,
+            route,
+            gateway.http,
+            verify_signatures=config.verify_webhook_signatures,
+        )
+        try:
+            result = await provider.handle_webhook(request, ctx)
+        except WebhookError as exc:
+            gateway.metrics.webhooks.labels(tenant_id, provider_name, exc.result).inc()
+            log.warning(
+                "webhook.refused",
+                tenant=tenant_id,
+                provider=provider_name,
+                result=exc.result,
+                reason=str(exc),
+            )
+            raise
+        except ProviderError as exc:
+            # The plugin could not fetch what the callback refers to; nothing was applied, and
+            # the provider calls again after a non-2xx answer.
+            log.warning(
+                "webhook.provider_unavailable",
+                tenant=tenant_id,
+                provider=provider_name,
+                error_code=exc.code,
+                error=exc.message,
+            )
+            raise ServiceUnavailable(
+                f"{provider_name} could not be reached to complete this callback ({exc.code}); "
+                "call again",
+                code="provider_unavailable",
+            ) from None
+
+        # A StoreError here rises: the 503 makes the provider call again.
+        for event in result.events:
+            if isinstance(event, StatusEvent):
+                applied = await gateway.store.apply_status(tenant_id, provider_name, event)
+                if applied is not None and applied.moved:
+                    gateway.metrics.messages.labels(
+                        tenant_id, channel, provider_name, event.status
+                    ).inc()
+            elif isinstance(event, InboundMessage):
+                _, created = await gateway.store.add_inbound(
+                    tenant_id, channel, provider_name, event
+                )
+                if created:
+                    gateway.metrics.inbound.labels(tenant_id, channel, provider_name).inc()
+        gateway.metrics.webhooks.labels(tenant_id, provider_name, "accepted").inc()
+        log.info(
+            "webhook.accepted", tenant=tenant_id, provider=provider_name, events=len(result.events)
+        )
+        return WebhookOutcome(result.response, len(result.events))
+
+    # -- health --------------------------------------------------------------------------------
+
+    async def readiness(self) -> tuple[bool, Mapping[str, bool]]:
+        """Ready when the configuration is loaded, the store answers and the daemon accepts
+        sends (not while it drains on shutdown)."""
+        checks = {"config": self.gateway.registry.loaded, "store": True}
+        try:
+            await self.gateway.store.ping()
+        except Exception:  # a store that cannot answer, or is not open yet
+            checks["store"] = False
+        return all(checks.values()) and self.gateway.accepting, checks
+
+
+def _path_and_query(url: str) -> str:
+    """``/messaging/webhook/sms?tenant_id=...`` of an absolute URL."""
+    rest = url.split("://", 1)[-1]
+    slash = rest.find("/")
+    return rest[slash:] if slash >= 0 else "/"
+
+
+def _request_field(issue_path: str) -> str:
+    """``channels.sms.credentials.authToken`` -> ``credentials.authToken`` (the body's names)."""
+    parts = issue_path.split(".")
+    if len(parts) >= 3 and parts[0] == "channels":
+        return ".".join(parts[2:])
+    return issue_path
+
+
+def _idempotency_claim(
+    key: str, channel: str, tenant_id: str, data: Mapping[str, Any], now: float
+) -> IdempotencyClaim:
+    if not key or len(key) > MAX_IDEMPOTENCY_KEY:
+        raise ValidationFailed(
+            f"Idempotency-Key: 1 to {MAX_IDEMPOTENCY_KEY} characters", field="Idempotency-Key"
+        )
+    # The tenant id was taken out of ``data``: how the client named the tenant (tenant_id,
+    # tenantId or implied by its key) does not make a retry a different request.
+    canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+    digest = hashlib.sha256(f"{channel}\n{tenant_id}\n".encode() + canonical).hexdigest()
+    return IdempotencyClaim(key=key, request_hash=digest, expires_at=now + IDEMPOTENCY_TTL)
