@@ -3,8 +3,6 @@ rules, as a table."""
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 import pytest
 
@@ -168,7 +166,7 @@ def test_a_retryable_failure_never_fails_whatever_the_attempt_count() -> None:
             id="httpx-timeout",
         ),
         pytest.param(
-            asyncio.TimeoutError(),
+            TimeoutError(),
             Failure("timeout", "timeout", "provider call timed out"),
             id="asyncio-timeout",
         ),
