@@ -234,6 +234,8 @@ class Daemon:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     logs: list[str] = field(default_factory=list)
+    # the process's file descriptor limit (soft and hard), as a service manager would set it
+    open_files: int | None = None
 
     @property
     def url(self) -> str:
@@ -241,17 +243,26 @@ class Daemon:
 
     def start(self, timeout: float = 20.0) -> Daemon:
         self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
+        command = [
+            "-m",
+            "pipecored",
+            "serve",
+            "--config",
+            str(self.config),
+            "--port",
+            str(self.port),
+        ]
+        if self.open_files is not None:
+            # set in the child before it becomes the daemon (no preexec_fn: the tests run threads)
+            limit = f"resource.setrlimit(resource.RLIMIT_NOFILE, ({self.open_files},) * 2)"
+            command = [
+                "-c",
+                f"import os, resource, sys; {limit}; os.execv(sys.executable, sys.argv[1:])",
                 sys.executable,
-                "-m",
-                "pipecored",
-                "serve",
-                "--config",
-                str(self.config),
-                "--port",
-                str(self.port),
-            ],
+                *command,
+            ]
+        self.proc = subprocess.Popen(
+            [sys.executable, *command],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.env,

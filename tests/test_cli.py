@@ -4,18 +4,21 @@ each run as the operator runs it: a separate process."""
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from pipecored import __version__
-from tests.conftest import ROOT
+from tests.conftest import ROOT, ConfigDir, Daemon
 
 # FILE: path.to.key: message
 ISSUE_LINE = re.compile(r"^(pipecored\.yaml|tenants/[^:/]+\.yaml): [A-Za-z0-9_.()]+: \S.*$")
@@ -245,3 +248,59 @@ def test_serve_refuses_an_invalid_daemon_file(tmp_path: Path, daemon_file: str, 
 def test_version() -> None:
     result = run("--version")
     assert (result.returncode, result.stdout) == (0, f"pipecored {__version__}\n")
+
+
+def _log_lines(output: str) -> list[dict[str, object]]:
+    """Every line of a daemon's output, each a JSON log record (a plain-text line fails here)."""
+    return [json.loads(line) for line in output.splitlines() if line.strip()]
+
+
+def test_serve_on_a_taken_port_says_so_in_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    root = write(tmp_path / "config", {"pipecored.yaml": "store: sqlite:///p.db\n"})
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("serve", "--config", str(root), "--port", str(port))
+    assert result.returncode != 0
+    assert "Traceback" not in result.stdout + result.stderr
+    records = _log_lines(result.stdout + result.stderr)
+    errors = [r for r in records if r["level"] == "error"]
+    assert [(r["event"], r["port"]) for r in errors] == [("pipecored.listen_failed", port)]
+    assert "in use" in str(errors[0]["error"])
+    assert "pipecored.started" not in [r["event"] for r in records]
+    assert not (root / "p.db").exists()  # the store was never opened
+
+
+def test_serve_logs_the_address_it_listens_on(
+    config_dir: ConfigDir, daemon_factory: Callable[..., Daemon]
+) -> None:
+    daemon = daemon_factory(config_dir.path).start()
+    assert daemon.stop() == 0
+    events = [(r["event"], r.get("url")) for r in _log_lines(daemon.output())]
+    assert ("pipecored.listening", daemon.url) in events
+    assert events.index(("pipecored.started", None)) < events.index(
+        ("pipecored.listening", daemon.url)
+    )
+
+
+def test_keys_new_needs_to_be_told_whom_the_key_is_for() -> None:
+    bare = run("keys", "new")
+    assert bare.returncode == 2
+    assert bare.stdout == ""
+    assert "one of the arguments --tenant --admin is required" in bare.stderr
+    both = run("keys", "new", "--admin", "--tenant", "acme")
+    assert both.returncode == 2
+    assert "not allowed with argument" in both.stderr
+
+    admin = run("keys", "new", "--admin")
+    assert admin.returncode == 0, admin.stderr
+    assert "an admin key: it acts as any tenant" in admin.stdout
+    assert "auth.adminKeys in pipecored.yaml" in admin.stdout
+    tenant = run("keys", "new", "--tenant", "acme")
+    assert tenant.returncode == 0, tenant.stderr
+    assert "a key for tenant acme" in tenant.stdout
+    assert "adminKeys" not in tenant.stdout
+
+    usage = run("keys", "new", "--help").stdout
+    assert "--admin" in usage and "--tenant ID" in usage

@@ -4,8 +4,11 @@ and a third-party plugin found through its entry point."""
 from __future__ import annotations
 
 import collections
+import errno
+import resource
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -189,3 +192,116 @@ def test_sends_keep_being_accepted_under_concurrency(
     wait_until(lambda: len(fake_gateway.sent) >= 200, timeout=30)
     time.sleep(0.2)
     assert len(fake_gateway.sent) == 200
+
+
+def test_sigterm_answers_503_while_the_calls_in_flight_finish(
+    tmp_path: Path, daemon_factory: Callable[..., Daemon], fake_gateway: HttpJsonGateway
+) -> None:
+    # docs/delivery.md: on SIGTERM new sends get 503 shutting_down at once, calls in flight
+    # finish within server.shutdownGrace, and the process exits 0. The daemon keeps answering
+    # while it drains, so a load balancer sees 503 (and /readyz 503) and moves on, rather than
+    # a refused connection.
+    call = 3.0  # the call in flight at the signal takes this long at the provider
+    fake_gateway.delay = call
+    cfg = _backlog_config(tmp_path, fake_gateway)
+    settings = default_daemon_settings(tmp_path / "pipecored.db", timeout="20s")
+    settings["server"] = {"shutdownGrace": "30s"}
+    cfg.write_daemon(settings)
+    daemon = daemon_factory(cfg.path).start()
+    with daemon.client(ACME) as client:
+        accepted = [_send(client, "in flight at the signal")]
+    wait_until(lambda: fake_gateway.server.requests)
+    called = time.monotonic()
+    daemon.signal(signal.SIGTERM)
+
+    # Until well before the call can end, every new connection is answered: 202 only for a
+    # send that came before the signal landed, then 503 for sends and for readiness.
+    answers: list[tuple[int, int]] = []
+    while time.monotonic() < called + call - 1.0:
+        sent = httpx.post(
+            f"{daemon.url}/messaging/send/sms",
+            json={"to": "+34600111222", "body": "during the drain"},
+            headers=auth(ACME),
+            timeout=10,
+        )
+        ready = httpx.get(f"{daemon.url}/readyz", timeout=10)
+        if sent.status_code == 202:
+            accepted.append(sent.json()["id"])
+        else:
+            assert sent.json()["error"]["code"] == "shutting_down", sent.text
+            assert sent.headers["Retry-After"]
+        answers.append((sent.status_code, ready.status_code))
+        time.sleep(0.05)
+    assert daemon.proc is not None and daemon.proc.poll() is None, "it did not wait for the call"
+    refusing = answers.index((503, 503))
+    assert set(answers[refusing:]) == {(503, 503)}, answers
+    assert set(answers[:refusing]) <= {(202, 200)}, answers
+    assert daemon.wait() == 0
+
+    # The call in flight finished and was recorded; the next start sends the rest, once each.
+    fake_gateway.delay = 0.0
+    restarted = daemon_factory(cfg.path, port=daemon.port).start()
+    with restarted.client(ACME) as client:
+        first = client.get(f"/messaging/messages/{accepted[0]}").json()
+        assert first["status"] == "sent", first
+        assert [a["outcome"] for a in first["attempts"]] == ["success"]
+    wait_until(lambda: set(_delivered_ids(fake_gateway)) >= set(accepted))
+    assert all(n == 1 for n in _delivered_ids(fake_gateway).values())
+
+
+def _send(client: httpx.Client, body: str) -> str:
+    r = client.post("/messaging/send/sms", json={"to": "+34600111222", "body": body})
+    assert r.status_code == 202, r.text
+    return str(r.json()["id"])
+
+
+def _raise_own_open_file_limit() -> int:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:  # open, nothing to read
+        return False
+    except OSError as exc:  # reset (closed), or still connecting
+        return exc.errno != errno.ENOTCONN
+
+
+def test_idle_connections_are_closed_and_the_api_stays_reachable(
+    config_dir: ConfigDir, daemon_factory: Callable[..., Daemon]
+) -> None:
+    # With the common limit of 1,024 descriptors, 1,100 connections that never send a request
+    # made the API unreachable for as long as they stayed open.
+    available = _raise_own_open_file_limit()
+    daemon_limit = min(1024, (available - 200) // 2)
+    daemon = daemon_factory(config_dir.path)
+    daemon.open_files = daemon_limit
+    daemon.start()
+    idle: list[socket.socket] = []
+    try:
+        for _ in range(daemon_limit + daemon_limit // 12):
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", daemon.port))
+            idle.append(sock)
+
+        def answers() -> bool:
+            try:
+                return httpx.get(f"{daemon.url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(answers, timeout=30, interval=0.2)  # while they are all open or opening
+        wait_until(lambda: all(_closed_by_peer(s) for s in idle), timeout=60, interval=0.5)
+        wait_until(answers, timeout=30, interval=0.2)
+        with daemon.client(ACME) as client:
+            _send(client, "still here")
+    finally:
+        for sock in idle:
+            sock.close()
+    assert daemon.stop() == 0
