@@ -145,7 +145,7 @@ class ChannelSet(Mapping[str, Channel]):
         (tenants cannot configure it)."""
         channels = {c.name: c for c in STANDARD_CHANNELS}
         for name in sorted(providers):
-            for channel in getattr(providers[name], "declared_channels", ()):
+            for channel in providers[name].declared_channels:
                 known = channels.get(channel.name)
                 if known is not None and known != channel:
                     raise PipecoreError(

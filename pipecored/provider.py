@@ -13,13 +13,15 @@ import abc
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import httpx
 
+from pipecored.channels import STANDARD_CHANNELS, Channel
 from pipecored.errors import NotFound
 
-CHANNELS: tuple[str, ...] = ("whatsapp", "email", "sms")
+# The standard channels' names. A plugin may declare more (``Provider.declared_channels``).
+CHANNELS: tuple[str, ...] = tuple(c.name for c in STANDARD_CHANNELS)
 
 DeliveryStatus = Literal["sent", "delivered", "read", "failed"]
 
@@ -70,7 +72,9 @@ class SendContext:
     timeout: float
     # this tenant's webhook URL for the provider, when server.publicUrl is set
     status_callback_url: str | None = None
-    settings: Mapping[str, str] = field(default_factory=dict)  # provider defaults (apiVersion, ...)
+    # the plugin's default_settings, overlaid with the daemon file's providers.NAME (apiVersion)
+    # and plugins.NAME (whatever settings the plugin defines)
+    settings: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,7 @@ class WebhookContext:
     tenant_id: str
     channel: str
     credentials: Mapping[str, str]
-    settings: Mapping[str, str] = field(default_factory=dict)
+    settings: Mapping[str, Any] = field(default_factory=dict)
     # False only when the tenant's channel turned signature checks off for local development
     # (``verifyWebhookSignatures: false``): the plugin then parses without verifying.
     verify_signatures: bool = True
@@ -163,9 +167,12 @@ class Provider(abc.ABC):
 
     name: ClassVar[str]
     channels: ClassVar[frozenset[str]]
+    # Channels beyond the standard three that this provider brings (a ``chat`` or ``push``
+    # channel, with its address check); tenants can then configure them like any other.
+    declared_channels: ClassVar[tuple[Channel, ...]] = ()
     credentials: ClassVar[tuple[CredentialField, ...]] = ()
     default_base_url: ClassVar[str] = ""
-    default_settings: ClassVar[Mapping[str, str]] = {}
+    default_settings: ClassVar[Mapping[str, Any]] = {}
 
     @abc.abstractmethod
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
@@ -24,7 +22,13 @@ from pipecored.api.responses import JSONResponse
 from pipecored.api.send import send
 from pipecored.api.tenant_config import get_config, set_provider
 from pipecored.api.webhooks import webhook
-from pipecored.errors import ApiError, ServiceUnavailable, StoreError, WebhookError
+from pipecored.errors import (
+    ApiError,
+    PipecoreError,
+    ServiceUnavailable,
+    StoreError,
+    WebhookError,
+)
 from pipecored.gateway import Gateway
 
 log = structlog.get_logger("pipecored.api")
@@ -132,15 +136,39 @@ class RequestLog:
                 )
 
 
-def create_app(gateway: Gateway) -> Starlette:
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gateway.start()
-        try:
-            yield
-        finally:
-            await gateway.stop()
+class GatewayLifespan:
+    """Start the gateway with the server and stop it with the server (the ASGI lifespan).
 
+    Handled here rather than by Starlette's lifespan, which turns any start-up error into a
+    traceback: a start-up that fails for a reason the operator must fix (another daemon owns
+    the store file, the database is unreachable) is one log line and a non-zero exit.
+    """
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+        await receive()  # lifespan.startup
+        try:
+            await self.gateway.start()
+        except PipecoreError as exc:
+            log.error("pipecored.start_failed", error=str(exc))
+            await self.gateway.stop()
+            await send({"type": "lifespan.startup.failed", "message": ""})
+            return
+        await send({"type": "lifespan.startup.complete"})
+        await receive()  # lifespan.shutdown
+        try:
+            await self.gateway.stop()
+        finally:
+            await send({"type": "lifespan.shutdown.complete"})
+
+
+def create_app(gateway: Gateway) -> Starlette:
     app = Starlette(
         routes=ROUTES,
         exception_handlers={
@@ -150,8 +178,8 @@ def create_app(gateway: Gateway) -> Starlette:
             HTTPException: _http_error,
             Exception: _unexpected,
         },
-        lifespan=lifespan,
     )
     app.state.gateway = gateway
     app.add_middleware(RequestLog)
+    app.add_middleware(GatewayLifespan, gateway=gateway)
     return app

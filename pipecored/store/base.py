@@ -168,9 +168,14 @@ class StoreStats:
 
 
 class MessageStore(abc.ABC):
+    # How many messages :meth:`open` put back in the queue because the previous process of this
+    # daemon had claimed them and died (kill -9): sent again at once, not after their lease.
+    taken_back: int = 0
+
     @abc.abstractmethod
     async def open(self) -> None:
-        """Create or migrate the schema; afterwards every method may be called."""
+        """Create or migrate the schema and take back what a dead previous owner had claimed;
+        afterwards every method may be called."""
 
     @abc.abstractmethod
     async def close(self) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import math
 import os
 import queue
@@ -64,6 +65,8 @@ _T = TypeVar("_T")
 
 MAX_BATCH: Final = 512
 BUSY_TIMEOUT_MS: Final = 5000
+# UPDATE ... RETURNING (claims) came in SQLite 3.35
+MIN_SQLITE: Final = (3, 35, 0)
 READ_THREADS: Final = 4
 # A callback for a message we never recorded (or whose provider id never arrives) is dropped
 # after this long, so pending_events cannot grow without bound.
@@ -116,7 +119,66 @@ def _store_error(op: str, exc: BaseException) -> PipecoreError:
     return error
 
 
+class StoreLocked(StoreError):
+    """Another daemon owns this SQLite file: two would each think they own every lease."""
+
+
+def _own(path: str) -> int | None:
+    """Take the file's owner lock (``<path>.lock``, an exclusive flock held while the store is
+    open), or raise StoreLocked. One daemon per file is what lets a restarted daemon take back
+    every lease at once: no other process can be holding one. Returns the lock's descriptor."""
+    if path == ":memory:":
+        return None
+    lock_path = path + ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise StoreLocked(
+            f"another pipecored daemon is using {path} (it holds {lock_path}); one daemon per"
+            " SQLite file, or use PostgreSQL for several"
+        ) from None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only (it holds message bodies and phone
+    numbers); an existing file keeps the mode its operator gave it. SQLite creates its -wal and
+    -shm files with the main file's mode."""
+    if path == ":memory:":
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+
+
+def _take_back_leases(conn: sqlite3.Connection, now: float) -> int:
+    """Put back in the queue what this file's previous owner had claimed: with the owner lock
+    held, no other process can be sending it, so there is no reason to wait for its lease. Those
+    calls may have reached the provider before the process died: at least once, as promised."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        taken = conn.execute(
+            "UPDATE messages SET status = 'queued', lease_until = NULL, lease_token = NULL,"
+            " updated_at = ? WHERE status = 'sending'",
+            (now,),
+        ).rowcount
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return taken
+
+
 def _connect(path: str, *, read_only: bool) -> sqlite3.Connection:
+    if sqlite3.sqlite_version_info < MIN_SQLITE:
+        raise StoreError(
+            f"SQLite {sqlite3.sqlite_version} is too old: pipecored needs"
+            f" {'.'.join(map(str, MIN_SQLITE))} or newer (RETURNING)"
+        )
     conn = sqlite3.connect(
         path,
         timeout=BUSY_TIMEOUT_MS / 1000,
@@ -766,6 +828,9 @@ class SQLiteStore(MessageStore):
         self._readers: ThreadPoolExecutor | None = None
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._owner_lock: int | None = None
+        # messages a previous process of this daemon had claimed, put back at open
+        self.taken_back = 0
 
     @property
     def commits(self) -> int:
@@ -830,14 +895,19 @@ class SQLiteStore(MessageStore):
                 directory = os.path.dirname(self.path)
                 if directory:
                     os.makedirs(directory, exist_ok=True)
+                self._owner_lock = _own(self.path)
+                _create_private(self.path)
                 conn = _connect(self.path, read_only=False)
             except BaseException as exc:
+                self._release_owner_lock()
                 started.set_exception(exc)
                 return
             try:
                 migrate(conn)
+                self.taken_back = _take_back_leases(conn, time.time())
             except BaseException as exc:
                 conn.close()
+                self._release_owner_lock()
                 started.set_exception(exc)
                 return
             started.set_result(None)
@@ -845,8 +915,14 @@ class SQLiteStore(MessageStore):
                 self._writer_loop(conn)
             finally:
                 conn.close()
+                self._release_owner_lock()
         finally:
             self._writer_done.set_result(None)
+
+    def _release_owner_lock(self) -> None:
+        if self._owner_lock is not None:
+            os.close(self._owner_lock)  # closing the descriptor releases the flock
+            self._owner_lock = None
 
     def _writer_loop(self, conn: sqlite3.Connection) -> None:
         while True:
