@@ -4,8 +4,9 @@
   ``ProviderError``: a timeout is ``ProviderTimeout``; a refused, reset or dropped connection is a
   retryable ``connection_error``.
 - :func:`parse_retry_after` reads ``Retry-After``-style values (seconds or an HTTP date).
-- :func:`scrub_secrets` makes provider text safe to record: credentials it echoes are masked and
-  it is cut to a sensible length.
+- :func:`scrub_secrets` makes provider text safe to record: credentials it echoes are masked in
+  every form they take on the wire (URL-encoded, JSON-escaped, base64 as in a Basic-auth header)
+  and it is cut to a sensible length.
 """
 
 from __future__ import annotations
@@ -19,15 +20,18 @@ from email.utils import parsedate_to_datetime
 import httpx
 
 from pipecored.errors import ProviderError, ProviderTimeout
+from pipecored.masking import SecretScrubber, scrubber_for
 
 MAX_ERROR_TEXT = 500
-_MIN_SECRET_TO_MASK = 4  # shorter values would mask ordinary words in the text
 
 
 def scrub_secrets(text: str, secrets: Iterable[str], *, limit: int = MAX_ERROR_TEXT) -> str:
-    for secret in secrets:
-        if len(secret) >= _MIN_SECRET_TO_MASK:
-            text = text.replace(secret, "****")
+    """``text`` with every form of each secret masked (:func:`pipecored.masking.wire_forms`):
+    a provider that echoes a request may show a credential URL-encoded, JSON-escaped or inside
+    the base64 of a Basic-auth header. ``secrets`` is a route's few credentials, or a whole
+    configuration's (``snapshot.secrets``), whose scrubber is built once and shared."""
+    scrub = scrubber_for(secrets) if isinstance(secrets, frozenset) else SecretScrubber(secrets)
+    text = scrub(text, show_tail=False)
     if len(text) > limit:
         text = text[: limit - 1] + "…"
     return text
@@ -76,3 +80,4 @@ async def call_provider(
             provider=provider,
             code="connection_error",
         ) from None
+

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import structlog
@@ -90,4 +92,62 @@ def test_a_json_line_is_scrubbed_whole_and_stays_json(capsys: pytest.CaptureFixt
     rendered = json.dumps(line, ensure_ascii=False)
     assert quoted not in rendered and plain not in rendered
     assert line["error"] == "bad credentials **** / ****alue"
+    structlog.reset_defaults()
+
+
+@pytest.mark.parametrize("fmt", ["json", "console"])
+def test_a_secret_under_a_nested_key_is_masked(
+    fmt: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # none of these values is a known secret: only the key names say what they are
+    configure_logging(fmt=fmt, secrets=lambda: frozenset())
+    structlog.get_logger("test").warning(
+        "provider.request",
+        request={
+            "headers": {"Authorization": "Basic QUMxMjM0NTY3ODk6c2VjcmV0LXRva2Vu"},
+            "form": [{"apiKey": "nested-api-key-value-1"}, {"To": "+34600111222"}],
+        },
+        credentials={"authToken": "auth-token-value-0001", "accountSid": "AC123"},
+        secrets={"signing": ["whsec-in-a-list-0001"]},
+    )
+    out = capsys.readouterr().out
+    for value in (
+        "QUMxMjM0NTY3ODk6c2VjcmV0LXRva2Vu",
+        "nested-api-key-value-1",
+        "auth-token-value-0001",
+        "whsec-in-a-list-0001",
+    ):
+        assert value not in out, value
+    assert "+34600111222" in out and "AC123" in out  # what is not a secret is kept
+    structlog.reset_defaults()
+
+
+def test_nested_masking_leaves_the_callers_objects_alone(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(fmt="json", secrets=lambda: frozenset())
+    headers = {"Authorization": "Bearer caller-owned-token-01"}
+    structlog.get_logger("test").info("event", request={"headers": headers})
+    assert "caller-owned-token-01" not in capsys.readouterr().out
+    assert headers == {"Authorization": "Bearer caller-owned-token-01"}
+    structlog.reset_defaults()
+
+
+def test_a_json_line_masks_the_encoded_forms_of_known_secrets(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = 'tw/tok+en"\\&=% 42'
+    pair = base64.b64encode(f"AC0123456789:{secret}".encode()).decode()
+    configure_logging(fmt="json", secrets=lambda: frozenset({secret}))
+    structlog.get_logger("test").warning(
+        "provider.error",
+        error=f"echo: Authorization: Basic {pair}; body Token={quote(secret, safe='')}",
+        answer=json.dumps({"token": secret}),  # JSON text inside the JSON line: escaped twice
+    )
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    line: dict[str, Any] = json.loads(out)
+    assert pair[18:-3] not in out
+    assert quote(secret, safe="") not in out
+    assert secret not in json.dumps(line, ensure_ascii=False)
+    assert json.loads(line["answer"]) == {"token": "****"}
     structlog.reset_defaults()
