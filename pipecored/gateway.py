@@ -16,14 +16,16 @@ import httpx
 import structlog
 from prometheus_client import CollectorRegistry
 
-from pipecored.alerts import AlertDispatcher, load_alert_receivers
+from pipecored.alerts.dispatcher import AlertDispatcher, load_alert_receivers
+from pipecored.channels import ChannelSet
 from pipecored.config.registry import TenantRegistry
 from pipecored.config.watcher import watch_config
 from pipecored.delivery import DeliveryWorker
 from pipecored.http import outbound_client
 from pipecored.metrics import Metrics
 from pipecored.provider import Provider
-from pipecored.ratelimit import KeyedLimits
+from pipecored.ratelimit import FailedAuthThrottle, KeyedLimits
+from pipecored.service import Service
 from pipecored.store import MessageStore, open_store
 
 log = structlog.get_logger("pipecored")
@@ -41,6 +43,10 @@ class Gateway:
     ) -> None:
         self.config_dir = config_dir
         self.providers = providers
+        self.channels = ChannelSet.of(providers)
+        for warning in self.channels.warnings:
+            log.warning("plugins.undeclared_channel", warning=warning)
+        self.service = Service(self)
         self.registry = TenantRegistry(config_dir, providers, env=env)
         self.metrics = Metrics(metrics_registry)
         self.registry.listeners.append(self._reloaded)
@@ -49,6 +55,7 @@ class Gateway:
         self.accepting = False
         self.config_lock = asyncio.Lock()
         self.api_limits = KeyedLimits()
+        self.auth_failures = FailedAuthThrottle()
         self.registry.removed_listeners.append(self.api_limits.forget)
         self._store: MessageStore | None = None
         self._http: httpx.AsyncClient | None = None
@@ -86,6 +93,8 @@ class Gateway:
         daemon = self.registry.snapshot.daemon
         self._store = open_store(daemon.store, base_dir=str(self.config_dir))
         await self._store.open()
+        if self._store.taken_back:
+            log.info("store.leases_taken_back", count=self._store.taken_back)
         self._http = outbound_client(
             max_connections=daemon.delivery.concurrency, timeout=daemon.delivery.timeout
         )

@@ -79,6 +79,13 @@ class Metrics:
             "Age of the oldest message queued or being sent",
             registry=r,
         )
+        self.auth_failures = Counter(
+            "pipecore_auth_failures_total",
+            "API requests refused for their key (missing, malformed, unknown) or throttled after"
+            " too many such refusals from one address",
+            ["reason"],
+            registry=r,
+        )
         self.webhooks = Counter(
             "pipecore_webhooks_total",
             "Provider callbacks by result",

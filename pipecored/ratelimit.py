@@ -44,6 +44,11 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.per_second
 
+    def wait(self) -> float:
+        """Seconds until a token is there, taking none (0 if one is there now)."""
+        self._refill()
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self.per_second
+
     def backlog(self) -> float:
         """Seconds of reservations already made beyond the tokens available (0 if none)."""
         self._refill()
@@ -67,3 +72,31 @@ class KeyedLimits:
 
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)
+
+
+class FailedAuthThrottle:
+    """Wrong keys, per client address: :data:`BURST` at once, then one every
+    1/:data:`PER_SECOND` s. Past that the address is answered 429 before its key is looked at,
+    so guessing keys from one address is slow however fast it asks."""
+
+    BURST = 20
+    PER_SECOND = 0.5
+    MAX_ADDRESSES = 10_000  # a flood from many addresses cannot grow this without bound
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._buckets: dict[str, TokenBucket] = {}
+        self.clock = clock
+
+    def wait(self, address: str) -> float:
+        bucket = self._buckets.get(address)
+        return 0.0 if bucket is None else bucket.wait()
+
+    def failed(self, address: str) -> None:
+        bucket = self._buckets.get(address)
+        if bucket is None:
+            if len(self._buckets) >= self.MAX_ADDRESSES:
+                # forget the addresses that have earned their whole burst back
+                self._buckets = {a: b for a, b in self._buckets.items() if b.wait() > 0}
+            bucket = TokenBucket(self.PER_SECOND, self.BURST, clock=self.clock)
+            self._buckets[address] = bucket
+        bucket.try_take()

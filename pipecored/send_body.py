@@ -42,8 +42,28 @@ def validation_failed(exc: ValidationError) -> ValidationFailed:
     return ValidationFailed(f"{field}: {message}", field=field)
 
 
+def _one_line(value: str) -> str:
+    """A value that becomes (part of) an email header: a CR or LF would end the header and let
+    the sender write headers of its own (header injection)."""
+    if "\r" in value or "\n" in value:
+        raise ValueError("may not contain a line break (CR or LF)")
+    return value
+
+
+def _headers(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        if not name or any(c in name for c in "\r\n:") or not name.isascii():
+            raise ValueError(f"{name!r}: not a header name")
+        try:
+            _one_line(text)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+    return value
+
+
 def _mailbox(value: str) -> str:
     """``addr@example.com`` or ``Name <addr@example.com>``."""
+    _one_line(value)
     _, address = email.utils.parseaddr(value)
     if not address:
         raise ValueError("not a valid email address")
@@ -53,6 +73,8 @@ def _mailbox(value: str) -> str:
 
 EmailAddress = Annotated[str, AfterValidator(email_address)]
 Mailbox = Annotated[str, AfterValidator(_mailbox)]
+OneLine = Annotated[str, AfterValidator(_one_line)]
+Headers = Annotated[dict[str, str], AfterValidator(_headers)]
 
 
 def _recipients(value: Any) -> str | list[str]:
@@ -110,14 +132,14 @@ class TextSend(Body):
 
 class EmailSend(Body):
     to: Recipients
-    subject: str = Field(min_length=1, max_length=SUBJECT_LIMIT)
+    subject: OneLine = Field(min_length=1, max_length=SUBJECT_LIMIT)
     html_content: str = Field(min_length=1)
     text_content: str | None = None
     from_: Mailbox | None = Field(default=None, alias="from")
     reply_to: Recipients | None = None
     cc: Recipients | None = None
     bcc: Recipients | None = None
-    headers: dict[str, str] | None = None
+    headers: Headers | None = None
     tags: dict[str, str] | None = None
 
 

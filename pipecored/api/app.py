@@ -179,6 +179,9 @@ def create_app(gateway: Gateway) -> Starlette:
             Exception: _unexpected,
         },
     )
+    # A trailing slash is a 404 in the error shape, not a 307 whose Location is built from the
+    # request's Host header.
+    app.router.redirect_slashes = False
     app.state.gateway = gateway
     app.add_middleware(RequestLog)
     app.add_middleware(GatewayLifespan, gateway=gateway)

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import structlog
 from starlette.requests import Request
 
 from pipecored.access import Principal
 from pipecored.api.auth import authenticate
-from pipecored.errors import RateLimited
+from pipecored.errors import RateLimited, Unauthorized
 from pipecored.gateway import Gateway
 from pipecored.service import Service
+
+log = structlog.get_logger("pipecored.api")
 
 # The ASGI scope key of the dict whose items RequestLog adds to the request's log line.
 LOG_FIELDS = "pipecored.log_fields"
@@ -41,10 +44,24 @@ class Caller:
 
 
 def authenticated(request: Request) -> Caller:
-    """Authenticate the request's key and apply its tenant's API rate limit (429)."""
+    """Authenticate the request's key and apply its tenant's API rate limit (429). Wrong keys
+    are counted, logged with the client's address, and throttled per address."""
     gateway = gateway_of(request)
     snapshot = gateway.registry.snapshot
-    principal = authenticate(request, snapshot)
+    address = request.client.host if request.client else "unknown"
+    throttled = gateway.auth_failures.wait(address)
+    if throttled > 0:
+        gateway.metrics.auth_failures.labels("throttled").inc()
+        raise RateLimited(
+            "too many requests with a wrong key from this address", retry_after=throttled
+        )
+    try:
+        principal = authenticate(request, snapshot)
+    except Unauthorized as exc:
+        gateway.auth_failures.failed(address)
+        gateway.metrics.auth_failures.labels(exc.code).inc()
+        log.warning("auth.failed", client=address, reason=exc.code, path=request.url.path)
+        raise
     if principal.tenant_id is not None:
         tenant = snapshot.tenant(principal.tenant_id)
         if tenant is not None and tenant.rate_limit is not None:

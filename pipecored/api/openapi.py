@@ -130,6 +130,7 @@ def _schemas(channels: ChannelSet) -> dict[str, Any]:
             "createdAt": _TIMESTAMP,
             "updatedAt": _TIMESTAMP,
             "body": _NULLABLE_STRING,
+            "bodyTruncated": {"type": "boolean"},
         },
     }
     message = {

@@ -600,3 +600,26 @@ async def _status_is(client: httpx.AsyncClient, message_id: str, statuses: tuple
     response = await client.get(f"/messaging/messages/{message_id}", headers=auth(ADMIN_KEY))
     body = response.json()
     return body if body["status"] in statuses else None
+
+
+# -- header injection ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        pytest.param({"subject": "Hola\r\nBcc: spy@evil.example"}, "subject", id="subject-crlf"),
+        pytest.param({"subject": "Hola\nBcc: spy@evil.example"}, "subject", id="subject-lf"),
+        pytest.param({"headers": {"X-Ref": "1\r\nBcc: spy@evil.example"}}, "headers", id="value"),
+        pytest.param({"headers": {"X-Ref\r\nBcc": "spy@evil.example"}}, "headers", id="name"),
+        pytest.param({"headers": {"X-Ref: 1": "2"}}, "headers", id="name-with-colon"),
+        pytest.param(
+            {"from": "Ana\r\nBcc: spy@evil.example <ana@example.com>"}, "from", id="display-name"
+        ),
+    ],
+)
+async def test_a_line_break_in_an_email_header_is_refused(
+    client: httpx.AsyncClient, extra: dict[str, Any], field: str
+) -> None:
+    response = await send(client, "email", {**EMAIL, **extra})
+    assert_field_error(response, field)
