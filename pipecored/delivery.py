@@ -43,7 +43,13 @@ from pipecored.provider import Provider, SendResult
 from pipecored.provider_context import send_context
 from pipecored.ratelimit import TokenBucket
 from pipecored.routing import Wait, choose_route
-from pipecored.store import AttemptOutcome, AttemptRecord, MessageRecord, MessageStore
+from pipecored.store import (
+    AttemptOutcome,
+    AttemptRecord,
+    Completed,
+    MessageRecord,
+    MessageStore,
+)
 
 log = structlog.get_logger("pipecored.delivery")
 
@@ -75,6 +81,7 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = False
         self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
+        self._unwritten: list[tuple[MessageRecord, AttemptOutcome]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._gauge_task: asyncio.Task[None] | None = None
         self.circuits = CircuitBreakers(clock=clock)
@@ -122,6 +129,9 @@ class DeliveryWorker:
                     await self.store.release(record.id, record.lease_token)
             if unfinished:
                 log.warning("delivery.released_unfinished", count=len(unfinished))
+        if not await self._write_unwritten():
+            # sent, but not recorded: the next start sends them again (at least once)
+            log.error("delivery.results_not_written", count=len(self._unwritten))
 
     # -- the dispatch loop ---------------------------------------------------------------------
 
@@ -141,7 +151,29 @@ class DeliveryWorker:
     def _concurrency(self) -> int:
         return self.registry.snapshot.daemon.delivery.concurrency
 
+    @property
+    def unwritten(self) -> int:
+        """Results of provider calls that the store could not record yet (a full disk)."""
+        return len(self._unwritten)
+
+    async def _write_unwritten(self) -> bool:
+        """Retry recording the calls whose results could not be written; True when none is
+        left. Until then nothing new is claimed: the disk that refused them would refuse the
+        next ones too, after their calls were made."""
+        while self._unwritten:
+            record, outcome = self._unwritten[0]
+            try:
+                done = await self.store.complete(outcome)
+            except StoreError:
+                return False
+            self._unwritten.pop(0)
+            log.info("delivery.complete_written", message_id=record.id)
+            self._completed(record, outcome, done)
+        return True
+
     async def _claim(self) -> int:
+        if not await self._write_unwritten():
+            return -1
         free = self._concurrency - len(self._inflight)
         if free <= 0:
             return 0
@@ -498,7 +530,19 @@ class DeliveryWorker:
             # Whatever it waits for, a message is looked at again when it expires, and fails then.
             expires = record.created_at + self.registry.snapshot.daemon.delivery.max_age
             outcome = replace(outcome, not_before=min(outcome.not_before, expires + 0.001))
-        done = await self.store.complete(outcome)
+        try:
+            done = await self.store.complete(outcome)
+        except StoreError as exc:
+            # The call happened; losing its result would send the message again once its lease
+            # ran out. Kept here and written before anything new is claimed.
+            self._unwritten.append((record, outcome))
+            log.error("delivery.complete_failed", message_id=record.id, error=str(exc))
+            return
+        self._completed(record, outcome, done)
+
+    def _completed(
+        self, record: MessageRecord, outcome: AttemptOutcome, done: Completed | None
+    ) -> None:
         if done is None:
             log.warning("delivery.lease_lost", message_id=record.id)
             return

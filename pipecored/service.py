@@ -419,14 +419,18 @@ class Service:
     # -- health --------------------------------------------------------------------------------
 
     async def readiness(self) -> tuple[bool, Mapping[str, bool]]:
-        """Ready when the configuration is loaded, the store answers and the daemon accepts
-        sends (not while it drains on shutdown)."""
-        checks = {"config": self.gateway.registry.loaded, "store": True}
+        """Ready when the configuration is loaded, the store can be read and written, every
+        provider call's result has been recorded, and the daemon accepts sends (not while it
+        drains on shutdown)."""
+        gateway = self.gateway
+        checks = {"config": gateway.registry.loaded, "store": True, "delivery": True}
         try:
-            await self.gateway.store.ping()
-        except Exception:  # a store that cannot answer, or is not open yet
+            await gateway.store.ping()
+        except Exception:  # a store that cannot answer (or be written), or is not open yet
             checks["store"] = False
-        return all(checks.values()) and self.gateway.accepting, checks
+        if gateway.accepting:
+            checks["delivery"] = gateway.worker.unwritten == 0
+        return all(checks.values()) and gateway.accepting, checks
 
 
 def _path_and_query(url: str) -> str:

@@ -183,7 +183,8 @@ class MessageStore(abc.ABC):
 
     @abc.abstractmethod
     async def ping(self) -> None:
-        """Raise StoreError when the store cannot serve."""
+        """Raise StoreError when the store cannot serve: cannot be read, or, after a write failed
+        (a full disk), still cannot be written."""
 
     @abc.abstractmethod
     async def accept(

@@ -775,6 +775,15 @@ def _ping_tx(conn: sqlite3.Connection) -> None:
     conn.execute("SELECT count(*) FROM sqlite_schema").fetchone()
 
 
+def _write_probe_tx(conn: sqlite3.Connection) -> None:
+    """A write that needs the disk (its pages go to the WAL at commit) and leaves nothing."""
+    conn.execute(
+        "INSERT INTO idempotency (tenant_id, key, request_hash, message_id, expires_at)"
+        " VALUES ('', 'pipecored-write-probe', '', '', 0)"
+    )
+    conn.execute("DELETE FROM idempotency WHERE tenant_id = '' AND key = 'pipecored-write-probe'")
+
+
 # ---------------------------------------------------------------------------------------------
 # the store
 
@@ -829,6 +838,8 @@ class SQLiteStore(MessageStore):
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
         self._owner_lock: int | None = None
+        # the last write transaction failed (a full disk): ping() then proves a write works
+        self._write_failing = False
         # messages a previous process of this daemon had claimed, put back at open
         self.taken_back = 0
 
@@ -966,9 +977,11 @@ class SQLiteStore(MessageStore):
                 error = StoreError(f"{job.op} failed: the write was not committed: {reason}")
                 error.__cause__ = reason
                 failed.append((False, error))
+            self._write_failing = True
             self._resolve(batch, failed)
             return
         self._commits += 1
+        self._write_failing = False
         self._resolve(batch, results)
 
     @staticmethod
@@ -1076,6 +1089,8 @@ class SQLiteStore(MessageStore):
         if self._writer_done.done() and self._state == "open":
             raise StoreError("ping failed: the writer thread has stopped")
         await self._read("ping", _ping_tx)
+        if self._write_failing:
+            await self._write("ping", _write_probe_tx)
 
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None

@@ -43,7 +43,10 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 async def test_readyz(client: httpx.AsyncClient) -> None:
     response = await client.get("/readyz")
     assert response.status_code == 200, response.text
-    assert response.json() == {"status": "ready", "checks": {"config": True, "store": True}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"config": True, "store": True, "delivery": True},
+    }
 
 
 async def test_readyz_is_503_when_the_store_is_unreachable(
@@ -55,7 +58,7 @@ async def test_readyz_is_503_when_the_store_is_unreachable(
     monkeypatch.setattr(gateway.store, "ping", down)
     response = await client.get("/readyz")
     assert response.status_code == 503, response.text
-    assert response.json()["checks"] == {"config": True, "store": False}
+    assert response.json()["checks"] == {"config": True, "store": False, "delivery": True}
 
 
 async def test_readyz_is_503_while_shutting_down(
