@@ -56,6 +56,7 @@ log = structlog.get_logger("pipecored.delivery")
 CLAIM_BATCH = 128
 IDLE_WAIT = 1.0  # the longest the loop sleeps without looking at the store
 QUEUE_GAUGE_INTERVAL = 2.0
+PURGE_INTERVAL = 3600.0
 # A rate-limited channel with more than this many seconds of sends already reserved is left in
 # the queue by claim(), so that one throttled tenant cannot hold the worker's slots.
 MAX_RATE_BACKLOG = 1.0
@@ -92,7 +93,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         self._loop_task = asyncio.create_task(self._run(), name="delivery-loop")
-        self._gauge_task = asyncio.create_task(self._update_gauges(), name="queue-gauges")
+        self._gauge_task = asyncio.create_task(self._housekeeping(), name="housekeeping")
 
     def wake(self) -> None:
         """New work may be due. With every slot busy there is nothing to do until one frees,
@@ -219,12 +220,21 @@ class DeliveryWorker:
             async with asyncio.timeout(timeout):  # no task per wait, unlike wait_for
                 await self._wake.wait()
 
-    async def _update_gauges(self) -> None:
+    async def _housekeeping(self) -> None:
+        """The queue gauges every :data:`QUEUE_GAUGE_INTERVAL`; expired idempotency keys
+        forgotten at start and every :data:`PURGE_INTERVAL` (a key is honoured 24 h)."""
+        next_purge = 0.0
         while True:
+            now = self.clock()
             try:
-                depth, oldest = await self.store.queue_depth(now=self.clock())
+                depth, oldest = await self.store.queue_depth(now=now)
                 self.metrics.queue_depth.set(depth)
                 self.metrics.queue_oldest_age.set(oldest)
+                if now >= next_purge:
+                    purged = await self.store.purge_idempotency(now=now)
+                    next_purge = now + PURGE_INTERVAL
+                    if purged:
+                        log.info("store.idempotency_keys_purged", count=purged)
             except StoreError:
                 pass
             await asyncio.sleep(QUEUE_GAUGE_INTERVAL)

@@ -3,8 +3,7 @@
 ::
 
     PipecoreError
-    ├── ConfigError              one invalid value: file, key path, message
-    │   └── ConfigErrors         several at once (a file is checked whole)
+    ├── ConfigError              invalid values, each with its file, key path and message
     ├── ApiError                 answered to an HTTP client; carries ``status`` and ``code``
     │   ├── BadRequest           400 unreadable JSON
     │   ├── Unauthorized         401 no key, or an unknown one
@@ -60,10 +59,6 @@ class ConfigError(PipecoreError):
         super().__init__("\n".join(str(i) for i in self.issues))
 
 
-class ConfigErrors(ConfigError):
-    """Several files' worth of issues, reported together by ``pipecored check``."""
-
-
 class ApiError(PipecoreError):
     status: int = 400
     code: str = "bad_request"
@@ -103,11 +98,6 @@ class Forbidden(ApiError):
 class NotFound(ApiError):
     status = 404
     code = "not_found"
-
-
-class MethodNotAllowed(ApiError):
-    status = 405
-    code = "method_not_allowed"
 
 
 class Conflict(ApiError):
@@ -231,3 +221,17 @@ class AlertSendError(PipecoreError):
         super().__init__(message)
         self.message = message
         self.retryable = retryable
+
+
+class ConfigChanged(Conflict):
+    """409: a tenant's file changed on disk between the config API's read and its write (an
+    operator's edit); nothing was written, and the request may be sent again."""
+
+    code = "config_changed"
+
+
+class TenantConfigInvalid(Conflict):
+    """409: the tenant's file has a problem the request does not touch (a schema error
+    elsewhere in the file, a key another principal holds); it must be fixed by hand."""
+
+    code = "tenant_config_invalid"

@@ -21,7 +21,7 @@ from pipecored.channels import CHANNEL_NAME_PATTERN
 # name of this shape, and the loader checks it is declared.
 ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN)]
 
-TENANT_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}$")
+TENANT_ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,64}\Z")  # \Z: "$" also matches before a "\n"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -89,10 +89,6 @@ def api_key_digest(configured: str) -> bytes:
     if _HASHED_KEY.match(configured):
         return bytes.fromhex(configured.removeprefix("sha256:"))
     return hashlib.sha256(configured.encode("utf-8")).digest()
-
-
-def is_hashed_key(configured: str) -> bool:
-    return _HASHED_KEY.match(configured) is not None
 
 
 class AuthConfig(Model):
