@@ -8,7 +8,7 @@ from __future__ import annotations
 import pluggy
 
 from pipecored.alert_receiver import Alert, AlertContext, AlertReceiver
-from pipecored.calls import call_provider, parse_retry_after, scrub_secrets
+from pipecored.calls import call_provider, parse_retry_after, request_provider, scrub_secrets
 from pipecored.errors import (
     AlertSendError,
     MessageRejected,
@@ -69,5 +69,6 @@ __all__ = [
     "hookimpl",
     "parse_mailbox",
     "parse_retry_after",
+    "request_provider",
     "scrub_secrets",
 ]

@@ -81,3 +81,50 @@ async def call_provider(
             code="connection_error",
         ) from None
 
+
+from collections.abc import Callable  # noqa: E402 (added with request_provider, below)
+
+
+async def request_provider(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    *,
+    provider: str,
+    timeout: float,  # noqa: ASYNC109 (the plugin passes ctx.timeout; call_provider applies it)
+    secrets: Iterable[str] = (),
+    classify: Callable[[httpx.Response, list[str]], ProviderError] | None = None,
+    headers: dict[str, str] | None = None,
+    content: bytes | None = None,
+    data: dict[str, str] | None = None,
+    json: object = None,
+    auth: tuple[str, str] | None = None,
+) -> httpx.Response:
+    """One call to a provider's API, made as every plugin makes it: ``http.request`` with
+    pipecored's ``User-Agent`` (unless ``headers`` names another), bounded as a whole by
+    :func:`call_provider`, and a non-2xx answer raised as ``classify(response, secrets)`` (the
+    plugin's reading of its provider's errors; without ``classify`` it is returned)."""
+    # Imported here: pipecored.http imports the package, which imports this module.
+    from pipecored.http import USER_AGENT
+
+    sent_headers = httpx.Headers({"User-Agent": USER_AGENT})
+    sent_headers.update(headers or {})
+    known_secrets = list(secrets)
+    response = await call_provider(
+        http.request(
+            method,
+            url,
+            headers=sent_headers,
+            content=content,
+            data=data,
+            json=json,
+            auth=auth,
+            timeout=timeout,
+        ),
+        provider=provider,
+        timeout=timeout,
+        secrets=known_secrets,
+    )
+    if classify is not None and not response.is_success:
+        raise classify(response, known_secrets)
+    return response

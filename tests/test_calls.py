@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 from aiohttp import web
+from starlette.responses import Response
 
 import pipecored.http
 from pipecored import (
@@ -20,9 +21,11 @@ from pipecored import (
     check_sender_domain,
     parse_mailbox,
     parse_retry_after,
+    request_provider,
     scrub_secrets,
 )
 from pipecored.http import outbound_client
+from pipecored.testing import FakeServer
 from tests.conftest import free_port
 from tests.fakes.httpjson import HttpJsonGateway
 
@@ -60,12 +63,15 @@ async def test_call_provider_maps_transport_failures(client: str) -> None:
         httpx.AsyncClient() if client == "httpx" else outbound_client(max_connections=4, timeout=5)
     )
     fake = HttpJsonGateway().start()
+    message = {"id": "m1", "channel": "sms", "to": ["+34600111222"], "from": None, "body": "hola"}
     try:
-        fake.delay = 1.0
+        release = fake.hold_next()
         with pytest.raises(ProviderTimeout):
             await call_provider(
-                http.post(f"{fake.url}/messages", json={}), provider="httpjson", timeout=0.2
+                http.post(f"{fake.url}/messages", json=message), provider="httpjson", timeout=0.2
             )
+        release.set()
+        await fake.wait_for_answers(1)
         with pytest.raises(ProviderError) as refused:
             await call_provider(
                 http.post(f"http://127.0.0.1:{free_port()}/messages", json={}),
@@ -171,3 +177,76 @@ async def test_a_compressed_answer_reaches_the_plugin_decoded() -> None:
     async with provider_answering(handler) as (url, http):
         response = await http.post(url, json={})
         assert response.json() == {"id": "SMñ1"}
+
+
+def _answering(status: int, body: bytes = b"{}") -> FakeServer:
+    return FakeServer(lambda request: Response(body, status_code=status)).start()
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param(None, f"pipecored/{pipecored.__version__}", id="pipecoreds-own"),
+        pytest.param({"user-agent": "acme/2.0"}, "acme/2.0", id="the-plugins-any-case"),
+    ],
+)
+async def test_request_provider_sends_one_user_agent(
+    headers: dict[str, str] | None, expected: str
+) -> None:
+    fake = _answering(201)
+    try:
+        async with httpx.AsyncClient() as http:
+            await request_provider(
+                http, "POST", f"{fake.url}/x", provider="acme", timeout=5, headers=headers
+            )
+    finally:
+        fake.stop()
+    [request] = fake.requests
+    assert request.headers["user-agent"] == expected
+
+
+async def test_request_provider_raises_the_plugins_reading_of_an_error() -> None:
+    fake = _answering(429, b'{"error": "slow down, tok_secret_123"}')
+    read: list[tuple[int, list[str]]] = []
+
+    def classify(response: httpx.Response, secrets: list[str]) -> ProviderError:
+        read.append((response.status_code, secrets))
+        return ProviderError(scrub_secrets(response.text, secrets), retryable=True, code="slow")
+
+    try:
+        async with httpx.AsyncClient() as http:
+            with pytest.raises(ProviderError) as caught:
+                await request_provider(
+                    http,
+                    "POST",
+                    f"{fake.url}/x",
+                    provider="acme",
+                    timeout=5,
+                    secrets=iter(["tok_secret_123"]),  # any iterable, read once
+                    classify=classify,
+                    json={"to": "+34600111222"},
+                )
+            unclassified = await request_provider(
+                http, "GET", f"{fake.url}/x", provider="acme", timeout=5
+            )
+    finally:
+        fake.stop()
+    assert read == [(429, ["tok_secret_123"])]
+    assert caught.value.code == "slow"
+    assert "tok_secret_123" not in caught.value.message
+    assert unclassified.status_code == 429
+    assert fake.requests[0].json() == {"to": "+34600111222"}
+
+
+async def test_request_provider_maps_transport_failures() -> None:
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(ProviderError) as refused:
+            await request_provider(
+                http,
+                "POST",
+                f"http://127.0.0.1:{free_port()}/x",
+                provider="acme",
+                timeout=2,
+                secrets=["tok_secret_123"],
+            )
+    assert (refused.value.code, refused.value.retryable) == ("connection_error", True)

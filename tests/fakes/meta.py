@@ -6,21 +6,16 @@ error objects otherwise, and whatever a test scripts with :meth:`FakeMeta.fail_n
 below build the notifications Meta POSTs to a webhook, signed with ``X-Hub-Signature-256``, and the
 GET subscription handshake, so that end-to-end tests can send them to a running daemon.
 
-:func:`validate_meta_request` checks a recorded request against Meta's OpenAPI document. That
-document writes each message type as ``allOf: [BaseMessageProperties, {additionalProperties:
-false, properties: {text, type}}]``; under JSON Schema, ``additionalProperties`` in one branch
-cannot see the other branch's properties, so no valid message (``to``, ``messaging_product``...)
-passes openapi-core's body check. Security, path and header parameters are still checked by
-openapi-core against the unmodified document; the body is checked with jsonschema against the same
-document's request schema with each ``allOf`` merged into one object schema, which is what the
-document means: the union of the branches' properties, and nothing else.
+Every request is checked against Meta's OpenAPI document as it arrives. That document writes each
+message type as ``allOf: [BaseMessageProperties, {additionalProperties: false, properties: {text,
+type}}]``, which no valid message passes under JSON Schema (``additionalProperties`` in one branch
+cannot see the other's properties); the kit's strict check merges each ``allOf`` into one object
+schema first, which is what the document means (``pipecored.testing.strict_schema``).
 """
 
 from __future__ import annotations
 
 import base64
-import copy
-import functools
 import hashlib
 import hmac
 import json
@@ -32,16 +27,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import jsonschema
-from openapi_core.validation.request.exceptions import RequestBodyValidationError
 from starlette.responses import Response
 
-from tests.fakes.scripted import Reply, ScriptedFake, SignedWebhook
-from tests.fakes.server import RecordedRequest
-from tests.fakes.specs import _SpecRequest, load_spec, openapi, server_url
+from pipecored.testing import RecordedRequest, Reply, ScriptedFake, SignedWebhook
+from tests.fakes.specs import provider_check, validate_request
 
 MESSAGES_PATH = re.compile(r"^/(?P<version>v\d+\.\d+)/(?P<phone_number_id>[^/]+)/messages$")
-SPEC_OPERATION = ("/{Version}/{Phone-Number-ID}/messages", "post")
 
 # Texts Graph answers with, for fail_next() calls that give only a code.
 ERROR_MESSAGES: Mapping[int, tuple[str, str]] = {
@@ -101,6 +92,21 @@ def graph_error(
     return {"error": error}
 
 
+def error_reply(
+    status: int,
+    code: int,
+    *,
+    retry_after: float | str | None = None,
+    **details: Any,
+) -> Reply:
+    """A Graph error answer (``details``: :func:`graph_error`'s keywords)."""
+    headers = {"content-type": "application/json"}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    body = json.dumps(graph_error(code, **details)).encode("utf-8")
+    return Reply(status, body, headers, content_type=None)
+
+
 def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -> Response:
     return Response(
         json.dumps(payload).encode("utf-8"),
@@ -122,7 +128,7 @@ class FakeMeta(ScriptedFake):
     """
 
     def __init__(self, access_tokens: Mapping[str, str] | None = None) -> None:
-        super().__init__()
+        super().__init__(check=provider_check("meta"))
         self.access_tokens = dict(access_tokens or {})
         self.messages: list[SentWhatsApp] = []
 
@@ -144,21 +150,19 @@ class FakeMeta(ScriptedFake):
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` requests with a Graph error."""
-        payload = graph_error(
+        reply = error_reply(
+            status,
             code,
+            retry_after=retry_after,
             message=message,
             error_type=error_type,
             subcode=subcode,
             is_transient=is_transient,
             details=details,
         )
-        headers = {"content-type": "application/json"}
-        if retry_after is not None:
-            headers["retry-after"] = str(retry_after)
-        body = json.dumps(payload).encode("utf-8")
-        self._script_times(Reply(status, body, headers, content_type=None), times)
+        self.script_next(reply, times=times)
 
-    def _default(self, request: RecordedRequest) -> Response:
+    def default_answer(self, request: RecordedRequest) -> Response:
         match = MESSAGES_PATH.match(request.path)
         if request.method != "POST" or match is None:
             return _json(
@@ -216,56 +220,9 @@ class FakeMeta(ScriptedFake):
         )
 
 
-# Request validation against Meta's OpenAPI document (see the module docstring for why the body
-# is checked apart).
-
-
-def _merge_all_of(schema: Mapping[str, Any], schemas: Mapping[str, Any]) -> dict[str, Any]:
-    if "allOf" not in schema:
-        return dict(schema)
-    merged: dict[str, Any] = {k: v for k, v in schema.items() if k != "allOf"}
-    properties: dict[str, Any] = {}
-    required: list[str] = []
-    closed = False
-    for branch in schema["allOf"]:
-        if "$ref" in branch:
-            branch = _merge_all_of(schemas[branch["$ref"].rsplit("/", 1)[-1]], schemas)
-        for name, prop in branch.get("properties", {}).items():
-            # A property both branches declare must satisfy both.
-            properties[name] = {"allOf": [properties[name], prop]} if name in properties else prop
-        required.extend(r for r in branch.get("required", []) if r not in required)
-        closed = closed or branch.get("additionalProperties") is False
-    merged.update(type="object", properties=properties, required=required)
-    if closed:
-        merged["additionalProperties"] = False
-    return merged
-
-
-@functools.cache
-def _body_validator() -> jsonschema.Draft202012Validator:
-    spec = load_spec("meta")
-    components = copy.deepcopy(spec["components"])
-    schemas = components["schemas"]
-    for name in list(schemas):
-        schemas[name] = _merge_all_of(schemas[name], spec["components"]["schemas"])
-    path, method = SPEC_OPERATION
-    body_schema = spec["paths"][path][method]["requestBody"]["content"]["application/json"]
-    root = {**copy.deepcopy(body_schema["schema"]), "components": components}
-    return jsonschema.Draft202012Validator(root)
-
-
 def validate_meta_request(recorded: RecordedRequest) -> None:
-    """Raise unless ``recorded`` is a request Meta's OpenAPI document allows.
-
-    openapi-core checks security, path and headers; jsonschema checks the body (module docstring).
-    """
-    request = _SpecRequest(server_url("meta"), recorded)
-    for error in openapi("meta").iter_request_errors(request):
-        if not isinstance(error, RequestBodyValidationError):
-            raise error
-    if recorded.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        raise ValueError("Meta's send takes an application/json body")
-    _body_validator().validate(json.loads(recorded.body.decode("utf-8")))
+    """Raise ``RequestViolation`` unless Meta's OpenAPI document allows ``recorded``."""
+    validate_request("meta", recorded)
 
 
 # Webhooks Meta sends.

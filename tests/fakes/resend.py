@@ -20,9 +20,8 @@ import jsonschema
 from starlette.responses import Response
 from svix.webhooks import Webhook
 
-from tests.fakes.scripted import Reply, ScriptedFake
-from tests.fakes.server import RecordedRequest
-from tests.fakes.specs import load_spec
+from pipecored.testing import RecordedRequest, Reply, ScriptedFake
+from tests.fakes.specs import load_spec, provider_check
 
 RECEIVING = "/emails/receiving/"
 
@@ -45,12 +44,19 @@ def error_body(status: int, name: str, message: str) -> bytes:
     return json.dumps({"statusCode": status, "name": name, "message": message}).encode()
 
 
+def error_reply(status: int, message: str, *, name: str | None = None) -> Reply:
+    """Resend's error answer (the name defaults by status)."""
+    error_name = name or ERROR_NAMES.get(status, "application_error")
+    return Reply(status, error_body(status, error_name, message))
+
+
 class FakeResend(ScriptedFake):
     """Resend's ``/emails`` on 127.0.0.1. ``emails`` lists the accepted sends (parsed JSON
-    plus their ``id``), ``requests`` every request that arrived."""
+    plus their ``id``), ``requests`` every request that arrived, each checked against Resend's
+    OpenAPI document as it arrived."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
-        super().__init__()
+        super().__init__(check=provider_check("resend"))
         self.api_key = api_key
         self.emails: list[dict[str, Any]] = []
         # received emails by id, for GET /emails/receiving/{email_id}
@@ -87,13 +93,13 @@ class FakeResend(ScriptedFake):
         if body is None:
             error_name = name or ERROR_NAMES.get(status, "application_error")
             body = error_body(status, error_name, message or f"fake Resend error {error_name}")
-        self._script_times(Reply(status, body, reply_headers, delay, content_type), times)
+        self.script_next(Reply(status, body, reply_headers, delay, content_type), times=times)
 
     def receive(self, email_id: str, **fields: Any) -> None:
         """Hold a received email, shaped like ``GetReceivedEmailResponse``."""
         self.received[email_id] = {"object": "email", "id": email_id, **fields}
 
-    def _default(self, request: RecordedRequest) -> Response:
+    def default_answer(self, request: RecordedRequest) -> Response:
         refused = self._refused(request)
         if refused is not None:
             return refused.response()

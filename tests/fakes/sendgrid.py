@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from starlette.responses import Response
 
-from tests.fakes.scripted import Reply, ScriptedFake
-from tests.fakes.server import RecordedRequest
+from pipecored.testing import RecordedRequest, Reply, ScriptedFake
+from tests.fakes.specs import provider_check
 
 ERROR_MESSAGES = {
     400: "Bad Request",
@@ -47,10 +47,11 @@ def new_message_id() -> str:
 
 class FakeSendGrid(ScriptedFake):
     """SendGrid's ``/v3/mail/send`` on 127.0.0.1. ``messages`` lists the accepted sends (parsed
-    JSON plus ``x_message_id``), ``requests`` every request that arrived."""
+    JSON plus ``x_message_id``), ``requests`` every request that arrived, each checked against
+    SendGrid's OpenAPI document as it arrived."""
 
     def __init__(self, *, api_key: str | None = None) -> None:
-        super().__init__()
+        super().__init__(check=provider_check("sendgrid"))
         self.api_key = api_key
         self.messages: list[dict[str, Any]] = []
 
@@ -86,9 +87,9 @@ class FakeSendGrid(ScriptedFake):
         if body is None:
             pairs = errors or [(message or ERROR_MESSAGES.get(status, "error"), field)]
             body = error_body(*pairs)
-        self._script_times(Reply(status, body, reply_headers, delay, content_type), times)
+        self.script_next(Reply(status, body, reply_headers, delay, content_type), times=times)
 
-    def _default(self, request: RecordedRequest) -> Response:
+    def default_answer(self, request: RecordedRequest) -> Response:
         return self._mail_send(request).response()
 
     def _mail_send(self, request: RecordedRequest) -> Reply:

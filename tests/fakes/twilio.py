@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlencode
 from starlette.responses import Response
 from twilio.request_validator import RequestValidator
 
-from tests.fakes.scripted import Reply, ScriptedFake, SignedWebhook
-from tests.fakes.server import RecordedRequest
+from pipecored.testing import RecordedRequest, Reply, ScriptedFake, SignedWebhook
+from tests.fakes.specs import provider_check
 
 MESSAGES_PATH = re.compile(r"^/2010-04-01/Accounts/(?P<account_sid>[^/]+)/Messages\.json$")
 
@@ -56,6 +56,22 @@ def twilio_error(status: int, code: int, message: str | None = None) -> dict[str
         "more_info": f"https://www.twilio.com/docs/errors/{code}",
         "status": status,
     }
+
+
+def error_reply(
+    status: int,
+    *,
+    code: int | None = None,
+    message: str | None = None,
+    retry_after: float | str | None = None,
+) -> Reply:
+    """Twilio's error JSON with ``status`` (the Twilio code defaults by status)."""
+    twilio_code = code if code is not None else {429: 20429, 503: 20503}.get(status, 20500)
+    body = json.dumps(twilio_error(status, twilio_code, message)).encode("utf-8")
+    headers = {"content-type": "application/json"}
+    if retry_after is not None:
+        headers["retry-after"] = str(retry_after)
+    return Reply(status, body, headers, content_type=None)
 
 
 def new_sid(prefix: str) -> str:
@@ -91,11 +107,12 @@ class FakeTwilio(ScriptedFake):
     """Twilio's Messages API on 127.0.0.1.
 
     ``accounts`` maps each Account SID to its Auth Token; without it any Basic credentials whose
-    user is the Account SID in the path are accepted.
+    user is the Account SID in the path are accepted. Every request is checked against Twilio's
+    OpenAPI document as it arrives.
     """
 
     def __init__(self, accounts: Mapping[str, str] | None = None) -> None:
-        super().__init__()
+        super().__init__(check=provider_check("twilio"))
         self.accounts = dict(accounts or {})
         self.messages: list[SentSms] = []
 
@@ -113,12 +130,8 @@ class FakeTwilio(ScriptedFake):
         times: int = 1,
     ) -> None:
         """Answer the next ``times`` requests with Twilio's error JSON (code defaults by status)."""
-        twilio_code = code if code is not None else {429: 20429, 503: 20503}.get(status, 20500)
-        body = json.dumps(twilio_error(status, twilio_code, message)).encode("utf-8")
-        headers = {"content-type": "application/json"}
-        if retry_after is not None:
-            headers["retry-after"] = str(retry_after)
-        self._script_times(Reply(status, body, headers, content_type=None), times)
+        reply = error_reply(status, code=code, message=message, retry_after=retry_after)
+        self.script_next(reply, times=times)
 
     def status_callback(
         self, sent: SentSms, status: str, *, error_code: str | None = None
@@ -151,7 +164,7 @@ class FakeTwilio(ScriptedFake):
             return False
         return not self.accounts or self.accounts.get(account) == password
 
-    def _default(self, request: RecordedRequest) -> Response:
+    def default_answer(self, request: RecordedRequest) -> Response:
         match = MESSAGES_PATH.match(request.path)
         if match is None or request.method != "POST":
             message = f"The requested resource {request.path} was not found"

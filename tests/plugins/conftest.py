@@ -1,8 +1,8 @@
 """Fixtures the provider plugin tests share.
 
-Each module defines a module-scoped ``shared_fake`` (its provider's fake API, started once) and
-may override ``provider_spec`` to have every request sent to ``fake`` checked against that
-provider's OpenAPI document.
+Each module defines a module-scoped ``shared_fake`` (its provider's fake API, started once); the
+fake checks every request against the provider's OpenAPI document as it arrives, and ``fake``
+raises what it refused in the test that sent it.
 """
 
 from __future__ import annotations
@@ -14,22 +14,13 @@ import httpx
 import pytest
 
 from pipecored.http import outbound_client
-from tests.fakes.specs import validate_request
 
 
 @pytest.fixture
-def provider_spec() -> str | None:
-    return None
-
-
-@pytest.fixture
-def fake(shared_fake: Any, provider_spec: str | None) -> Iterator[Any]:
+def fake(shared_fake: Any) -> Iterator[Any]:
     shared_fake.reset()
     yield shared_fake
-    if provider_spec is not None:
-        # Whatever the test made the plugin send must be a request the provider's document allows.
-        for recorded in shared_fake.requests:
-            validate_request(provider_spec, recorded)
+    shared_fake.raise_violations()
 
 
 @pytest.fixture

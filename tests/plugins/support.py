@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import socket
-import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
-from email.utils import format_datetime
 from typing import Any
 
 import httpx
@@ -33,16 +29,3 @@ def send_context(
         timeout=timeout,
         **extra,
     )
-
-
-def closed_port_url() -> str:
-    """A loopback URL nothing listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
-
-
-def http_date(offset: float) -> str:
-    """An HTTP date ``offset`` seconds from now."""
-    return format_datetime(datetime.fromtimestamp(time.time() + offset, tz=UTC), usegmt=True)

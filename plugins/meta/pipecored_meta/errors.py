@@ -71,7 +71,7 @@ def describe(code: int | None, message: str | None, details: str | None) -> str:
     return text
 
 
-def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ProviderError:
+def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderError:
     """The ``ProviderError`` for a non-2xx answer to ``POST .../messages``."""
     status = response.status_code
     error = _graph_error(response)

@@ -27,15 +27,12 @@ from pipecored import (
     WebhookRequest,
     WebhookResponse,
     WebhookResult,
-    __version__,
-    call_provider,
+    request_provider,
 )
 
 from . import events, signature
 from .errors import PROVIDER, classify
 
-# Meta's OpenAPI document asks for a User-Agent of the form product/major.minor.patch.
-USER_AGENT = f"pipecored/{__version__}"
 DEFAULT_API_VERSION = "v23.0"
 
 _SEPARATORS = re.compile(r"[\s\-().]")
@@ -132,26 +129,23 @@ class MetaProvider(Provider):
             f"{ctx.base_url.rstrip('/')}/{quote(version, safe='')}"
             f"/{quote(phone_number_id, safe='')}/messages"
         )
-        secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
-        response = await call_provider(
-            ctx.http.post(
-                url,
-                content=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
-                headers={
-                    "Authorization": f"Bearer {access_token}",
-                    "Content-Type": "application/json",
-                    "Accept": "application/json",
-                    "User-Agent": USER_AGENT,
-                },
-                timeout=ctx.timeout,
-            ),
+        # Meta's document asks for a User-Agent of the form product/major.minor.patch, which
+        # request_provider sends.
+        response = await request_provider(
+            ctx.http,
+            "POST",
+            url,
             provider=PROVIDER,
             timeout=ctx.timeout,
-            secrets=secrets,
+            secrets=[ctx.credentials.get(name, "") for name in self.secret_names()],
+            classify=classify,
+            content=json.dumps(payload, ensure_ascii=False).encode("utf-8"),
+            headers={
+                "Authorization": f"Bearer {access_token}",
+                "Content-Type": "application/json",
+                "Accept": "application/json",
+            },
         )
-
-        if not response.is_success:
-            raise classify(response, secrets=secrets)
         message_id = _message_id(response)
         if message_id is None:
             # Meta took the message; sending again could duplicate it, so this is not retried.

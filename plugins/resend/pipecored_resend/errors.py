@@ -54,7 +54,7 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ProviderError:
+def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderError:
     """The ``ProviderError`` for a non-2xx answer from Resend's API (``POST /emails``,
     ``GET /emails/receiving/{id}``)."""
     status = response.status_code

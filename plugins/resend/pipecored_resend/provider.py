@@ -21,26 +21,19 @@ from pipecored import (
     WebhookContext,
     WebhookRequest,
     WebhookResult,
-    __version__,
-    call_provider,
     check_sender_domain,
+    request_provider,
 )
 
 from . import events, signature
 from .errors import PROVIDER, classify, invalid_answer
 
-USER_AGENT = f"pipecored/{__version__}"
-
 log = structlog.get_logger("pipecored.resend")
 
 
 def _headers(api_key: str) -> dict[str, str]:
-    # Resend refuses calls without a User-Agent.
-    return {
-        "Authorization": f"Bearer {api_key}",
-        "Accept": "application/json",
-        "User-Agent": USER_AGENT,
-    }
+    # Resend also refuses calls without a User-Agent: request_provider sends pipecored's.
+    return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
 
 
 class ResendProvider(Provider):
@@ -102,26 +95,23 @@ class ResendProvider(Provider):
         api_key = ctx.credentials.get("apiKey", "")
         secrets = list(ctx.credentials.values())
         content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
-        response = await call_provider(
-            ctx.http.post(
-                f"{ctx.base_url.rstrip('/')}/emails",
-                content=content.encode("utf-8"),
-                headers={
-                    **_headers(api_key),
-                    "Content-Type": "application/json",
-                    # A retry after a timeout or a 5xx gets the first call's answer, never a
-                    # second email (Resend keeps keys for 24 hours).
-                    "Idempotency-Key": message.id,
-                },
-                timeout=ctx.timeout,
-            ),
+        response = await request_provider(
+            ctx.http,
+            "POST",
+            f"{ctx.base_url.rstrip('/')}/emails",
             provider=PROVIDER,
             timeout=ctx.timeout,
             secrets=secrets,
+            classify=classify,
+            content=content.encode("utf-8"),
+            headers={
+                **_headers(api_key),
+                "Content-Type": "application/json",
+                # A retry after a timeout or a 5xx gets the first call's answer, never a second
+                # email (Resend keeps keys for 24 hours).
+                "Idempotency-Key": message.id,
+            },
         )
-
-        if not response.is_success:
-            raise classify(response, secrets=secrets)
         try:
             provider_id = response.json().get("id")
         except (ValueError, AttributeError):
@@ -156,18 +146,17 @@ class ResendProvider(Provider):
             return message
         secrets = list(ctx.credentials.values())
         email_id = quote(message.provider_message_id, safe="")
-        response = await call_provider(
-            ctx.http.get(
-                f"{ctx.base_url.rstrip('/')}/emails/receiving/{email_id}",
-                headers=_headers(ctx.credentials.get("apiKey", "")),
-                timeout=ctx.timeout,
-            ),
+        response = await request_provider(
+            ctx.http,
+            "GET",
+            f"{ctx.base_url.rstrip('/')}/emails/receiving/{email_id}",
             provider=PROVIDER,
             timeout=ctx.timeout,
             secrets=secrets,
+            headers=_headers(ctx.credentials.get("apiKey", "")),
         )
         if not response.is_success:
-            error = classify(response, secrets=secrets)
+            error = classify(response, secrets)
             if error.retryable or error.unavailable:
                 raise error
             log.warning(

@@ -71,7 +71,7 @@ def _field_code(field: object) -> str | None:
     return f"invalid_{slug}" if slug else None
 
 
-def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ProviderError:
+def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderError:
     """The ``ProviderError`` for a non-2xx answer to ``POST /v3/mail/send``."""
     status = response.status_code
     errors = _errors(response)

@@ -16,16 +16,14 @@ from pipecored import (
     WebhookContext,
     WebhookRequest,
     WebhookResult,
-    __version__,
-    call_provider,
     check_sender_domain,
     parse_mailbox,
+    request_provider,
 )
 
 from . import events, signature
 from .errors import PROVIDER, classify
 
-USER_AGENT = f"pipecored/{__version__}"
 # SendGrid's limits on categories: at most 10 per message, 255 characters each.
 _MAX_CATEGORIES = 10
 _MAX_CATEGORY_LENGTH = 255
@@ -116,26 +114,18 @@ class SendGridProvider(Provider):
 
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
         api_key = ctx.credentials.get("apiKey", "")
-        secrets = list(ctx.credentials.values())
         content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
-        response = await call_provider(
-            ctx.http.post(
-                f"{ctx.base_url.rstrip('/')}/v3/mail/send",
-                content=content.encode("utf-8"),
-                headers={
-                    "Authorization": f"Bearer {api_key}",
-                    "Content-Type": "application/json",
-                    "User-Agent": USER_AGENT,
-                },
-                timeout=ctx.timeout,
-            ),
+        response = await request_provider(
+            ctx.http,
+            "POST",
+            f"{ctx.base_url.rstrip('/')}/v3/mail/send",
             provider=PROVIDER,
             timeout=ctx.timeout,
-            secrets=secrets,
+            secrets=list(ctx.credentials.values()),
+            classify=classify,
+            content=content.encode("utf-8"),
+            headers={"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"},
         )
-
-        if not response.is_success:
-            raise classify(response, secrets=secrets)
         # SendGrid accepted the message: failing it now would invite a second copy. Should the
         # header ever be missing, our own id stands in; webhook events still match through the
         # pipecore_message_id custom arg.

@@ -51,7 +51,7 @@ def _twilio_code(body: dict[str, Any]) -> int | None:
     return None
 
 
-def classify(response: httpx.Response, *, secrets: Iterable[str] = ()) -> ProviderError:
+def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderError:
     """The ``ProviderError`` for a non-2xx answer to ``POST .../Messages.json``."""
     status = response.status_code
     body = _error_body(response)

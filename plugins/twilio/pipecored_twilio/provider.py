@@ -25,14 +25,12 @@ from pipecored import (
     WebhookResponse,
     WebhookResult,
     WebhookSignatureError,
-    __version__,
-    call_provider,
+    request_provider,
 )
 
 from . import events, signature
 from .errors import PROVIDER, classify
 
-USER_AGENT = f"pipecored/{__version__}"
 EMPTY_TWIML = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 
 # The credential holding the sending number, per channel.
@@ -151,23 +149,18 @@ class TwilioProvider(Provider):
             form["StatusCallback"] = ctx.status_callback_url
 
         account = quote(account_sid, safe="")
-        url = f"{ctx.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json"
-        secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
-        response = await call_provider(
-            ctx.http.post(
-                url,
-                data=form,
-                auth=(account_sid, auth_token),
-                headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-                timeout=ctx.timeout,
-            ),
+        response = await request_provider(
+            ctx.http,
+            "POST",
+            f"{ctx.base_url.rstrip('/')}/2010-04-01/Accounts/{account}/Messages.json",
             provider=PROVIDER,
             timeout=ctx.timeout,
-            secrets=secrets,
+            secrets=[ctx.credentials.get(name, "") for name in self.secret_names()],
+            classify=classify,
+            data=form,
+            auth=(account_sid, auth_token),
+            headers={"Accept": "application/json"},
         )
-
-        if not response.is_success:
-            raise classify(response, secrets=secrets)
         try:
             payload = response.json()
         except ValueError:
