@@ -3,7 +3,8 @@
 Send:    POST {baseUrl}/messages, bearer ``token``, JSON
          {"id", "channel", "to", "body" | "subject"/"html"/"text", "from"}
          -> 2xx {"id": "<provider id>"}
-         429 and 5xx are retried (Retry-After honoured); other 4xx fail the message.
+         429 and 5xx are retried (Retry-After honoured); 401 and 403 move the channel to its
+         fallback; other 4xx, and a 2xx without an id, fail the message.
 Webhook: POST JSON {"events": [{"id", "status"} | {"from", "to", "body", "id"}]},
          header X-Signature: hex HMAC-SHA256 of the raw body with ``signingSecret``.
 """
@@ -15,6 +16,8 @@ import hmac
 import json
 from collections.abc import Callable
 from typing import Any
+
+import httpx
 
 from pipecored import (
     CredentialField,
@@ -30,9 +33,9 @@ from pipecored import (
     WebhookRequest,
     WebhookResult,
     WebhookSignatureError,
-    call_provider,
     hookimpl,
     parse_retry_after,
+    request_provider,
     scrub_secrets,
 )
 
@@ -59,27 +62,43 @@ class HttpJsonProvider(Provider):
             payload.update(subject=message.subject, html=message.html, text=message.text)
         else:
             payload["body"] = message.body
-        secrets = [ctx.credentials.get(name, "") for name in self.secret_names()]
-        response = await call_provider(
-            ctx.http.post(
-                f"{ctx.base_url}/messages",
-                json=payload,
-                headers={"Authorization": f"Bearer {ctx.credentials['token']}"},
-                timeout=ctx.timeout,
-            ),
+        response = await request_provider(
+            ctx.http,
+            "POST",
+            f"{ctx.base_url}/messages",
             provider=self.name,
             timeout=ctx.timeout,
-            secrets=secrets,
+            secrets=[ctx.credentials.get(name, "") for name in self.secret_names()],
+            classify=self.classify,
+            json=payload,
+            headers={"Authorization": f"Bearer {ctx.credentials['token']}"},
         )
-        if response.is_success:
-            return SendResult(str(response.json()["id"]), http_status=response.status_code)
         try:
-            detail = str(response.json().get("error", response.reason_phrase))
-        except ValueError:
-            detail = response.reason_phrase
+            provider_id = response.json().get("id")
+        except (ValueError, AttributeError):
+            provider_id = None
+        if provider_id is None or provider_id == "":
+            # The gateway may have taken the message: sending it again could send it twice.
+            raise ProviderError(
+                f"the gateway answered HTTP {response.status_code} without an id",
+                retryable=False,
+                provider=self.name,
+                code="invalid_response",
+                http_status=response.status_code,
+            )
+        return SendResult(str(provider_id), http_status=response.status_code)
+
+    def classify(self, response: httpx.Response, secrets: list[str]) -> ProviderError:
+        """The ProviderError for a non-2xx answer: the gateway's ``error`` text, and its status."""
         status = response.status_code
-        raise ProviderError(
-            scrub_secrets(detail, secrets),
+        try:
+            detail = response.json().get("error")
+        except (ValueError, AttributeError):
+            detail = None
+        return ProviderError(
+            scrub_secrets(
+                str(detail) if detail else f"the gateway answered HTTP {status}", secrets
+            ),
             retryable=status == 429 or status >= 500,
             unavailable=status in (401, 403),
             provider=self.name,
