@@ -44,6 +44,10 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self.per_second
 
+    def full(self) -> bool:
+        self._refill()
+        return self._tokens >= self.burst
+
     def wait(self) -> float:
         """Seconds until a token is there, taking none (0 if one is there now)."""
         self._refill()
@@ -70,33 +74,42 @@ class KeyedLimits:
             self._buckets[key] = current
         return current[1].try_take()
 
+    def peek(self, key: str, limit: RateLimit) -> float:
+        """The seconds until ``key`` has a token, taking none."""
+        current = self._buckets.get(key)
+        if current is None or current[0] != limit:
+            return 0.0
+        return current[1].wait()
+
     def forget(self, key: str) -> None:
         self._buckets.pop(key, None)
 
+    def forget_rested(self) -> None:
+        """Forget the keys whose buckets are full again (nothing to remember about them)."""
+        self._buckets = {
+            k: (limit, bucket)
+            for k, (limit, bucket) in self._buckets.items()
+            if not bucket.full()
+        }
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
 
 class FailedAuthThrottle:
-    """Wrong keys, per client address: :data:`BURST` at once, then one every
-    1/:data:`PER_SECOND` s. Past that the address is answered 429 before its key is looked at,
-    so guessing keys from one address is slow however fast it asks."""
+    """Wrong keys, per client address (``auth.failedKeyLimit``: a burst, then a rate). Past that
+    the address is answered 429 before its key is looked at, so guessing keys from one address
+    is slow however fast it asks."""
 
-    BURST = 20
-    PER_SECOND = 0.5
     MAX_ADDRESSES = 10_000  # a flood from many addresses cannot grow this without bound
 
     def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self._buckets: dict[str, TokenBucket] = {}
-        self.clock = clock
+        self._limits = KeyedLimits(clock=clock)
 
-    def wait(self, address: str) -> float:
-        bucket = self._buckets.get(address)
-        return 0.0 if bucket is None else bucket.wait()
+    def wait(self, address: str, limit: RateLimit) -> float:
+        return self._limits.peek(address, limit)
 
-    def failed(self, address: str) -> None:
-        bucket = self._buckets.get(address)
-        if bucket is None:
-            if len(self._buckets) >= self.MAX_ADDRESSES:
-                # forget the addresses that have earned their whole burst back
-                self._buckets = {a: b for a, b in self._buckets.items() if b.wait() > 0}
-            bucket = TokenBucket(self.PER_SECOND, self.BURST, clock=self.clock)
-            self._buckets[address] = bucket
-        bucket.try_take()
+    def failed(self, address: str, limit: RateLimit) -> None:
+        if len(self._limits) >= self.MAX_ADDRESSES:
+            self._limits.forget_rested()
+        self._limits.take(address, limit)

@@ -49,7 +49,8 @@ def authenticated(request: Request) -> Caller:
     gateway = gateway_of(request)
     snapshot = gateway.registry.snapshot
     address = request.client.host if request.client else "unknown"
-    throttled = gateway.auth_failures.wait(address)
+    limit = snapshot.daemon.auth.failed_key_limit
+    throttled = gateway.auth_failures.wait(address, limit)
     if throttled > 0:
         gateway.metrics.auth_failures.labels("throttled").inc()
         raise RateLimited(
@@ -58,7 +59,7 @@ def authenticated(request: Request) -> Caller:
     try:
         principal = authenticate(request, snapshot)
     except Unauthorized as exc:
-        gateway.auth_failures.failed(address)
+        gateway.auth_failures.failed(address, limit)
         gateway.metrics.auth_failures.labels(exc.code).inc()
         log.warning("auth.failed", client=address, reason=exc.code, path=request.url.path)
         raise

@@ -13,16 +13,16 @@ from starlette.requests import Request
 from pipecored import __version__
 from pipecored.api.context import gateway_of
 from pipecored.api.responses import JSONResponse
+from pipecored.api.shapes import response_schemas
 from pipecored.channels import STANDARD_CHANNELS, ChannelSet
 from pipecored.config.model import TENANT_ID_PATTERN
 from pipecored.send_body import body_schema
 from pipecored.service import ProviderSwitch
-from pipecored.store.base import ATTEMPT_OUTCOMES, DIRECTIONS, MESSAGE_STATUSES
+from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES
 
 REF = "#/components/schemas/{model}"
 
 _NULLABLE_STRING = {"type": ["string", "null"]}
-_TIMESTAMP = {"type": ["string", "null"], "format": "date-time"}
 
 _STATUSES = list(MESSAGE_STATUSES)
 _DIRECTIONS = list(DIRECTIONS)
@@ -56,6 +56,9 @@ def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 _AUTH_ERRORS = {
     "401": _error("No key, a malformed Authorization header, or an unknown key"),
     "403": _error("The key may not act for that tenant"),
+    "429": _error(
+        "Over the tenant's API rate limit, or too many wrong keys from this address (Retry-After)"
+    ),
 }
 _PATH_TENANT = {
     "name": "tenant_id",
@@ -89,166 +92,10 @@ def _ref(model: str) -> dict[str, str]:
 
 def _schemas(channels: ChannelSet) -> dict[str, Any]:
     names = list(channels.names)
-    attempt = {
-        "type": "object",
-        "required": ["provider", "startedAt", "outcome"],
-        "properties": {
-            "provider": {"type": "string"},
-            "startedAt": _TIMESTAMP,
-            "outcome": {
-                "type": "string",
-                "enum": list(ATTEMPT_OUTCOMES),
-            },
-            "httpStatus": {"type": ["integer", "null"]},
-            "errorCode": _NULLABLE_STRING,
-            "errorMessage": _NULLABLE_STRING,
-            "durationMs": {"type": "number"},
-        },
-    }
-    log_item = {
-        "type": "object",
-        "required": ["id", "tenantId", "channel", "direction", "status", "createdAt"],
-        "properties": {
-            "id": {"type": "string"},
-            "tenantId": {"type": "string"},
-            "channel": {"type": "string", "enum": names},
-            "direction": {"type": "string", "enum": _DIRECTIONS},
-            "provider": _NULLABLE_STRING,
-            "to": {
-                "anyOf": [
-                    {"type": "string"},
-                    {"type": "array", "items": {"type": "string"}},
-                    {"type": "null"},
-                ]
-            },
-            "from": _NULLABLE_STRING,
-            "status": {"type": "string", "enum": _STATUSES},
-            "attemptCount": {"type": "integer"},
-            "providerMessageId": _NULLABLE_STRING,
-            "errorCode": _NULLABLE_STRING,
-            "errorMessage": _NULLABLE_STRING,
-            "createdAt": _TIMESTAMP,
-            "updatedAt": _TIMESTAMP,
-            "body": _NULLABLE_STRING,
-            "bodyTruncated": {"type": "boolean"},
-        },
-    }
-    message = {
-        "allOf": [
-            _ref("LogItem"),
-            {
-                "type": "object",
-                "required": ["attempts"],
-                "properties": {
-                    "sentAt": _TIMESTAMP,
-                    "nextAttemptAt": _TIMESTAMP,
-                    "attempts": {"type": "array", "items": _ref("Attempt")},
-                },
-            },
-        ]
-    }
-    route = {
-        "type": "object",
-        "required": ["provider", "credentials"],
-        "properties": {
-            "provider": {"type": "string"},
-            "credentials": {
-                "type": "object",
-                "additionalProperties": {"type": "string"},
-                "description": "Secret credentials are masked (****abcd)",
-            },
-            "baseUrl": {"type": "string"},
-        },
-    }
-    channel = {
-        "allOf": [
-            _ref("Route"),
-            {
-                "type": "object",
-                "required": ["isActive", "fallbacks"],
-                "properties": {
-                    "isActive": {"type": "boolean"},
-                    "fallbacks": {"type": "array", "items": _ref("Route")},
-                    "rateLimit": {
-                        "type": "object",
-                        "properties": {
-                            "perSecond": {"type": "number"},
-                            "burst": {"type": "integer"},
-                        },
-                    },
-                },
-            },
-        ]
-    }
-    tenant_config = {
-        "type": "object",
-        "required": ["tenantId", "name", "channels"],
-        "properties": {
-            "tenantId": {"type": "string"},
-            "name": _NULLABLE_STRING,
-            "channels": {"type": "object", "additionalProperties": _ref("Channel")},
-            "configError": {
-                "type": "object",
-                "properties": {
-                    "message": {"type": "string"},
-                    "issues": {"type": "array", "items": {"type": "string"}},
-                },
-            },
-        },
-    }
-    error = {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message"],
-                "properties": {
-                    "code": {"type": "string", "pattern": "^[a-z0-9_]+$"},
-                    "message": {"type": "string"},
-                    "field": {"type": "string"},
-                },
-            }
-        },
-    }
-    accepted = {
-        "type": "object",
-        "required": ["id", "status", "tenantId", "channel"],
-        "properties": {
-            "id": {"type": "string"},
-            "status": {"const": "queued"},
-            "tenantId": {"type": "string"},
-            "channel": {"type": "string", "enum": names},
-        },
-    }
-    stats = {
-        "type": "object",
-        "required": ["tenantId", "total", "byStatus", "byChannel", "byProvider", "deliveryRate"],
-        "properties": {
-            "tenantId": {"type": "string"},
-            "total": {"type": "integer"},
-            "byStatus": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "byChannel": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "byProvider": {"type": "object", "additionalProperties": {"type": "integer"}},
-            "deliveryRate": {"type": ["number", "null"]},
-            "latencyMs": {
-                "type": "object",
-                "properties": {q: {"type": ["number", "null"]} for q in ("p50", "p95", "p99")},
-            },
-        },
-    }
     return {
         **{_send_schema_name(c): _with_tenant_id(body_schema(channels[c])) for c in names},
         "ConfigProvider": _config_provider_schema(names),
-        "Accepted": accepted,
-        "Attempt": attempt,
-        "LogItem": log_item,
-        "Message": message,
-        "Route": route,
-        "Channel": channel,
-        "TenantConfig": tenant_config,
-        "Stats": stats,
-        "Error": error,
+        **response_schemas(REF, names),
     }
 
 
@@ -313,7 +160,6 @@ def _document(channels: ChannelSet) -> dict[str, Any]:
                     **_AUTH_ERRORS,
                     "404": _error("Unknown tenant, channel, or channel not configured"),
                     "409": _error("Channel inactive, tenant config invalid, idempotency conflict"),
-                    "429": _error("Rate limited (Retry-After)"),
                     "503": _error("Store unavailable or shutting down (Retry-After)"),
                 },
             }

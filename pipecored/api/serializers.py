@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
 
-from pipecored.config.model import RouteConfig, TenantConfig
+from pipecored.api import shapes
+from pipecored.config.model import ChannelConfig, RouteConfig, TenantConfig
 from pipecored.config.registry import TenantEntry
 from pipecored.masking import mask
 from pipecored.provider import Provider
@@ -25,8 +25,8 @@ def iso(ts: float | None) -> str | None:
 LIST_BODY_CHARS = 1000
 
 
-def log_item(record: MessageRecord, *, body_chars: int | None = LIST_BODY_CHARS) -> dict[str, Any]:
-    item: dict[str, Any] = {
+def log_item(record: MessageRecord, *, body_chars: int | None = LIST_BODY_CHARS) -> shapes.LogItem:
+    item: shapes.LogItem = {
         "id": record.id,
         "tenantId": record.tenant_id,
         "channel": record.channel,
@@ -52,7 +52,7 @@ def log_item(record: MessageRecord, *, body_chars: int | None = LIST_BODY_CHARS)
     return item
 
 
-def accepted(record: MessageRecord) -> dict[str, Any]:
+def accepted(record: MessageRecord) -> shapes.Accepted:
     return {
         "id": record.id,
         "status": "queued",
@@ -61,7 +61,8 @@ def accepted(record: MessageRecord) -> dict[str, Any]:
     }
 
 
-def stats_view(tenant_id: str, stats: StoreStats) -> dict[str, Any]:
+def stats_view(tenant_id: str, stats: StoreStats) -> shapes.Stats:
+    latency = stats.latency_ms
     return {
         "tenantId": tenant_id,
         "total": stats.total,
@@ -69,11 +70,15 @@ def stats_view(tenant_id: str, stats: StoreStats) -> dict[str, Any]:
         "byChannel": dict(stats.by_channel),
         "byProvider": dict(stats.by_provider),
         "deliveryRate": stats.delivery_rate,
-        "latencyMs": {q: stats.latency_ms.get(q) for q in ("p50", "p95", "p99")},
+        "latencyMs": {
+            "p50": latency.get("p50"),
+            "p95": latency.get("p95"),
+            "p99": latency.get("p99"),
+        },
     }
 
 
-def attempt_item(attempt: AttemptRecord) -> dict[str, Any]:
+def attempt_item(attempt: AttemptRecord) -> shapes.Attempt:
     return {
         "provider": attempt.provider,
         "startedAt": iso(attempt.started_at),
@@ -85,18 +90,20 @@ def attempt_item(attempt: AttemptRecord) -> dict[str, Any]:
     }
 
 
-def message_detail(record: MessageRecord) -> dict[str, Any]:
-    detail = log_item(record, body_chars=None)
-    detail["sentAt"] = iso(record.sent_at)
-    detail["nextAttemptAt"] = iso(record.not_before) if record.status == "queued" else None
-    detail["attempts"] = [attempt_item(a) for a in record.attempts]
+def message_detail(record: MessageRecord) -> shapes.Message:
+    detail: shapes.Message = {
+        **log_item(record, body_chars=None),
+        "sentAt": iso(record.sent_at),
+        "nextAttemptAt": iso(record.not_before) if record.status == "queued" else None,
+        "attempts": [attempt_item(a) for a in record.attempts],
+    }
     return detail
 
 
-def _route_view(route: RouteConfig, providers: Mapping[str, Provider]) -> dict[str, Any]:
+def _route_view(route: RouteConfig, providers: Mapping[str, Provider]) -> shapes.Route:
     provider = providers.get(route.provider)
     secret = provider.secret_names() if provider else frozenset(route.credentials)
-    view: dict[str, Any] = {
+    view: shapes.Route = {
         "provider": route.provider,
         "credentials": {
             name: mask(value) if name in secret else value
@@ -108,21 +115,33 @@ def _route_view(route: RouteConfig, providers: Mapping[str, Provider]) -> dict[s
     return view
 
 
-def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> dict[str, Any]:
+def _channel_view(channel: ChannelConfig, providers: Mapping[str, Provider]) -> shapes.Channel:
+    route = _route_view(channel, providers)
+    view: shapes.Channel = {
+        "provider": route["provider"],
+        "credentials": route["credentials"],
+        "isActive": channel.is_active,
+        "fallbacks": [_route_view(f, providers) for f in channel.fallbacks],
+    }
+    if "baseUrl" in route:
+        view["baseUrl"] = route["baseUrl"]
+    if channel.rate_limit is not None:
+        view["rateLimit"] = {
+            "perSecond": channel.rate_limit.per_second,
+            "burst": channel.rate_limit.burst,
+        }
+    return view
+
+
+def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> shapes.TenantConfig:
     config: TenantConfig | None = entry.config
-    view: dict[str, Any] = {
+    view: shapes.TenantConfig = {
         "tenantId": entry.tenant_id,
         "name": config.name if config else None,
-        "channels": {},
+        "channels": {}
+        if config is None
+        else {name: _channel_view(c, providers) for name, c in config.channels.items()},
     }
-    if config is not None:
-        for name, channel in config.channels.items():
-            channel_view = _route_view(channel, providers)
-            channel_view["isActive"] = channel.is_active
-            channel_view["fallbacks"] = [_route_view(f, providers) for f in channel.fallbacks]
-            if channel.rate_limit is not None:
-                channel_view["rateLimit"] = channel.rate_limit.model_dump(by_alias=True)
-            view["channels"][name] = channel_view
     if entry.error is not None:
         view["configError"] = {
             "message": "the tenant's file is invalid; the last good version is in use"

@@ -91,8 +91,16 @@ def api_key_digest(configured: str) -> bytes:
     return hashlib.sha256(configured.encode("utf-8")).digest()
 
 
+class RateLimitConfig(Model):
+    per_second: float = Field(gt=0)
+    burst: int = Field(default=1, ge=1)
+
+
 class AuthConfig(Model):
     admin_keys: tuple[ApiKey, ...] = ()
+    # Wrong keys from one client address: this many at once, then this rate; past it the
+    # address is answered 429 before its key is looked at.
+    failed_key_limit: RateLimitConfig = RateLimitConfig(per_second=0.5, burst=20)
 
 
 class ProviderDefaults(Model):
@@ -167,11 +175,6 @@ class DaemonConfig(Model):
 
 # Keys whose change needs a restart: the listening socket and the database.
 RESTART_KEYS = ("server.host", "server.port", "store")
-
-
-class RateLimitConfig(Model):
-    per_second: float = Field(gt=0)
-    burst: int = Field(default=1, ge=1)
 
 
 class RouteConfig(Model):

@@ -1,0 +1,165 @@
+"""The API's response shapes, written once.
+
+Each is a ``TypedDict``: the serializers (:mod:`pipecored.api.serializers`) build them, mypy
+checks that they build them whole, and the OpenAPI document's schemas are generated from the
+same classes (:func:`response_schemas`), so the document cannot drift from the responses.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, NotRequired
+
+from pydantic import TypeAdapter, WithJsonSchema
+from typing_extensions import TypedDict
+
+from pipecored.store.base import AttemptOutcomeName, Direction, MessageStatus
+
+Timestamp = Annotated[
+    str | None, WithJsonSchema({"type": ["string", "null"], "format": "date-time"})
+]
+# the tenant's channels are the plugins' to declare: the document fills in their names
+ChannelName = Annotated[str, WithJsonSchema({"type": "string", "x-pipecored": "channel"})]
+
+
+class Accepted(TypedDict):
+    id: str
+    status: Literal["queued"]
+    tenantId: str
+    channel: ChannelName
+
+
+class Attempt(TypedDict):
+    provider: str
+    startedAt: Timestamp
+    outcome: AttemptOutcomeName
+    httpStatus: int | None
+    errorCode: str | None
+    errorMessage: str | None
+    durationMs: float
+
+
+# "from" is a keyword, hence the functional form
+LogItem = TypedDict(
+    "LogItem",
+    {
+        "id": str,
+        "tenantId": str,
+        "channel": ChannelName,
+        "direction": Direction,
+        "provider": str | None,
+        "to": str | list[str] | None,
+        "from": str | None,
+        "status": MessageStatus,
+        "attemptCount": int,
+        "providerMessageId": str | None,
+        "errorCode": str | None,
+        "errorMessage": str | None,
+        "createdAt": Timestamp,
+        "updatedAt": Timestamp,
+        # inbound messages: their text, cut in list views (bodyTruncated)
+        "body": NotRequired[str | None],
+        "bodyTruncated": NotRequired[bool],
+    },
+)
+
+
+class Message(LogItem):
+    sentAt: Timestamp
+    nextAttemptAt: Timestamp
+    attempts: list[Attempt]
+
+
+class RateLimit(TypedDict):
+    perSecond: float
+    burst: int
+
+
+class Route(TypedDict):
+    provider: str
+    credentials: Annotated[
+        dict[str, str],
+        WithJsonSchema(
+            {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "description": "Secret credentials are masked (****abcd)",
+            }
+        ),
+    ]
+    baseUrl: NotRequired[str]
+
+
+class Channel(Route):
+    isActive: bool
+    fallbacks: list[Route]
+    rateLimit: NotRequired[RateLimit]
+
+
+class ConfigError(TypedDict):
+    message: str
+    issues: list[str]
+
+
+class TenantConfig(TypedDict):
+    tenantId: str
+    name: str | None
+    channels: dict[str, Channel]
+    configError: NotRequired[ConfigError]
+
+
+class Latency(TypedDict):
+    p50: float | None
+    p95: float | None
+    p99: float | None
+
+
+class Stats(TypedDict):
+    tenantId: str
+    total: int
+    byStatus: dict[str, int]
+    byChannel: dict[str, int]
+    byProvider: dict[str, int]
+    deliveryRate: float | None
+    latencyMs: Latency
+
+
+class ErrorDetail(TypedDict):
+    code: Annotated[str, WithJsonSchema({"type": "string", "pattern": "^[a-z0-9_]+$"})]
+    message: str
+    field: NotRequired[str]
+
+
+class Error(TypedDict):
+    error: ErrorDetail
+
+
+RESPONSES: tuple[type, ...] = (Accepted, Attempt, LogItem, Message, Route, Channel)
+RESPONSES += (TenantConfig, Stats, Error)
+
+
+def response_schemas(ref_template: str, channels: list[str]) -> dict[str, Any]:
+    """The JSON Schemas of every response shape, by name, with nested shapes as references
+    (``ref_template``) and channel fields listing ``channels``."""
+    schemas: dict[str, Any] = {}
+    for shape in RESPONSES:
+        schema = TypeAdapter(shape).json_schema(ref_template=ref_template, mode="serialization")
+        schemas.update(schema.pop("$defs", {}))
+        schemas[shape.__name__] = schema
+    for schema in schemas.values():
+        _fill_channels(schema, channels)
+        schema.pop("title", None)
+    return schemas
+
+
+def _fill_channels(node: Any, channels: list[str]) -> None:
+    if isinstance(node, dict):
+        if node.pop("x-pipecored", None) == "channel":
+            node["enum"] = channels
+        for key, value in list(node.items()):
+            if key == "title" and isinstance(value, str):
+                del node[key]
+            else:
+                _fill_channels(value, channels)
+    elif isinstance(node, list):
+        for item in node:
+            _fill_channels(item, channels)
