@@ -41,6 +41,36 @@ class CredentialField:
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    """A file sent with a WhatsApp message or an MMS, by a public URL the provider fetches."""
+
+    url: str
+    filename: str | None = None  # shown for documents
+    caption: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file attached to an email: its bytes, or a URL the provider fetches."""
+
+    filename: str
+    content: bytes | None = None
+    url: str | None = None
+    content_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRef:
+    """The tenant's template a message uses: its logical name, language and variables. What the
+    provider calls it is ``SendContext.template``; when the tenant maps none for the provider,
+    the message's ``body`` holds the template's text with the variables filled in."""
+
+    name: str
+    language: str
+    variables: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class OutboundMessage:
     """One message to deliver, exactly as the client sent it (text is byte-exact UTF-8)."""
 
@@ -58,6 +88,9 @@ class OutboundMessage:
     bcc: tuple[str, ...] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     tags: Mapping[str, str] = field(default_factory=dict)
+    template: TemplateRef | None = None  # whatsapp, sms
+    media: tuple[Media, ...] = ()  # whatsapp, sms (MMS)
+    attachments: tuple[Attachment, ...] = ()  # email
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +108,11 @@ class SendContext:
     # the plugin's default_settings, overlaid with the daemon file's providers.NAME (apiVersion)
     # and plugins.NAME (whatever settings the plugin defines)
     settings: Mapping[str, Any] = field(default_factory=dict)
+    # This provider's own template for ``message.template``, as the tenant's ``templates``
+    # catalogue maps it (Meta: ``{"name", "language"}``; Twilio: ``{"contentSid"}``); None when
+    # the message uses no template or the tenant maps none for this provider (then
+    # ``message.body`` holds the template's text).
+    template: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +171,20 @@ class StatusEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class InboundMedia:
+    """A file a customer sent (a photo, a voice note, a document), as the provider describes
+    it: its kind (``image``, ``audio``, ``video``, ``document``, ``sticker``), MIME type, and the
+    provider's media id or URL to fetch it with."""
+
+    kind: str
+    mime_type: str | None = None
+    provider_media_id: str | None = None
+    url: str | None = None
+    caption: str | None = None
+    filename: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """A message a customer sent to the tenant (a WhatsApp reply, an SMS)."""
 
@@ -142,6 +194,7 @@ class InboundMessage:
     provider_message_id: str | None = None
     subject: str | None = None
     occurred_at: datetime | None = None
+    media: tuple[InboundMedia, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

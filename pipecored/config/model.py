@@ -7,6 +7,7 @@ Durations are strings with a unit (``200ms``, ``1s``, ``5m``, ``24h``) or plain 
 from __future__ import annotations
 
 import hashlib
+import zoneinfo
 import math
 import re
 from pathlib import PurePosixPath
@@ -217,8 +218,54 @@ class ChannelConfig(RouteConfig):
         )
 
 
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")
+
+
+def _clock_time(value: str) -> str:
+    if not _CLOCK_TIME.match(value):
+        raise ValueError("expected a time of day as HH:MM (00:00 to 23:59)")
+    return value
+
+
+def _time_zone(value: str) -> str:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Madrid)") from None
+    return value
+
+
+class QuietHoursConfig(Model):
+    """Messages accepted inside the window wait for its end (unless the send says urgent)."""
+
+    timezone: Annotated[str, AfterValidator(_time_zone)]
+    start: Annotated[str, AfterValidator(_clock_time)]
+    end: Annotated[str, AfterValidator(_clock_time)]
+    channels: tuple[ChannelName, ...] = ()  # empty: every channel
+
+
+def _template_language(value: dict[str, Any]) -> dict[str, Any]:
+    for key, mapping in value.items():
+        if key == "text":
+            if not isinstance(mapping, str) or not mapping:
+                raise ValueError("text: expected the template's text")
+        elif not isinstance(mapping, dict):
+            raise ValueError(f"{key}: expected the provider's template as a mapping")
+    if not value:
+        raise ValueError("expected at least one provider's template or a text")
+    return value
+
+
+TemplateName = Annotated[str, Field(pattern=r"^[a-z0-9_]{1,64}$")]
+Language = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")]
+TemplateLanguage = Annotated[dict[str, Any], AfterValidator(_template_language)]
+
+
 class TenantConfig(Model):
     name: str = Field(min_length=1)
     api_keys: tuple[ApiKey, ...] = ()
     channels: dict[ChannelName, ChannelConfig] = {}
     rate_limit: RateLimitConfig | None = None  # API requests made with this tenant's keys
+    # logical template -> language -> provider name (or "text") -> that provider's template
+    templates: dict[TemplateName, dict[Language, TemplateLanguage]] = {}
+    quiet_hours: QuietHoursConfig | None = None
