@@ -203,7 +203,12 @@ def app_client_factory(config_dir: ConfigDir, providers: ProviderRegistry, tmp_p
     return make
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:  # noqa: ASYNC109
+# How long a test waits for something that must happen: a generous bound on correctness, never a
+# speed check (a loaded 2-core machine runs everything several times slower).
+WAIT: float = 30.0
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = WAIT) -> Any:  # noqa: ASYNC109
     """Await ``predicate()`` (sync or async) until it returns something truthy."""
     import asyncio
     import inspect
@@ -241,7 +246,7 @@ class Daemon:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout: float = 20.0) -> Daemon:
+    def start(self, timeout: float = WAIT) -> Daemon:
         self._log = self.log_path.open("ab")
         command = [
             "-m",
@@ -336,7 +341,7 @@ def daemon_factory(tmp_path: Path, httpjson_site: Path) -> Iterator[Callable[...
         daemon.ensure_stopped()
 
 
-def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: float = 0.02) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()

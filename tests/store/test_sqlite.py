@@ -21,6 +21,7 @@ from pipecored.errors import StoreError
 from pipecored.store import NewMessage, open_store
 from pipecored.store.sqlite import SQLiteStore, sqlite_path
 from pipecored.store.sqlite_schema import SCHEMA_VERSION
+from tests.conftest import eventually
 from tests.contract.store_records import TENANT, TEXT, complete_after_early_events, new_message
 
 
@@ -201,7 +202,7 @@ async def test_failed_commit_fails_the_whole_batch_and_the_store_recovers(
     assert await asyncio.to_thread(entered.wait, 10)
     small = asyncio.ensure_future(store.accept(new_message(1)))
     big = [asyncio.ensure_future(store.accept(new_message(i, body="x" * 400_000))) for i in (2, 3)]
-    await asyncio.sleep(0.05)
+    await eventually(lambda: store._jobs.qsize() == 3)
     commits = store.commits
 
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
