@@ -10,7 +10,8 @@
   :class:`RequestViolation`, in the test that made the plugin send it.
 - :class:`ProviderContract`: the cases every provider must pass (timeouts, a closed port,
   classification of error answers, Retry-After, secrets echoed in errors, wrong credentials,
-  answers without an id), run against your plugin by subclassing it.
+  answers without an id), run against your plugin by subclassing it; :class:`WebhookContract`,
+  the same for ``handle_webhook`` (signatures checked first, and every way of failing them).
 
 Install with ``pip install 'pipecored[testing]'``. See "Testing your plugin" in
 ``docs/plugins.md``.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import pytest
 
 # The contract's asserts explain themselves in pytest's reports only when rewritten.
-pytest.register_assert_rewrite("pipecored.testing.contract")
+pytest.register_assert_rewrite("pipecored.testing.contract", "pipecored.testing.webhook_contract")
 
 from pipecored.testing.checks import (  # noqa: E402
     JsonSchemaCheck,
@@ -29,15 +30,19 @@ from pipecored.testing.checks import (  # noqa: E402
     load_document,
     strict_schema,
 )
+from pipecored.testing.clients import CLIENT_KINDS, ClientKind, http_client  # noqa: E402
 from pipecored.testing.contract import ProviderContract, private_imports  # noqa: E402
 from pipecored.testing.flaky import FlakyServer  # noqa: E402
 from pipecored.testing.ports import closed_port_url  # noqa: E402
 from pipecored.testing.scripted import Reply, ScriptedFake  # noqa: E402
 from pipecored.testing.server import FakeServer, RecordedRequest, RequestCheck  # noqa: E402
 from pipecored.testing.violations import RequestViolation  # noqa: E402
+from pipecored.testing.webhook_contract import WebhookContract  # noqa: E402
 from pipecored.testing.webhooks import SignedWebhook  # noqa: E402
 
 __all__ = [
+    "CLIENT_KINDS",
+    "ClientKind",
     "FakeServer",
     "FlakyServer",
     "JsonSchemaCheck",
@@ -49,7 +54,9 @@ __all__ = [
     "RequestViolation",
     "ScriptedFake",
     "SignedWebhook",
+    "WebhookContract",
     "closed_port_url",
+    "http_client",
     "load_document",
     "private_imports",
     "strict_schema",

@@ -60,7 +60,7 @@ from pipecored import (
     ProviderTimeout,
     SendContext,
 )
-from pipecored.http import outbound_client
+from pipecored.testing.clients import CLIENT_KINDS, http_client
 from pipecored.testing.ports import closed_port_url
 from pipecored.testing.scripted import Reply, ScriptedFake
 
@@ -142,7 +142,7 @@ class ProviderContract:
     # --- what a subclass writes ---------------------------------------------------------------
 
     def start_fake(self) -> ScriptedFake:
-        """A started fake of the provider (one serves the whole class; it is reset per test)."""
+        """A started fake of the provider (one serves the class's tests; it is reset for each)."""
         raise NotImplementedError
 
     def message(self) -> OutboundMessage:
@@ -191,7 +191,9 @@ class ProviderContract:
 
     # --- fixtures -------------------------------------------------------------------------------
 
-    @pytest.fixture(scope="class")
+    # Session-scoped (one per contract class): with the tests shuffled, a class-scoped server
+    # would be stopped and started again between most tests, at 0.2 s each.
+    @pytest.fixture(scope="session")
     @classmethod
     def contract_fake(cls) -> Iterator[ScriptedFake]:
         fake = cls().start_fake()
@@ -207,15 +209,10 @@ class ProviderContract:
         yield contract_fake
         contract_fake.raise_violations()
 
-    @pytest_asyncio.fixture(params=[pytest.param("httpx"), pytest.param("aiohttp")])
+    @pytest_asyncio.fixture(params=CLIENT_KINDS)
     async def client(self, request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
         """Plain httpx, and the aiohttp-backed client the daemon hands to plugins."""
-        http = (
-            outbound_client(max_connections=4, timeout=5)
-            if request.param == "aiohttp"
-            else httpx.AsyncClient(trust_env=False)
-        )
-        async with http:
+        async with http_client(request.param) as http:
             yield http
 
     # --- helpers --------------------------------------------------------------------------------

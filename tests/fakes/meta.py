@@ -116,6 +116,16 @@ def _json(status: int, payload: Any, headers: Mapping[str, str] | None = None) -
     )
 
 
+# A text message as Meta's document writes it (what the plugin sends, for checks of the check).
+TEXT_MESSAGE: Mapping[str, Any] = {
+    "messaging_product": "whatsapp",
+    "recipient_type": "individual",
+    "to": "34600111222",
+    "type": "text",
+    "text": {"body": "Hola", "preview_url": False},
+}
+
+
 def new_message_id() -> str:
     return "wamid." + base64.b64encode(uuid.uuid4().bytes + uuid.uuid4().bytes).decode("ascii")
 

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pipecored.http import outbound_client
+from pipecored.testing import CLIENT_KINDS, http_client
 
 
 @pytest.fixture
@@ -29,13 +29,8 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
-@pytest.fixture(params=[pytest.param("httpx", id="httpx"), pytest.param("aiohttp", id="aiohttp")])
+@pytest.fixture(params=CLIENT_KINDS)
 async def any_client(request: pytest.FixtureRequest) -> AsyncIterator[httpx.AsyncClient]:
     """Plain httpx, and the aiohttp-backed client the daemon hands to plugins."""
-    client = (
-        outbound_client(max_connections=4, timeout=5)
-        if request.param == "aiohttp"
-        else httpx.AsyncClient(trust_env=False)
-    )
-    async with client:
+    async with http_client(request.param) as client:
         yield client

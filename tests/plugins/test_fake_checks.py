@@ -14,7 +14,7 @@ import pytest
 from pipecored import __version__
 from pipecored.testing import RequestViolation, ScriptedFake
 from tests.fakes.httpjson import HttpJsonGateway
-from tests.fakes.meta import FakeMeta
+from tests.fakes.meta import TEXT_MESSAGE, FakeMeta
 from tests.fakes.resend import FakeResend
 from tests.fakes.sendgrid import FakeSendGrid
 from tests.fakes.twilio import FakeTwilio
@@ -31,13 +31,7 @@ SENDGRID_MAIL = {
     "subject": "s",
     "content": [{"type": "text/html", "value": "x"}],
 }
-META_TEXT = {
-    "messaging_product": "whatsapp",
-    "recipient_type": "individual",
-    "to": "34600111222",
-    "type": "text",
-    "text": {"body": "Hola", "preview_url": False},
-}
+META_TEXT = dict(TEXT_MESSAGE)
 HTTPJSON_SMS = {"id": "m1", "channel": "sms", "to": ["+34600111222"], "from": None, "body": "x"}
 
 

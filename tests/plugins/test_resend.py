@@ -25,29 +25,36 @@ from pipecored import (
     StatusEvent,
     WebhookContext,
     WebhookPayloadError,
-    WebhookRequest,
     WebhookSignatureError,
     __version__,
 )
 from pipecored.http import outbound_client
-from pipecored.testing import ProviderContract, Reply, ScriptedFake
+from pipecored.testing import (
+    ProviderContract,
+    Reply,
+    ScriptedFake,
+    SignedWebhook,
+    WebhookContract,
+)
 from tests.fakes import resend as resend_fake
 from tests.fakes.resend import FakeResend, email_event, webhook
 from tests.plugins import support
+from tests.plugins.support import HTML, SUBJECT, TEXT
 
 API_KEY = "re_tableflow_0123456789abcdef"
 SECRET = "whsec_" + base64.b64encode(b"tableflow-resend-signing-key-32b").decode()
 OTHER_SECRET = "whsec_" + base64.b64encode(b"genda-resend-signing-key-32bytes").decode()
 CREDENTIALS = {"apiKey": API_KEY, "fromEmail": "noreply@tableflow.com", "webhookSecret": SECRET}
 
-SUBJECT = "¡Reserva confirmada, Begoña! 🎉 Mañana a las 21:00"
-HTML = "<p>Hola Begoña,</p>\n<p>Tu mesa para 4 está lista: ¿vienes con niños? 👶🍽️</p>"
-TEXT = "Hola Begoña,\nTu mesa para 4 está lista.\n¿Vienes con niños? 👶🍽️\n— TableFlow"
+
+WEBHOOK_URL = (
+    "https://pipecore.example.com/messaging/webhook/email?tenant_id=tableflow_123&provider=resend"
+)
 
 provider = ResendProvider()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one server for the run, however the tests are ordered
 def shared_fake() -> Iterator[FakeResend]:
     with FakeResend(api_key=API_KEY) as fake:
         yield fake
@@ -58,17 +65,7 @@ send_context = functools.partial(
 )
 
 
-def email(**fields: Any) -> OutboundMessage:
-    values: dict[str, Any] = {
-        "id": "msg_01HZYRESEND",
-        "tenant_id": "tableflow_123",
-        "channel": "email",
-        "to": ("begona@example.com",),
-        "subject": SUBJECT,
-        "html": HTML,
-    }
-    values.update(fields)
-    return OutboundMessage(**values)
+email = functools.partial(support.email_message, "msg_01HZYRESEND")
 
 
 def assert_no_secret(exc: BaseException) -> None:
@@ -78,7 +75,7 @@ def assert_no_secret(exc: BaseException) -> None:
         assert SECRET.removeprefix("whsec_") not in text
 
 
-class TestResendContract(ProviderContract):
+class TestResendContract(ProviderContract, WebhookContract):
     provider = provider
     channel = "email"
     credentials = CREDENTIALS
@@ -103,6 +100,21 @@ class TestResendContract(ProviderContract):
 
     def secret_texts(self) -> list[str]:
         return [*super().secret_texts(), SECRET.removeprefix("whsec_")]
+
+    # The webhook contract: how the provider signs a callback.
+
+    signing_credential = "webhookSecret"
+    signature_headers = ("svix-signature",)
+    missing_signing_credential_message = "no webhookSecret"
+
+    def callback_body(self) -> bytes:
+        return json.dumps(email_event("email.delivered", "e-1")).encode()
+
+    def sign(self, body: bytes) -> SignedWebhook:
+        return signed(SECRET, body)
+
+    def sign_for_another_tenant(self, body: bytes) -> SignedWebhook:
+        return signed(OTHER_SECRET, body)
 
 
 # --- the plugin ----------------------------------------------------------------------------------
@@ -220,24 +232,7 @@ async def test_from_in_the_tenant_domain_is_used(
     assert json.loads(fake.requests[0].body)["from"] == sender
 
 
-@pytest.mark.parametrize(
-    "sender",
-    [
-        pytest.param("ventas@otro.com", id="other-domain"),
-        pytest.param("TableFlow <noreply@otro.com>", id="other-domain-with-name"),
-        pytest.param("noreply@mail.tableflow.com", id="subdomain"),
-        pytest.param("noreply@tableflow.com.evil.com", id="suffix-domain"),
-        pytest.param("noreply@tableflow.com, spam@otro.com", id="two-addresses"),
-        pytest.param("noreply@tableflow.com <x@otro.com>", id="address-as-display-name"),
-        pytest.param("reservas", id="no-domain"),
-        pytest.param("noreply@tableflow.com\r\nBcc: x@otro.com", id="header-injection"),
-    ],
-)
-def test_from_outside_the_tenant_domain_is_refused(sender: str) -> None:
-    with pytest.raises(MessageRejected) as caught:
-        provider.check_message(email(sender=sender), CREDENTIALS)
-    assert caught.value.field == "from"
-    assert caught.value.message == "must be an address at tableflow.com"
+# A from outside the tenant's domain: test_email_senders.py.
 
 
 def test_from_domain_comes_from_a_named_from_email() -> None:
@@ -334,21 +329,16 @@ async def test_a_retry_after_a_timeout_gets_the_first_answer(
 # --- webhooks ------------------------------------------------------------------------------------
 
 
-def webhook_request(
-    headers: dict[str, str], body: bytes, *, received_at: datetime | None = None
-) -> WebhookRequest:
-    return WebhookRequest(
-        method="POST",
-        url="https://pipecore.example.com/messaging/webhook/email?tenant_id=tableflow_123&provider=resend",
-        headers=headers,
-        query=[("tenant_id", "tableflow_123"), ("provider", "resend")],
-        body=body,
-        received_at=received_at or datetime.now(UTC),
-    )
+webhook_request = functools.partial(support.webhook_request, WEBHOOK_URL)
 
 
 def webhook_context(credentials: Mapping[str, str] = CREDENTIALS) -> WebhookContext:
     return WebhookContext(tenant_id="tableflow_123", channel="email", credentials=credentials)
+
+
+def signed(secret: str, body: bytes) -> SignedWebhook:
+    headers, body = webhook(secret, body)
+    return SignedWebhook("POST", WEBHOOK_URL, headers, body)
 
 
 async def test_a_signed_event_is_applied() -> None:
@@ -425,13 +415,6 @@ async def test_a_forged_callback_is_refused_as_svix_refuses_it(how: str) -> None
     assert_no_secret(caught.value)
 
 
-async def test_another_tenants_signature_is_refused() -> None:
-    headers, body = webhook(OTHER_SECRET, email_event("email.delivered", "e-1"))
-
-    with pytest.raises(WebhookSignatureError):
-        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
-
-
 @pytest.mark.parametrize(
     ("age", "accepted"),
     [
@@ -469,24 +452,6 @@ async def test_an_unreadable_timestamp_is_refused(value: str) -> None:
         await provider.handle_webhook(webhook_request(headers, body), webhook_context())
 
 
-@pytest.mark.parametrize(
-    "credentials",
-    [
-        pytest.param({"apiKey": API_KEY, "fromEmail": "noreply@tableflow.com"}, id="no-secret"),
-        pytest.param({**CREDENTIALS, "webhookSecret": ""}, id="empty-secret"),
-    ],
-)
-async def test_without_a_webhook_secret_every_callback_is_refused(
-    credentials: dict[str, str],
-) -> None:
-    headers, body = webhook(SECRET, email_event("email.delivered", "e-1"))
-
-    with pytest.raises(WebhookSignatureError, match="no webhookSecret"):
-        await provider.handle_webhook(webhook_request(headers, body), webhook_context(credentials))
-    with pytest.raises(WebhookSignatureError):
-        await provider.handle_webhook(webhook_request({}, body), webhook_context(credentials))
-
-
 async def test_a_malformed_secret_is_refused_without_naming_it() -> None:
     credentials = {**CREDENTIALS, "webhookSecret": "whsec_not*base64!"}
     headers, body = webhook(SECRET, email_event("email.delivered", "e-1"))
@@ -494,13 +459,6 @@ async def test_a_malformed_secret_is_refused_without_naming_it() -> None:
     with pytest.raises(WebhookSignatureError) as caught:
         await provider.handle_webhook(webhook_request(headers, body), webhook_context(credentials))
     assert "not*base64" not in str(caught.value)
-
-
-async def test_the_signature_is_checked_before_the_body_is_read() -> None:
-    headers, _ = webhook(SECRET, email_event("email.delivered", "e-1"))
-
-    with pytest.raises(WebhookSignatureError):
-        await provider.handle_webhook(webhook_request(headers, b"not json"), webhook_context())
 
 
 @pytest.mark.parametrize(
@@ -684,7 +642,6 @@ async def test_events_about_other_things_are_acknowledged(payload: dict[str, Any
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param(b"not json", id="not-json"),
         pytest.param(b"[]", id="array"),
         pytest.param(b'{"type": "email.sent"}', id="no-data"),
         pytest.param(b'{"type": "email.sent", "data": {"to": ["a@b.c"]}}', id="no-email-id"),

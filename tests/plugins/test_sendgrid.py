@@ -17,7 +17,6 @@ from pipecored_sendgrid import SendGridProvider, register_providers
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from pipecored import (
-    MessageRejected,
     OutboundMessage,
     Provider,
     ProviderError,
@@ -25,11 +24,16 @@ from pipecored import (
     StatusEvent,
     WebhookContext,
     WebhookPayloadError,
-    WebhookRequest,
     WebhookSignatureError,
     __version__,
 )
-from pipecored.testing import ProviderContract, Reply, ScriptedFake
+from pipecored.testing import (
+    ProviderContract,
+    Reply,
+    ScriptedFake,
+    SignedWebhook,
+    WebhookContract,
+)
 from tests.fakes.sendgrid import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -39,6 +43,7 @@ from tests.fakes.sendgrid import (
     event,
 )
 from tests.plugins import support
+from tests.plugins.support import HTML, SUBJECT, TEXT
 
 API_KEY = "SG.tableflow_key.0123456789abcdefghijklmnopqrstuvwxyz"
 SIGNER = EventWebhookSigner()
@@ -49,14 +54,15 @@ CREDENTIALS = {
     "webhookPublicKey": SIGNER.public_key,
 }
 
-SUBJECT = "¡Reserva confirmada, Begoña! 🎉 Mañana a las 21:00"
-HTML = "<p>Hola Begoña,</p>\n<p>Tu mesa para 4 está lista: ¿vienes con niños? 👶🍽️</p>"
-TEXT = "Hola Begoña,\nTu mesa para 4 está lista.\n¿Vienes con niños? 👶🍽️\n— TableFlow"
+
+WEBHOOK_URL = (
+    "https://pipecore.example.com/messaging/webhook/email?tenant_id=tableflow_123&provider=sendgrid"
+)
 
 provider = SendGridProvider()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # one server for the run, however the tests are ordered
 def shared_fake() -> Iterator[FakeSendGrid]:
     with FakeSendGrid(api_key=API_KEY) as fake:
         yield fake
@@ -67,20 +73,10 @@ send_context = functools.partial(
 )
 
 
-def email(**fields: Any) -> OutboundMessage:
-    values: dict[str, Any] = {
-        "id": "msg_01HZYSENDGRID",
-        "tenant_id": "tableflow_123",
-        "channel": "email",
-        "to": ("begona@example.com",),
-        "subject": SUBJECT,
-        "html": HTML,
-    }
-    values.update(fields)
-    return OutboundMessage(**values)
+email = functools.partial(support.email_message, "msg_01HZYSENDGRID")
 
 
-class TestSendGridContract(ProviderContract):
+class TestSendGridContract(ProviderContract, WebhookContract):
     provider = provider
     channel = "email"
     credentials = CREDENTIALS
@@ -102,6 +98,24 @@ class TestSendGridContract(ProviderContract):
 
     def reply_without_id(self) -> Reply:
         return Reply(202, b"", content_type=None)
+
+    # The webhook contract: how the provider signs a callback.
+
+    signing_credential = "webhookPublicKey"
+    signature_headers = (SIGNATURE_HEADER,)
+    missing_signing_credential_message = "no webhookPublicKey"
+
+    def callback_body(self) -> bytes:
+        return json.dumps([event("delivered", "X1", pipecore_message_id="msg_a")]).encode()
+
+    def sign(self, body: bytes) -> SignedWebhook:
+        return signed(SIGNER, body)
+
+    def sign_for_another_tenant(self, body: bytes) -> SignedWebhook:
+        headers, body = OTHER_TENANT_SIGNER.webhook(body)
+        # What SendGrid's own verifier says of it, too.
+        assert not sendgrid_accepts(headers, body, SIGNER.public_key)
+        return SignedWebhook("POST", WEBHOOK_URL, headers, body)
 
 
 # --- the plugin ----------------------------------------------------------------------------------
@@ -281,24 +295,7 @@ async def test_from_in_the_tenant_domain_is_used(
     assert json.loads(fake.requests[0].body)["from"] == expected
 
 
-@pytest.mark.parametrize(
-    "sender",
-    [
-        pytest.param("ventas@otro.com", id="other-domain"),
-        pytest.param("TableFlow <noreply@otro.com>", id="other-domain-with-name"),
-        pytest.param("noreply@mail.tableflow.com", id="subdomain"),
-        pytest.param("noreply@tableflow.com.evil.com", id="suffix-domain"),
-        pytest.param("noreply@tableflow.com, spam@otro.com", id="two-addresses"),
-        pytest.param("noreply@tableflow.com <x@otro.com>", id="address-as-display-name"),
-        pytest.param("reservas", id="no-domain"),
-        pytest.param("noreply@tableflow.com\nBcc: x@otro.com", id="header-injection"),
-    ],
-)
-def test_from_outside_the_tenant_domain_is_refused(sender: str) -> None:
-    with pytest.raises(MessageRejected) as caught:
-        provider.check_message(email(sender=sender), CREDENTIALS)
-    assert caught.value.field == "from"
-    assert caught.value.message == "must be an address at tableflow.com"
+# A from outside the tenant's domain: test_email_senders.py.
 
 
 @pytest.mark.parametrize(
@@ -441,21 +438,16 @@ async def test_a_retry_after_a_timeout_can_duplicate_but_both_copies_carry_our_i
 # --- webhooks ------------------------------------------------------------------------------------
 
 
-def webhook_request(
-    headers: dict[str, str], body: bytes, *, received_at: datetime | None = None
-) -> WebhookRequest:
-    return WebhookRequest(
-        method="POST",
-        url="https://pipecore.example.com/messaging/webhook/email?tenant_id=tableflow_123&provider=sendgrid",
-        headers=headers,
-        query=[("tenant_id", "tableflow_123"), ("provider", "sendgrid")],
-        body=body,
-        received_at=received_at or datetime.now(UTC),
-    )
+webhook_request = functools.partial(support.webhook_request, WEBHOOK_URL)
 
 
 def webhook_context(credentials: Mapping[str, str] = CREDENTIALS) -> WebhookContext:
     return WebhookContext(tenant_id="tableflow_123", channel="email", credentials=credentials)
+
+
+def signed(signer: EventWebhookSigner, body: bytes) -> SignedWebhook:
+    headers, body = signer.webhook(body)
+    return SignedWebhook("POST", WEBHOOK_URL, headers, body)
 
 
 def sendgrid_accepts(headers: Mapping[str, str], body: bytes, public_key: str) -> bool:
@@ -687,14 +679,6 @@ async def test_an_unreadable_signature_is_refused(signature: str) -> None:
         await provider.handle_webhook(webhook_request(headers, body), webhook_context())
 
 
-async def test_another_tenants_key_does_not_verify_this_tenants_batch() -> None:
-    headers, body = OTHER_TENANT_SIGNER.webhook([event("delivered", "X1")])
-
-    assert not sendgrid_accepts(headers, body, SIGNER.public_key)
-    with pytest.raises(WebhookSignatureError):
-        await provider.handle_webhook(webhook_request(headers, body), webhook_context())
-
-
 @pytest.mark.parametrize(
     ("age", "accepted"),
     [
@@ -718,20 +702,6 @@ async def test_the_timestamp_must_be_within_ten_minutes(age: timedelta, accepted
     else:
         with pytest.raises(WebhookSignatureError, match="tolerance"):
             await provider.handle_webhook(request, webhook_context())
-
-
-@pytest.mark.parametrize(
-    "credentials",
-    [
-        pytest.param({"apiKey": API_KEY, "fromEmail": "noreply@tableflow.com"}, id="no-key"),
-        pytest.param({**CREDENTIALS, "webhookPublicKey": ""}, id="empty-key"),
-    ],
-)
-async def test_without_a_public_key_every_batch_is_refused(credentials: dict[str, str]) -> None:
-    headers, body = SIGNER.webhook([event("delivered", "X1")])
-
-    with pytest.raises(WebhookSignatureError, match="no webhookPublicKey"):
-        await provider.handle_webhook(webhook_request(headers, body), webhook_context(credentials))
 
 
 def _public_key(key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey) -> str:
@@ -772,17 +742,9 @@ async def test_a_pem_public_key_is_accepted() -> None:
     assert len(result.events) == 1
 
 
-async def test_the_signature_is_checked_before_the_body_is_read() -> None:
-    headers, _ = SIGNER.webhook([event("delivered", "X1")])
-
-    with pytest.raises(WebhookSignatureError):
-        await provider.handle_webhook(webhook_request(headers, b"not json"), webhook_context())
-
-
 @pytest.mark.parametrize(
     "body",
     [
-        pytest.param(b"not json", id="not-json"),
         pytest.param(b'{"event": "delivered"}', id="object-not-array"),
         pytest.param(b'["delivered"]', id="item-not-object"),
         pytest.param(b'[{"sg_message_id": "X1.0"}]', id="no-event-name"),

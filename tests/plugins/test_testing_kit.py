@@ -196,10 +196,22 @@ async def test_scripted_answers_come_first_then_the_fakes_own() -> None:
 
 
 SAMPLE_PLUGIN = """
+import hashlib
+import hmac
+import json
+
 from pipecored import (
-    CredentialField, Provider, ProviderError, SendResult, parse_retry_after, request_provider,
-    scrub_secrets,
+    CredentialField, Provider, ProviderError, SendResult, StatusEvent, WebhookPayloadError,
+    WebhookResult, WebhookSignatureError, parse_retry_after, request_provider, scrub_secrets,
 )
+
+
+def parse(body):
+    try:
+        events = json.loads(body)["events"]
+    except (ValueError, KeyError, TypeError):
+        raise WebhookPayloadError("not an event batch") from None
+    return [StatusEvent(status=e["status"], provider_message_id=e["id"]) for e in events]
 
 
 class Sample(Provider):
@@ -243,16 +255,31 @@ class Sample(Provider):
                 "no id", retryable=False, provider=self.name, code="invalid_response"
             )
         return SendResult(provider_id, http_status=response.status_code)
+
+    async def handle_webhook(self, request, ctx):
+        if self.broken == "parses-first":
+            parse(request.body)
+        if ctx.verify_signatures and self.broken != "unverified":
+            secret = ctx.credentials.get("token", "")
+            expected = hmac.new(secret.encode(), request.body, hashlib.sha256).hexdigest()
+            given = request.headers.get("x-signature", "")
+            if not secret or not hmac.compare_digest(expected, given):
+                raise WebhookSignatureError("bad signature")
+        return WebhookResult(events=parse(request.body))
 """
 
 SAMPLE_TESTS = """
+import hashlib
+import hmac
 import json
 
 from sample_plugin import Sample
 from starlette.responses import JSONResponse
 
 from pipecored import OutboundMessage
-from pipecored.testing import JsonSchemaCheck, ProviderContract, Reply, ScriptedFake
+from pipecored.testing import (
+    JsonSchemaCheck, ProviderContract, Reply, ScriptedFake, SignedWebhook, WebhookContract,
+)
 
 SCHEMA = {"type": "object", "properties": {"to": {"type": "string"}}}
 TOKEN = "tok_0123456789"
@@ -268,11 +295,13 @@ class Gateway(ScriptedFake):
         return JSONResponse({"id": "1"}, status_code=201)
 
 
-class SampleContract(ProviderContract):
+class SampleContract(ProviderContract, WebhookContract):
     channel = "sms"
     credentials = {"token": TOKEN}
     wrong_credentials = {"token": "tok_revoked_0000"}
     answer_without_id = "failed"
+    signing_credential = "token"
+    signature_headers = ("x-signature",)
 
     def start_fake(self):
         return Gateway().start()
@@ -286,21 +315,31 @@ class SampleContract(ProviderContract):
     def reply_without_id(self):
         return Reply(201, b"{}")
 
+    def callback_body(self):
+        return json.dumps({"events": [{"id": "1", "status": "delivered"}]}).encode()
 
-class TestSound(SampleContract):
-    provider = Sample()
+    def sign(self, body):
+        return signed(body)
 
-
-class TestUnknownField(SampleContract):
-    provider = Sample("unknown-field")
-
-
-class TestSecretLeak(SampleContract):
-    provider = Sample("secret-leak")
+    def sign_for_another_tenant(self, body):
+        return signed(body, "tok_someone_else")
 
 
-class TestPermanent503(SampleContract):
-    provider = Sample("503-permanent")
+def signed(body, secret=TOKEN):
+    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    return SignedWebhook("POST", "https://x.example/hook", {"x-signature": signature}, body)
+
+
+BROKEN = {
+    "TestSound": "",
+    "TestUnknownField": "unknown-field",
+    "TestSecretLeak": "secret-leak",
+    "TestPermanent503": "503-permanent",
+    "TestUnverified": "unverified",
+    "TestParsesFirst": "parses-first",
+}
+for name, broken in BROKEN.items():
+    globals()[name] = type(name, (SampleContract,), {"provider": Sample(broken)})
 """
 
 
@@ -308,15 +347,17 @@ PYTEST = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"]
 STRICT_ASYNCIO = ["-o", "asyncio_mode=strict", "-o", "asyncio_default_fixture_loop_scope=function"]
 
 
-def test_the_contract_passes_a_sound_plugin_and_fails_each_broken_one(tmp_path: Path) -> None:
+def test_the_contracts_pass_a_sound_plugin_and_fail_each_broken_one(tmp_path: Path) -> None:
     (tmp_path / "sample_plugin.py").write_text(SAMPLE_PLUGIN, encoding="utf-8")
     (tmp_path / "test_samples.py").write_text(SAMPLE_TESTS, encoding="utf-8")
     classified = "test_an_answer_without_the_providers_json_is_classified_by_status"
     selected = [
-        "test_samples.py::TestSound",  # the whole suite
+        "test_samples.py::TestSound",  # both whole contracts
         "test_samples.py::TestUnknownField::test_sends",
         "test_samples.py::TestSecretLeak::test_a_secret_echoed_in_the_providers_error_is_masked",
         f"test_samples.py::TestPermanent503::{classified}",
+        "test_samples.py::TestUnverified::test_an_unsigned_callback_is_refused",
+        "test_samples.py::TestParsesFirst::test_the_signature_is_checked_before_the_body_is_read",
     ]
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     result = subprocess.run(
@@ -337,6 +378,10 @@ def test_the_contract_passes_a_sound_plugin_and_fails_each_broken_one(tmp_path: 
             failed.setdefault(cls, set()).add(test)
 
     assert "TestSound" not in failed, report
+    assert failed["TestUnverified"] == {"test_an_unsigned_callback_is_refused"}, report
+    assert failed["TestParsesFirst"] == {"test_the_signature_is_checked_before_the_body_is_read"}, (
+        report
+    )
     assert "' was unexpected" in report and "priority" in report, report
     assert {"test_sends[httpx]", "test_sends[aiohttp]"} <= failed["TestUnknownField"], report
     assert "test_a_secret_echoed_in_the_providers_error_is_masked[httpx]" in failed.get(

@@ -8,6 +8,7 @@ from dataclasses import replace
 from typing import Any, ClassVar
 from urllib.parse import quote
 
+import httpx
 import structlog
 
 from pipecored import (
@@ -31,9 +32,34 @@ from .errors import PROVIDER, classify, invalid_answer
 log = structlog.get_logger("pipecored.resend")
 
 
-def _headers(api_key: str) -> dict[str, str]:
-    # Resend also refuses calls without a User-Agent: request_provider sends pipecored's.
-    return {"Authorization": f"Bearer {api_key}", "Accept": "application/json"}
+async def _call(
+    http: httpx.AsyncClient,
+    ctx: SendContext | WebhookContext,
+    method: str,
+    path: str,
+    *,
+    classified: bool = True,
+    content: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """One call to Resend's API with the tenant's key (Resend also refuses calls without a
+    User-Agent: request_provider sends pipecored's); a non-2xx answer is raised as classified
+    unless ``classified`` is False."""
+    return await request_provider(
+        http,
+        method,
+        f"{ctx.base_url.rstrip('/')}{path}",
+        provider=PROVIDER,
+        timeout=ctx.timeout,
+        secrets=list(ctx.credentials.values()),
+        classify=classify if classified else None,
+        content=content,
+        headers={
+            "Authorization": f"Bearer {ctx.credentials.get('apiKey', '')}",
+            "Accept": "application/json",
+            **(headers or {}),
+        },
+    )
 
 
 class ResendProvider(Provider):
@@ -92,20 +118,14 @@ class ResendProvider(Provider):
         return body
 
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
-        api_key = ctx.credentials.get("apiKey", "")
-        secrets = list(ctx.credentials.values())
         content = json.dumps(self.request_body(message, ctx.credentials), ensure_ascii=False)
-        response = await request_provider(
+        response = await _call(
             ctx.http,
+            ctx,
             "POST",
-            f"{ctx.base_url.rstrip('/')}/emails",
-            provider=PROVIDER,
-            timeout=ctx.timeout,
-            secrets=secrets,
-            classify=classify,
+            "/emails",
             content=content.encode("utf-8"),
             headers={
-                **_headers(api_key),
                 "Content-Type": "application/json",
                 # A retry after a timeout or a 5xx gets the first call's answer, never a second
                 # email (Resend keeps keys for 24 hours).
@@ -144,19 +164,11 @@ class ResendProvider(Provider):
         Resend calls again; an email Resend does not know is logged without its body."""
         if ctx.http is None or not message.provider_message_id:
             return message
-        secrets = list(ctx.credentials.values())
         email_id = quote(message.provider_message_id, safe="")
-        response = await request_provider(
-            ctx.http,
-            "GET",
-            f"{ctx.base_url.rstrip('/')}/emails/receiving/{email_id}",
-            provider=PROVIDER,
-            timeout=ctx.timeout,
-            secrets=secrets,
-            headers=_headers(ctx.credentials.get("apiKey", "")),
-        )
+        path = f"/emails/receiving/{email_id}"
+        response = await _call(ctx.http, ctx, "GET", path, classified=False)
         if not response.is_success:
-            error = classify(response, secrets)
+            error = classify(response, list(ctx.credentials.values()))
             if error.retryable or error.unavailable:
                 raise error
             log.warning(
