@@ -19,7 +19,17 @@ from typing import Any, Literal, get_args
 from pipecored.errors import PipecoreError
 from pipecored.provider import InboundMessage, StatusEvent
 
-MessageStatus = Literal["queued", "sending", "sent", "delivered", "read", "failed", "received"]
+MessageStatus = Literal[
+    "scheduled",
+    "queued",
+    "sending",
+    "sent",
+    "delivered",
+    "read",
+    "failed",
+    "canceled",
+    "received",
+]
 AttemptOutcomeName = Literal["success", "retryable_error", "permanent_error", "timeout"]
 Direction = Literal["outbound", "inbound"]
 
@@ -31,11 +41,20 @@ DIRECTIONS: tuple[str, ...] = get_args(Direction)
 # A status event or attempt result is applied only when it moves a message forward.
 # "failed" may follow anything but "read" and "failed" itself (an email bounce or complaint
 # arrives after "delivered"); "received" is for inbound messages and never changes.
-STATUS_RANK: Mapping[str, int] = {"queued": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4}
+STATUS_RANK: Mapping[str, int] = {
+    "scheduled": 0,
+    "queued": 0,
+    "sending": 1,
+    "sent": 2,
+    "delivered": 3,
+    "read": 4,
+}
+# Where a message's status never moves on from.
+FINAL_STATUSES = frozenset({"failed", "canceled", "received"})
 
 
 def moves_forward(current: str, new: str) -> bool:
-    if current in ("failed", "received"):
+    if current in FINAL_STATUSES:
         return False
     if new == "failed":
         return current != "read"
@@ -57,6 +76,8 @@ class NewMessage:
     sender: str | None
     payload: Mapping[str, Any]  # the OutboundMessage fields as JSON
     created_at: float
+    not_before: float | None = None  # not to be sent before (a sendAt, the end of quiet hours)
+    scheduled: bool = False  # status 'scheduled' (a sendAt) rather than 'queued'
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,8 +231,8 @@ class MessageStore(abc.ABC):
         lease_seconds: float,
         exclude: Collection[tuple[str, str]] = (),
     ) -> list[MessageRecord]:
-        """Take up to ``limit`` due messages: queued with ``not_before <= now`` (or none), or
-        ``sending`` whose lease expired. Each gets status ``sending``, a fresh ``lease_token``
+        """Take up to ``limit`` due messages: queued or scheduled with ``not_before <= now`` (or
+        none), or ``sending`` whose lease expired. Each gets status ``sending``, a fresh ``lease_token``
         and a lease until ``now + lease_seconds``. Oldest first. Messages of the (tenant,
         channel) pairs in ``exclude`` (throttled by their rate limit) are left in the queue."""
 
@@ -245,6 +266,11 @@ class MessageStore(abc.ABC):
     ) -> tuple[str, bool]:
         """Log an inbound message as ``received``; returns (id, created). A provider's retry of
         the same message (same provider id) is not stored twice."""
+
+    @abc.abstractmethod
+    async def cancel(self, message_id: str, *, now: float) -> MessageRecord | None:
+        """Cancel a ``scheduled`` or ``queued`` message (never claimed again); None when it is
+        in any other status (or unknown)."""
 
     @abc.abstractmethod
     async def requeue(self, message_id: str, *, now: float) -> MessageRecord | None:

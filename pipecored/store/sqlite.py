@@ -51,6 +51,7 @@ from pipecored.store.base import (
     IdempotencyClaim,
     IdempotencyConflict,
     MessageRecord,
+    MessageStatus,
     MessageStore,
     NewMessage,
     StoreStats,
@@ -302,7 +303,7 @@ def _accept_tx(
     return AcceptResult(record, replayed=False)
 
 
-_INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, 'queued', ?, ?, ?)"
+_INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[MessageRecord]:
@@ -312,11 +313,11 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     jobs one by one)."""
     params: list[object] = []
     for m in messages:
-        params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, m.created_at,
-                   m.created_at, _json(m.payload))  # fmt: skip
+        params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, _status_of(m),
+                   m.created_at, m.created_at, m.not_before, _json(m.payload))  # fmt: skip
     last = conn.execute(
         "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-        " created_at, updated_at, payload_json) VALUES "
+        " created_at, updated_at, not_before, payload_json) VALUES "
         + ",".join([_INSERT_MESSAGE_ROW] * len(messages)),
         params,
     ).lastrowid
@@ -327,6 +328,10 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
         if row is None or row["id"] != messages[0].id:
             raise StoreError("a multi-row insert did not number its rows consecutively")
     return [_new_record(m, first + i) for i, m in enumerate(messages)]
+
+
+def _status_of(message: NewMessage) -> MessageStatus:
+    return "scheduled" if message.scheduled else "queued"
 
 
 def _new_record(message: NewMessage, seq: int) -> MessageRecord:
@@ -341,7 +346,7 @@ def _new_record(message: NewMessage, seq: int) -> MessageRecord:
         provider=None,
         to=message.to if isinstance(message.to, str) else list(message.to),
         sender=message.sender,
-        status="queued",
+        status=_status_of(message),
         attempt_count=0,
         provider_message_id=None,
         error_code=None,
@@ -349,7 +354,7 @@ def _new_record(message: NewMessage, seq: int) -> MessageRecord:
         created_at=message.created_at,
         updated_at=message.created_at,
         sent_at=None,
-        not_before=None,
+        not_before=message.not_before,
         route_index=0,
         route_attempts=0,
         lease_token=None,
@@ -380,8 +385,8 @@ def _claim_tx(
     # randomblob() gives each row its own token inside the single UPDATE.
     excluded, params = _exclusion(exclude)
     due = (
-        "SELECT seq FROM messages WHERE status IN ('queued', 'sending') AND ("
-        " (status = 'queued' AND (not_before IS NULL OR not_before <= :now))"
+        "SELECT seq FROM messages WHERE status IN ('queued', 'sending', 'scheduled') AND ("
+        " (status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= :now))"
         " OR (status = 'sending' AND lease_until < :now))"
     ) + excluded
     rows = conn.execute(
@@ -756,7 +761,9 @@ def _stats_tx(conn: sqlite3.Connection, tenant_id: str, since: float | None) -> 
 
 def _queue_depth_tx(conn: sqlite3.Connection, now: float) -> tuple[int, float]:
     count, oldest = conn.execute(
-        "SELECT count(*), min(created_at) FROM messages WHERE status IN ('queued', 'sending')"
+        # the index's own status list, so that the planner can use the partial queue index
+        "SELECT count(*), min(created_at) FROM messages"
+        " WHERE status IN ('queued', 'sending', 'scheduled') AND status <> 'scheduled'"
     ).fetchone()
     return int(count), 0.0 if oldest is None else max(0.0, now - oldest)
 
@@ -764,11 +771,22 @@ def _queue_depth_tx(conn: sqlite3.Connection, now: float) -> tuple[int, float]:
 def _next_due_tx(conn: sqlite3.Connection, exclude: list[tuple[str, str]]) -> float | None:
     excluded, params = _exclusion(exclude)
     value: float | None = conn.execute(
-        "SELECT min(CASE status WHEN 'queued' THEN COALESCE(not_before, created_at)"
-        " ELSE lease_until END) FROM messages WHERE status IN ('queued', 'sending')" + excluded,
+        "SELECT min(CASE status WHEN 'sending' THEN lease_until"
+        " ELSE COALESCE(not_before, created_at) END) FROM messages"
+        " WHERE status IN ('queued', 'sending', 'scheduled')" + excluded,
         params,
     ).fetchone()[0]
     return value
+
+
+def _cancel_tx(conn: sqlite3.Connection, message_id: str, now: float) -> MessageRecord | None:
+    row = conn.execute(
+        "UPDATE messages SET status = 'canceled', not_before = NULL, updated_at = ?"
+        " WHERE id = ? AND direction = 'outbound' AND status IN ('scheduled', 'queued')"
+        " RETURNING *",
+        (now, message_id),
+    ).fetchone()
+    return None if row is None else _record(row, _attempts(conn, row["seq"]))
 
 
 def _ping_tx(conn: sqlite3.Connection) -> None:
@@ -1124,6 +1142,9 @@ class SQLiteStore(MessageStore):
     async def complete(self, outcome: AttemptOutcome) -> Completed | None:
         now = time.time()
         return await self._write("complete", lambda conn: _complete_tx(conn, outcome, now))
+
+    async def cancel(self, message_id: str, *, now: float) -> MessageRecord | None:
+        return await self._write("cancel", lambda conn: _cancel_tx(conn, message_id, now))
 
     async def release(self, message_id: str, lease_token: str) -> None:
         now = time.time()

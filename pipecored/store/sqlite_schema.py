@@ -8,6 +8,7 @@ same schema by replaying what it has not seen yet.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 
 _V1 = """
 CREATE TABLE messages (
@@ -160,7 +161,47 @@ BEGIN
 END;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+
+def _v2(conn: sqlite3.Connection) -> None:
+    """Scheduled sends and cancellation: the statuses 'scheduled' and 'canceled', and the queue
+    index covering scheduled messages (claimed when their sendAt comes).
+
+    SQLite cannot alter a CHECK constraint; widening one (every existing row still satisfies
+    it) is the documented use of writable_schema, with the schema version bumped so that other
+    connections read the new definition.
+    """
+    old = "status IN ('queued', 'sending', 'sent', 'delivered', 'read', 'failed', 'received')"
+    new = (
+        "status IN ('queued', 'sending', 'sent', 'delivered', 'read', 'failed', 'received',"
+        " 'scheduled', 'canceled')"
+    )
+    version: int = conn.execute("PRAGMA schema_version").fetchone()[0]
+    conn.execute("PRAGMA writable_schema = ON")
+    try:
+        changed = conn.execute(
+            "UPDATE sqlite_schema SET sql = replace(sql, ?, ?)"
+            " WHERE type = 'table' AND name = 'messages' AND instr(sql, ?) > 0",
+            (old, new, old),
+        ).rowcount
+        if changed != 1:
+            raise sqlite3.DatabaseError("messages table definition not as expected for v2")
+        conn.execute(f"PRAGMA schema_version = {int(version) + 1}")
+    finally:
+        conn.execute("PRAGMA writable_schema = OFF")
+    for statement in split_statements(_V2_INDEXES):
+        conn.execute(statement)
+
+
+_V2_INDEXES = """
+DROP INDEX messages_queue;
+CREATE INDEX messages_queue
+    ON messages (status, not_before, lease_until, created_at)
+    WHERE status IN ('queued', 'sending', 'scheduled');
+"""
+
+Migration = str | Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -203,8 +244,12 @@ def migrate(conn: sqlite3.Connection) -> int:
         try:
             current: int = conn.execute("PRAGMA user_version").fetchone()[0]
             if current < target:
-                for statement in split_statements(MIGRATIONS[target - 1]):
-                    conn.execute(statement)
+                step = MIGRATIONS[target - 1]
+                if callable(step):
+                    step(conn)
+                else:
+                    for statement in split_statements(step):
+                        conn.execute(statement)
                 # PRAGMA takes no bound parameters; target is an int from range()
                 conn.execute(f"PRAGMA user_version = {int(target)}")
             conn.execute("COMMIT")
