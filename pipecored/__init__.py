@@ -34,6 +34,7 @@ from pipecored.provider import (
     WebhookResponse,
     WebhookResult,
 )
+from pipecored.signing import webhook_headers, webhook_signing_key
 
 __version__ = "0.1.0"
 
@@ -71,4 +72,6 @@ __all__ = [
     "parse_retry_after",
     "request_provider",
     "scrub_secrets",
+    "webhook_headers",
+    "webhook_signing_key",
 ]

@@ -34,8 +34,15 @@ def register_providers(register: Callable[[Provider], None]) -> None:
 def register_alert_receivers(register: Callable[[AlertReceiver], None]) -> None:
     """Register alert receivers: call ``register(receiver)`` once per receiver.
 
-    Called once at start-up. A receiver is a ``pipecored.alerts.AlertReceiver``: a unique
-    ``name`` and ``async send(alert, ctx)``, called from a background task for every alert (a
-    provider's circuit opening fires one, its closing resolves it) while ``enabled(ctx.config)``
-    says the live ``alerts`` settings give it somewhere to send. Must not do I/O: return quickly.
+    Called once at start-up. A receiver is a ``pipecored.AlertReceiver``: a unique ``name`` and
+    ``async send(alert, ctx)``, called from a background task for every alert (a provider's
+    circuit opening fires one, its closing resolves it) while ``enabled(ctx)`` says the live
+    settings give it somewhere to send. A receiver name taken twice stops the daemon with an
+    error naming both distributions. Must not do I/O: return quickly.
+
+    Settings come live from ``pipecored.yaml`` in ``ctx`` (a ``pipecored.AlertContext``), read
+    again for every attempt so that a reload applies to the next alert: ``ctx.settings`` is the
+    receiver's own entry under ``plugins:`` (``plugins: {pager: {url: ..., routingKey: ...}}``
+    reaches the receiver named ``pager``; empty when there is none), for the receiver to
+    validate; ``ctx.config`` is the ``alerts`` section that the built-in receivers read.
     """

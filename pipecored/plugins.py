@@ -1,8 +1,10 @@
-"""The plugin host: load the ``pipecored`` entry-point group once and collect providers."""
+"""The plugin host: load the ``pipecored`` entry-point group once and collect providers.
+
+Alert receivers are collected by :mod:`pipecored.alerts.dispatcher`, their host.
+"""
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
@@ -49,7 +51,8 @@ def get_plugin_manager(*, load_entry_points: bool = True) -> pluggy.PluginManage
     return pm
 
 
-def _distribution_of(pm: pluggy.PluginManager, plugin: object) -> str:
+def distribution_of(pm: pluggy.PluginManager, plugin: object) -> str:
+    """The distribution that brought ``plugin``, as "name version", for error messages."""
     for loaded, dist in pm.list_plugin_distinfo():
         if loaded is plugin:
             return f"{dist.project_name} {dist.version}"
@@ -64,7 +67,7 @@ def collect_providers(pm: pluggy.PluginManager) -> ProviderRegistry:
             continue
         found: list[Provider] = []
         impl(register=found.append)
-        distribution = _distribution_of(pm, plugin)
+        distribution = distribution_of(pm, plugin)
         for provider in found:
             if not isinstance(provider, Provider):
                 raise PipecoreError(
@@ -81,10 +84,3 @@ def collect_providers(pm: pluggy.PluginManager) -> ProviderRegistry:
 
 def load_providers() -> ProviderRegistry:
     return collect_providers(get_plugin_manager())
-
-
-def installed_distributions() -> list[str]:
-    return sorted(
-        f"{ep.dist.name if ep.dist else '?'}:{ep.name}"
-        for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-    )

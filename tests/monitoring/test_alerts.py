@@ -3,10 +3,13 @@ live settings, and the receiver hook."""
 
 from __future__ import annotations
 
+import ast
 import asyncio
+import base64
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -14,18 +17,15 @@ from datetime import datetime
 from typing import Any
 
 import pytest
+import standardwebhooks
+import svix.webhooks
 from prometheus_client import CollectorRegistry
 from starlette.responses import Response
 
 import pipecored
 from pipecored import Alert, AlertContext, AlertReceiver
-from pipecored.alerts import (
-    AlertDispatcher,
-    AlertmanagerReceiver,
-    RetryPolicy,
-    WebhookReceiver,
-    collect_alert_receivers,
-)
+from pipecored.alerts.dispatcher import AlertDispatcher, RetryPolicy, collect_alert_receivers
+from pipecored.alerts.receivers import AlertmanagerReceiver, WebhookReceiver
 from pipecored.circuit import CircuitChange
 from pipecored.config.model import (
     AlertmanagerConfig,
@@ -40,10 +40,13 @@ from pipecored.config.registry import ConfigSnapshot, TenantEntry
 from pipecored.errors import PipecoreError
 from pipecored.metrics import Metrics
 from pipecored.plugins import get_plugin_manager
-from tests.conftest import eventually
+from tests.conftest import ROOT, eventually
 from tests.fakes.server import FakeServer, RecordedRequest
 
-SECRET = "alert-s3cr3t-0123456789"
+# Standard Webhooks' own form of a secret, and a plain string as configured before it (its key is
+# its UTF-8 bytes).
+SECRET = "whsec_" + base64.b64encode(b"alert-s3cr3t-key-0123456789abcdef").decode()
+PLAIN_SECRET = "alert-s3cr3t-0123456789"
 OPENED = 1_700_000_000.0
 FAST = RetryPolicy(attempts=4, initial=0.05, maximum=0.2, timeout=2.0)
 
@@ -144,7 +147,18 @@ def _iso(value: str) -> float:
     return datetime.fromisoformat(value).timestamp()
 
 
-async def test_webhooks_get_the_spec_body_signed_when_they_have_a_secret(
+def verify(request: RecordedRequest, secret: str | bytes) -> None:
+    """Verify as a receiver would: with the standardwebhooks library, with Svix's, and by hand
+    from the specification (base64 HMAC-SHA256 of "id.timestamp.body")."""
+    standardwebhooks.Webhook(secret).verify(request.body, request.headers, json_parse=False)
+    svix.webhooks.Webhook(secret).verify(request.body, request.headers)
+    key = secret if isinstance(secret, bytes) else base64.b64decode(secret.removeprefix("whsec_"))
+    signed = f"{request.headers['webhook-id']}.{request.headers['webhook-timestamp']}.".encode()
+    digest = hmac.new(key, signed + request.body, hashlib.sha256).digest()
+    assert request.headers["webhook-signature"] == "v1," + base64.b64encode(digest).decode()
+
+
+async def test_webhooks_get_the_body_signed_with_standard_webhooks_when_they_have_a_secret(
     endpoint: tuple[FakeServer, Script], make_dispatcher: Any
 ) -> None:
     server, _ = endpoint
@@ -180,12 +194,93 @@ async def test_webhooks_get_the_spec_body_signed_when_they_have_a_secret(
     assert resolved["resolution"] == "a trial call succeeded"
     assert resolved["reason"] == "http_503: scripted 503"  # the cause of the outage, kept
     for request in signed:
-        expected = hmac.new(SECRET.encode(), request.body, hashlib.sha256).hexdigest()
-        assert request.headers["x-pipecore-signature"] == f"sha256={expected}"
+        verify(request, SECRET)
         assert request.headers["content-type"] == "application/json"
+        assert abs(int(request.headers["webhook-timestamp"]) - time.time()) < 60
+        assert "x-pipecore-signature" not in request.headers  # the replayable body-only form
+    # The firing and the resolve are two messages: a receiver that drops duplicates keeps both.
+    assert signed[0].headers["webhook-id"] != signed[1].headers["webhook-id"]
     assert [r.body for r in plain] == [r.body for r in signed]
-    assert all("x-pipecore-signature" not in r.headers for r in plain)
+    # Unsigned, a webhook still gets the id to drop duplicates by.
+    assert [r.headers["webhook-id"] for r in plain] == [r.headers["webhook-id"] for r in signed]
+    assert all("webhook-signature" not in r.headers for r in plain)
     assert counts(metrics) == {("webhook", "sent"): 2.0}  # alertmanager is not configured
+
+
+async def test_a_captured_alert_webhook_cannot_be_replayed_later(
+    endpoint: tuple[FakeServer, Script], make_dispatcher: Any
+) -> None:
+    """The signature covers the id and the time: a request replayed after the receiver's
+    tolerance fails, and so does one whose timestamp is brought up to date."""
+    server, _ = endpoint
+    alerts = AlertsConfig(webhooks=(AlertWebhookConfig(url=server.url, secret=SECRET),))
+    dispatcher, _ = make_dispatcher(Settings.of(alerts))
+    dispatcher.circuit_changed(change("open"))
+    await dispatcher.flush()
+    [captured] = server.requests
+    verify(captured, SECRET)
+
+    stale = {**captured.headers, "webhook-timestamp": str(int(time.time()) - 600)}
+    for headers in (stale, {**captured.headers, "webhook-timestamp": str(int(time.time()) + 1)}):
+        with pytest.raises(standardwebhooks.WebhookVerificationError):
+            standardwebhooks.Webhook(SECRET).verify(captured.body, headers)
+    # Nor may another alert's id ride on this signature.
+    other = {**captured.headers, "webhook-id": "alert_0123456789abcdef0123456789abcdef"}
+    with pytest.raises(standardwebhooks.WebhookVerificationError):
+        standardwebhooks.Webhook(SECRET).verify(captured.body, other)
+
+
+async def test_every_retry_of_an_alert_webhook_carries_the_same_id_signed_again(
+    endpoint: tuple[FakeServer, Script], make_dispatcher: Any
+) -> None:
+    server, script = endpoint
+    script.statuses = [503, 502]
+    alerts = AlertsConfig(webhooks=(AlertWebhookConfig(url=server.url, secret=SECRET),))
+    dispatcher, metrics = make_dispatcher(Settings.of(alerts))
+    dispatcher.circuit_changed(change("open"))
+    await asyncio.wait_for(dispatcher.flush(), 5)
+
+    assert len(server.requests) == 3
+    assert len({r.headers["webhook-id"] for r in server.requests}) == 1
+    assert (
+        server.requests[0].headers["webhook-id"]
+        == dispatcher.firing[("acme", "sms", "httpjson")].id
+    )
+    for request in server.requests:
+        verify(request, SECRET)
+    assert counts(metrics) == {("webhook", "retried"): 2.0, ("webhook", "sent"): 1.0}
+
+
+async def test_a_plain_secret_is_the_key_as_its_bytes(
+    endpoint: tuple[FakeServer, Script], make_dispatcher: Any
+) -> None:
+    """A secret without whsec_ (configured before alerts were signed this way) keeps working:
+    the receiver gives its bytes to the library."""
+    server, _ = endpoint
+    alerts = AlertsConfig(webhooks=(AlertWebhookConfig(url=server.url, secret=PLAIN_SECRET),))
+    dispatcher, _ = make_dispatcher(Settings.of(alerts))
+    dispatcher.circuit_changed(change("open"))
+    await dispatcher.flush()
+    [request] = server.requests
+    verify(request, PLAIN_SECRET.encode())
+    # What docs/monitoring.md gives as the other way to hand it to a library.
+    verify(request, "whsec_" + base64.b64encode(PLAIN_SECRET.encode()).decode())
+
+
+async def test_a_whsec_secret_that_is_not_base64_fails_the_alert_without_retries_or_leaks(
+    endpoint: tuple[FakeServer, Script], make_dispatcher: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, _ = endpoint
+    broken = "whsec_not*base64*s3cr3t"
+    alerts = AlertsConfig(webhooks=(AlertWebhookConfig(url=server.url, secret=broken),))
+    dispatcher, metrics = make_dispatcher(Settings.of(alerts))
+    dispatcher.circuit_changed(change("open"))
+    await dispatcher.flush()
+    assert server.requests == []
+    assert counts(metrics) == {("webhook", "failed"): 1.0}
+    out = capsys.readouterr().out
+    assert "must be base64" in out
+    assert "s3cr3t" not in out
 
 
 @pytest.mark.parametrize(
@@ -325,7 +420,8 @@ async def test_a_reload_of_the_alert_settings_applies_to_the_next_alert(
     await dispatcher.flush()
 
     assert [r.path for r in server.requests] == ["/old", "/new"]
-    assert "x-pipecore-signature" in server.requests[1].headers
+    assert "webhook-signature" not in server.requests[0].headers
+    verify(server.requests[1], SECRET)
 
 
 @pytest.mark.parametrize(
@@ -416,10 +512,27 @@ def test_the_builtin_receivers_come_through_the_entry_point_group() -> None:
     [(plugin, dist)] = [
         (p, d)
         for p, d in pm.list_plugin_distinfo()
-        if getattr(p, "__name__", "") == "pipecored.alerts"
+        if getattr(p, "__name__", "") == "pipecored.alerts.receivers"
     ]
     assert dist.project_name == "pipecored"
     assert plugin is not None
+
+
+def test_the_builtin_receivers_use_only_the_public_api() -> None:
+    """Like a third party's receiver (and the built-in providers): ``from pipecored import``
+    public names, nothing from the host."""
+    path = ROOT / "pipecored" / "alerts" / "receivers.py"
+    imported = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            assert node.level == 0, "a relative import reaches into the host"
+            imported.append(node.module or "")
+            if node.module == "pipecored":
+                for alias in node.names:
+                    assert alias.name in pipecored.__all__, f"{alias.name} is not public"
+    assert [m for m in imported if m.split(".")[0] == "pipecored"] == ["pipecored"]
 
 
 def test_a_plugin_registers_a_receiver_of_its_own() -> None:
@@ -437,8 +550,19 @@ def test_a_plugin_registers_a_receiver_of_its_own() -> None:
 @pytest.mark.parametrize(
     ("registered", "message"),
     [
-        pytest.param(WebhookReceiver(), "registered twice", id="name-taken"),
-        pytest.param(object(), "not a named", id="not-a-receiver"),
+        pytest.param(
+            WebhookReceiver(),
+            re.escape(
+                "'webhook' is registered by both pipecored 0.1.0 and (registered in process)"
+            ),
+            id="name-taken",
+        ),
+        pytest.param(
+            object(),
+            r"\(registered in process\) registered <object object at .*>, which is not a named "
+            r"pipecored.AlertReceiver",
+            id="not-a-receiver",
+        ),
     ],
 )
 def test_bad_registrations_are_refused(registered: object, message: str) -> None:
@@ -452,3 +576,98 @@ def test_bad_registrations_are_refused(registered: object, message: str) -> None
     pm.register(Plugin(), name="bad")
     with pytest.raises(PipecoreError, match=message):
         collect_alert_receivers(pm)
+
+
+# -- plugin settings: plugins.<receiver name> in pipecored.yaml ----------------------------------
+
+
+class SettingsReader(AlertReceiver):
+    """A third-party-style receiver configured only by its own ``plugins.reader`` entry."""
+
+    name = "reader"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, dict[str, Any]]] = []
+
+    def enabled(self, ctx: AlertContext) -> bool:
+        return "channel" in ctx.settings
+
+    async def send(self, alert: Alert, ctx: AlertContext) -> None:
+        self.seen.append((alert.status, dict(ctx.settings)))
+
+
+async def test_a_receiver_reads_its_own_plugin_settings_live(make_dispatcher: Any) -> None:
+    reader = SettingsReader()
+    settings = Settings.of(AlertsConfig())
+    dispatcher, metrics = make_dispatcher(settings, [reader])
+    dispatcher.circuit_changed(change("open", provider="p1"))
+    await asyncio.wait_for(dispatcher.flush(), 5)
+    assert reader.seen == []  # no plugins.reader entry: nowhere to send
+    assert counts(metrics) == {}
+
+    def with_plugins(plugins: dict[str, dict[str, Any]]) -> ConfigSnapshot:
+        daemon = DaemonConfig(plugins=plugins)
+        return ConfigSnapshot(daemon, settings.snapshot.tenants, {})
+
+    settings.snapshot = with_plugins({"reader": {"channel": "#ops", "mention": "@aña 🚨"}})
+    dispatcher.circuit_changed(change("open", provider="p2"))
+    await asyncio.wait_for(dispatcher.flush(), 5)
+    settings.snapshot = with_plugins({"reader": {"channel": "#noc"}, "other": {"x": 1}})
+    dispatcher.circuit_changed(change("closed", provider="p2"))
+    await asyncio.wait_for(dispatcher.flush(), 5)
+
+    assert reader.seen == [
+        ("firing", {"channel": "#ops", "mention": "@aña 🚨"}),
+        ("resolved", {"channel": "#noc"}),
+    ]
+    assert counts(metrics) == {("reader", "sent"): 2.0}
+
+
+async def test_a_receiver_cannot_change_the_live_settings(make_dispatcher: Any) -> None:
+    class Meddler(AlertReceiver):
+        name = "meddler"
+        saw: Any = None
+        refused = False
+
+        async def send(self, alert: Alert, ctx: AlertContext) -> None:
+            Meddler.saw = ctx.settings["url"]
+            try:
+                ctx.settings["url"] = "http://elsewhere"  # type: ignore[index]
+            except TypeError:
+                Meddler.refused = True
+
+    settings = Settings.of(AlertsConfig())
+    settings.snapshot = ConfigSnapshot(
+        DaemonConfig(plugins={"meddler": {"url": "http://pager"}}), settings.snapshot.tenants, {}
+    )
+    dispatcher, metrics = make_dispatcher(settings, [Meddler()])
+    dispatcher.circuit_changed(change("open"))
+    await asyncio.wait_for(dispatcher.flush(), 5)
+    assert (Meddler.saw, Meddler.refused) == ("http://pager", True)
+    assert counts(metrics) == {("meddler", "sent"): 1.0}
+    assert settings.snapshot.daemon.plugins == {"meddler": {"url": "http://pager"}}
+
+
+async def test_a_receiver_whose_enabled_raises_fails_that_alert_and_keeps_its_queue(
+    endpoint: tuple[FakeServer, Script], make_dispatcher: Any
+) -> None:
+    class Broken(AlertReceiver):
+        name = "broken"
+        calls = 0
+
+        def enabled(self, ctx: AlertContext) -> bool:
+            Broken.calls += 1
+            if Broken.calls == 1:
+                raise KeyError("url")
+            return True
+
+        async def send(self, alert: Alert, ctx: AlertContext) -> None:
+            pass
+
+    dispatcher, metrics = make_dispatcher(
+        Settings.of(AlertsConfig()), [Broken()], retry=RetryPolicy(attempts=1)
+    )
+    dispatcher.circuit_changed(change("open"))
+    dispatcher.circuit_changed(change("closed"))
+    await asyncio.wait_for(dispatcher.flush(), 5)
+    assert counts(metrics) == {("broken", "failed"): 1.0, ("broken", "sent"): 1.0}

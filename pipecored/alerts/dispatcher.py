@@ -1,4 +1,4 @@
-"""Alerts raised by the daemon: a tenant's provider is down (SPEC section 6).
+"""The alert host: turns circuit changes into alerts and gets them to every receiver.
 
 A (tenant, channel, provider) circuit that opens fires ``PipecoreProviderDown``; its closing
 resolves it. Circuit listeners are called synchronously from the middle of a delivery, so
@@ -7,11 +7,12 @@ queue of its own and one background task that sends in order (a resolve never ov
 firing), retrying a receiver that is down with bounded backoff; one receiver that is down delays
 neither delivery nor the other receivers.
 
-Receivers are plugins. ``register_alert_receivers(register)`` hands over :class:`AlertReceiver`
-objects; the host calls ``await receiver.send(alert, ctx)``. The :class:`AlertContext` carries the
-``alerts`` settings of the live ``pipecored.yaml``, read again for every attempt (a reload applies
-to the next alert), and an HTTP client. The built-in receivers, Alertmanager and generic
-webhooks, are registered through the ``pipecored`` entry-point group like any plugin.
+Receivers are plugins: ``register_alert_receivers(register)`` hands over
+``pipecored.AlertReceiver`` objects (the built-in ones come from
+:mod:`pipecored.alerts.receivers` through the same entry-point group), and the host calls
+``await receiver.send(alert, ctx)``. The ``pipecored.AlertContext`` is built again for every
+attempt from the live ``pipecored.yaml`` (its ``alerts`` section and the receiver's own
+``plugins.<name>`` entry), so a reload applies to the next alert.
 
 Delivery to receivers is at least once: a retried webhook batch goes again to every configured
 URL, and Alertmanager gets firing alerts re-sent every ``resend_interval`` while they last.
@@ -21,36 +22,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import hmac
-import json
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any, Literal
+from types import MappingProxyType
+from typing import Literal
 
 import httpx
 import pluggy
 import structlog
 
-from pipecored import hookimpl
-from pipecored.alert_receiver import (
-    Alert,
-    AlertContext,
-    AlertReceiver,
-    Severity,
-)
+from pipecored.alert_receiver import Alert, AlertContext, AlertReceiver, Severity
 from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitChange, CircuitKey
-from pipecored.config.model import AlertsConfig
 from pipecored.config.registry import ConfigSnapshot
 from pipecored.errors import AlertSendError, PipecoreError
 from pipecored.http import outbound_client
 from pipecored.metrics import Metrics
-from pipecored.plugins import get_plugin_manager
+from pipecored.plugins import distribution_of, get_plugin_manager
 from pipecored.policy import backoff_delay
 
 log = structlog.get_logger("pipecored.alerts")
@@ -60,163 +51,40 @@ log = structlog.get_logger("pipecored.alerts")
 RESEND_INTERVAL = 60.0
 QUEUE_LIMIT = 1000  # per receiver; beyond it an alert is dropped and counted as failed
 STOP_GRACE = 5.0  # how long stop() lets queued alerts (the shutdown resolves) go out
-SIGNATURE_HEADER = "X-Pipecore-Signature"
 
 AlertResult = Literal["sent", "failed", "retried"]
 
 
-# -- built-in receivers ------------------------------------------------------------------------
-
-
-def rfc3339(timestamp: float) -> str:
-    moment = datetime.fromtimestamp(timestamp, UTC)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _check_answer(response: httpx.Response, what: str) -> None:
-    if response.is_success:
-        return
-    status = response.status_code
-    # A 4xx other than 429 says the request itself is wrong: sending it again cannot help.
-    raise AlertSendError(f"{what} answered HTTP {status}", retryable=status == 429 or status >= 500)
-
-
-class AlertmanagerReceiver(AlertReceiver):
-    """``POST {alerts.alertmanager.url}/api/v2/alerts``."""
-
-    name = "alertmanager"
-    repeat = True
-
-    def enabled(self, config: AlertsConfig) -> bool:
-        return config.alertmanager is not None
-
-    @staticmethod
-    def payload(alert: Alert, *, now: float, resend_interval: float) -> list[dict[str, Any]]:
-        where = f"{alert.tenant}'s {alert.channel} channel"
-        description = f"The circuit for {alert.provider} on {where} opened: {alert.reason}."
-        if alert.ends_at is None:
-            # Like Prometheus: an alert that is not re-sent (the daemon died) expires by itself.
-            ends_at = now + 4 * resend_interval
-            description += (
-                " Messages go to the channel's fallback if one is up; otherwise they wait for"
-                " the provider's trial call."
-            )
-        else:
-            ends_at = alert.ends_at
-            description += f" Recovered: {alert.resolution or 'closed'}."
-        return [
-            {
-                "labels": {
-                    "alertname": alert.alertname,
-                    "tenant": alert.tenant,
-                    "channel": alert.channel,
-                    "provider": alert.provider,
-                    "severity": alert.severity,
-                },
-                "annotations": {
-                    "summary": f"{alert.provider} is down for tenant {alert.tenant} "
-                    f"({alert.channel})",
-                    "description": description,
-                    "reason": alert.reason,
-                },
-                "startsAt": rfc3339(alert.starts_at),
-                "endsAt": rfc3339(ends_at),
-            }
-        ]
-
-    async def send(self, alert: Alert, ctx: AlertContext) -> None:
-        assert ctx.config.alertmanager is not None  # enabled() said so
-        body = self.payload(alert, now=time.time(), resend_interval=ctx.resend_interval)
-        url = f"{ctx.config.alertmanager.url}/api/v2/alerts"
-        try:
-            response = await ctx.http.post(url, json=body)
-        except httpx.TransportError as exc:
-            raise AlertSendError(f"cannot reach Alertmanager ({type(exc).__name__})") from None
-        _check_answer(response, "Alertmanager")
-
-
-def webhook_body(alert: Alert) -> dict[str, Any]:
-    """SPEC section 6's JSON, plus ``severity`` and ``resolution``."""
-    return {
-        "status": alert.status,
-        "alertname": alert.alertname,
-        "tenant": alert.tenant,
-        "channel": alert.channel,
-        "provider": alert.provider,
-        "severity": alert.severity,
-        "reason": alert.reason,
-        "resolution": alert.resolution,
-        "startsAt": rfc3339(alert.starts_at),
-        "endsAt": rfc3339(alert.ends_at) if alert.ends_at is not None else None,
-    }
-
-
-def webhook_signature(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
-
-
-class WebhookReceiver(AlertReceiver):
-    """``POST`` the JSON body to every ``alerts.webhooks[].url``; with a ``secret``, signed:
-    ``X-Pipecore-Signature: sha256=<hex HMAC-SHA256 of the raw body>``."""
-
-    name = "webhook"
-
-    def enabled(self, config: AlertsConfig) -> bool:
-        return bool(config.webhooks)
-
-    async def send(self, alert: Alert, ctx: AlertContext) -> None:
-        body = json.dumps(webhook_body(alert), separators=(",", ":"), ensure_ascii=False).encode()
-        results = await asyncio.gather(
-            *(self._post(ctx.http, hook.url, hook.secret, body) for hook in ctx.config.webhooks),
-            return_exceptions=True,
-        )
-        # URLs may carry tokens: failures are named by their position in the list, not by URL.
-        failures = [
-            (index, result)
-            for index, result in enumerate(results, start=1)
-            if isinstance(result, BaseException)
-        ]
-        if failures:
-            detail = "; ".join(f"webhook {i}: {err}" for i, err in failures)
-            retryable = any(getattr(err, "retryable", True) for _, err in failures)
-            raise AlertSendError(detail, retryable=retryable)
-
-    @staticmethod
-    async def _post(http: httpx.AsyncClient, url: str, secret: str | None, body: bytes) -> None:
-        headers = {"Content-Type": "application/json"}
-        if secret:
-            headers[SIGNATURE_HEADER] = webhook_signature(secret, body)
-        try:
-            response = await http.post(url, content=body, headers=headers)
-        except httpx.TransportError as exc:
-            raise AlertSendError(f"cannot reach it ({type(exc).__name__})") from None
-        _check_answer(response, "it")
-
-
-@hookimpl
-def register_alert_receivers(register: Callable[[AlertReceiver], None]) -> None:
-    register(AlertmanagerReceiver())
-    register(WebhookReceiver())
-
-
 def collect_alert_receivers(pm: pluggy.PluginManager) -> tuple[AlertReceiver, ...]:
+    """Every receiver the plugins register, by name; a bad registration names its
+    distribution."""
+    registered_by: dict[str, str] = {}
     found: list[AlertReceiver] = []
-    pm.hook.register_alert_receivers(register=found.append)
-    names: set[str] = set()
-    for receiver in found:
-        if not isinstance(receiver, AlertReceiver) or not receiver.name:
-            raise PipecoreError(f"{receiver!r} is not a named pipecored.alerts.AlertReceiver")
-        if receiver.name in names:
-            raise PipecoreError(f"alert receiver name {receiver.name!r} is registered twice")
-        names.add(receiver.name)
+    for plugin in pm.get_plugins():
+        impl = getattr(plugin, "register_alert_receivers", None)
+        if impl is None:
+            continue
+        registered: list[AlertReceiver] = []
+        impl(register=registered.append)
+        distribution = distribution_of(pm, plugin)
+        for receiver in registered:
+            if not isinstance(receiver, AlertReceiver) or not receiver.name:
+                raise PipecoreError(
+                    f"{distribution} registered {receiver!r}, which is not a named "
+                    "pipecored.AlertReceiver"
+                )
+            if receiver.name in registered_by:
+                raise PipecoreError(
+                    f"alert receiver name {receiver.name!r} is registered by both "
+                    f"{registered_by[receiver.name]} and {distribution}"
+                )
+            registered_by[receiver.name] = distribution
+            found.append(receiver)
     return tuple(sorted(found, key=lambda r: r.name))
 
 
 def load_alert_receivers() -> tuple[AlertReceiver, ...]:
     return collect_alert_receivers(get_plugin_manager())
-
-
-# -- the dispatcher ----------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,14 +231,22 @@ class AlertDispatcher:
                         del lane.queued_firing[alert.key]
                 lane.queue.task_done()
 
-    async def _deliver(self, receiver: AlertReceiver, alert: Alert) -> None:
+    def _context(self, receiver: AlertReceiver) -> AlertContext:
+        """The live settings, read again for every attempt: a reload applies to the next one."""
         assert self._http is not None
+        daemon = self._snapshot().daemon
+        settings = MappingProxyType(daemon.plugins.get(receiver.name, {}))
+        return AlertContext(daemon.alerts, self._http, self.resend_interval, settings)
+
+    async def _deliver(self, receiver: AlertReceiver, alert: Alert) -> None:
         policy = self.retry
         for attempt in range(1, policy.attempts + 1):
-            ctx = AlertContext(self._snapshot().daemon.alerts, self._http, self.resend_interval)
-            if not receiver.enabled(ctx.config):
-                return
+            ctx = self._context(receiver)
             try:
+                # Inside the try: a plugin's enabled() that raises fails this alert, not the
+                # receiver's queue task.
+                if not receiver.enabled(ctx):
+                    return
                 await asyncio.wait_for(receiver.send(alert, ctx), policy.timeout)
             except asyncio.CancelledError:
                 raise
