@@ -20,10 +20,12 @@ import itertools
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import Any
 
 import httpx
 import structlog
 
+from pipecored import templates
 from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitBreakers, CircuitChange, CircuitKey
 from pipecored.config.model import ChannelConfig, RateLimitConfig, RouteConfig
@@ -278,7 +280,7 @@ class DeliveryWorker:
 
         tenant = snapshot.tenant(record.tenant_id)
         channel = tenant.channels.get(record.channel) if tenant else None
-        if channel is None or not channel.is_active:
+        if tenant is None or channel is None or not channel.is_active:
             await self._wait_for_config(record, unchanged)
             return
         choice = choose_route(
@@ -326,7 +328,7 @@ class DeliveryWorker:
         await self._pace(record.tenant_id, record.channel, channel)
         started = self.clock()
         t0 = time.perf_counter()
-        result = await self._call(record, provider, route)
+        result = await self._call(record, provider, route, tenant.templates)
         attempt = self._attempt(
             record, provider.name, result, started=started, duration=time.perf_counter() - t0
         )
@@ -350,16 +352,29 @@ class DeliveryWorker:
         await self._finish(record, outcome)
 
     async def _call(
-        self, record: MessageRecord, provider: Provider, route: RouteConfig
+        self,
+        record: MessageRecord,
+        provider: Provider,
+        route: RouteConfig,
+        catalogue: Mapping[str, Mapping[str, Mapping[str, Any]]],
     ) -> SendResult | Failure:
         """One provider call, bounded; whatever a plugin put in its error, no credential of this
-        route is recorded."""
+        route is recorded. A template goes as this provider's own mapping of it (failover sends
+        the same logical template through the fallback's)."""
         daemon = self.registry.snapshot.daemon
-        ctx = send_context(daemon, provider, record.tenant_id, record.channel, route, self.http)
+        message = from_record(record)
+        template = (
+            templates.for_provider(catalogue, message.template, provider.name)
+            if message.template is not None
+            else None
+        )
+        ctx = send_context(
+            daemon, provider, record.tenant_id, record.channel, route, self.http, template=template
+        )
         try:
             # The plugin is given the timeout; this bound catches a plugin that ignores it.
             async with asyncio.timeout(daemon.delivery.timeout + 1.0):
-                return await provider.send(from_record(record), ctx)
+                return await provider.send(message, ctx)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -8,10 +8,11 @@ them, the store indexes them), so the JSON form does not repeat them.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping
 from typing import Any
 
-from pipecored.provider import OutboundMessage
+from pipecored.provider import Attachment, Media, OutboundMessage, TemplateRef
 from pipecored.store import MessageRecord, NewMessage
 
 # Fields of OutboundMessage kept in the JSON form, with the empty value left out of it.
@@ -33,7 +34,30 @@ def to_json(message: OutboundMessage) -> dict[str, Any]:
     for name in _MAP_FIELDS:
         if mapping := getattr(message, name):
             data[name] = dict(mapping)
+    if message.template is not None:
+        data["template"] = {
+            "name": message.template.name,
+            "language": message.template.language,
+            "variables": dict(message.template.variables),
+        }
+    if message.media:
+        data["media"] = [_without_none(m.url, m.filename, m.caption) for m in message.media]
+    if message.attachments:
+        data["attachments"] = [
+            {
+                "filename": a.filename,
+                "content": base64.b64encode(a.content).decode() if a.content is not None else None,
+                "url": a.url,
+                "contentType": a.content_type,
+            }
+            for a in message.attachments
+        ]
     return data
+
+
+def _without_none(url: str, filename: str | None, caption: str | None) -> dict[str, str]:
+    item = {"url": url, "filename": filename, "caption": caption}
+    return {k: v for k, v in item.items() if v is not None}
 
 
 def from_json(
@@ -62,7 +86,26 @@ def from_json(
         bcc=tuple(data.get("bcc", ())),
         headers=dict(data.get("headers", {})),
         tags=dict(data.get("tags", {})),
+        template=_template(data.get("template")),
+        media=tuple(
+            Media(m["url"], m.get("filename"), m.get("caption")) for m in data.get("media", ())
+        ),
+        attachments=tuple(
+            Attachment(
+                filename=a["filename"],
+                content=base64.b64decode(a["content"]) if a.get("content") is not None else None,
+                url=a.get("url"),
+                content_type=a.get("contentType"),
+            )
+            for a in data.get("attachments", ())
+        ),
     )
+
+
+def _template(data: Mapping[str, Any] | None) -> TemplateRef | None:
+    if data is None:
+        return None
+    return TemplateRef(data["name"], data["language"], dict(data.get("variables", {})))
 
 
 def from_record(record: MessageRecord) -> OutboundMessage:
@@ -76,9 +119,17 @@ def from_record(record: MessageRecord) -> OutboundMessage:
     )
 
 
-def new_message(message: OutboundMessage, *, to: str | list[str], now: float) -> NewMessage:
+def new_message(
+    message: OutboundMessage,
+    *,
+    to: str | list[str],
+    now: float,
+    not_before: float | None = None,
+    scheduled: bool = False,
+) -> NewMessage:
     """The store's row for an accepted message; ``to`` as the client wrote it (one address or a
-    list), which is what the log shows."""
+    list), which is what the log shows. ``not_before`` holds it (a sendAt, quiet hours);
+    ``scheduled`` shows it as ``scheduled`` until then."""
     return NewMessage(
         id=message.id,
         tenant_id=message.tenant_id,
@@ -87,4 +138,6 @@ def new_message(message: OutboundMessage, *, to: str | list[str], now: float) ->
         sender=message.sender,
         payload=to_json(message),
         created_at=now,
+        not_before=not_before,
+        scheduled=scheduled,
     )

@@ -7,6 +7,7 @@ Settings are layered, later wins: the plugin's ``default_settings``, the daemon 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
@@ -49,6 +50,8 @@ def send_context(
     channel: str,
     route: RouteConfig,
     http: httpx.AsyncClient,
+    *,
+    template: Mapping[str, Any] | None = None,
 ) -> SendContext:
     return SendContext(
         tenant_id=tenant_id,
@@ -61,6 +64,7 @@ def send_context(
             daemon.server.public_url, tenant_id, channel, provider.name
         ),
         settings=provider_settings(daemon, provider),
+        template=template,
     )
 
 

@@ -7,7 +7,12 @@ such as ``chat``) take ``{"to", "body"}`` with the channel's own address check a
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
+import re
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -18,12 +23,14 @@ from pydantic import (
     PlainValidator,
     ValidationError,
     WithJsonSchema,
+    field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from pipecored.channels import Channel, email_address
 from pipecored.errors import ValidationFailed
-from pipecored.provider import OutboundMessage
+from pipecored.provider import Attachment, Media, OutboundMessage
 
 # An email subject line takes 998 characters (RFC 5322).
 SUBJECT_LIMIT = 998
@@ -125,12 +132,78 @@ class Body(BaseModel):
     )
 
 
-class TextSend(Body):
+def _public_url(value: str) -> str:
+    if not re.match(r"^https?://[^\s/?#]+[^\s]*\Z", value):
+        raise ValueError("expected an http:// or https:// URL the provider can fetch")
+    return value
+
+
+def _filename(value: str) -> str:
+    if any(c in value for c in "/\\\r\n\x00") or value in (".", ".."):
+        raise ValueError("a file name, without a path or line breaks")
+    return value
+
+
+PublicUrl = Annotated[str, AfterValidator(_public_url)]
+FileName = Annotated[str, Field(min_length=1, max_length=255), AfterValidator(_filename)]
+# 35 days: as far ahead as a send may be scheduled
+MAX_SCHEDULE_AHEAD = 35 * 86400.0
+MAX_MEDIA = 10  # Twilio's MediaUrl limit
+
+
+class TemplateSend(Body):
+    name: str = Field(min_length=1, max_length=64)
+    language: str | None = Field(default=None, min_length=2, max_length=16)
+    variables: dict[str, Annotated[str, Field(max_length=1024)]] = {}
+
+
+class MediaItem(Body):
+    url: PublicUrl
+    filename: FileName | None = None
+    caption: str | None = Field(default=None, max_length=1024)
+
+
+class AttachmentItem(Body):
+    filename: FileName
+    content: str | None = None  # base64
+    url: PublicUrl | None = None
+    content_type: OneLine | None = Field(default=None, max_length=255)
+
+    @model_validator(mode="after")
+    def _content_or_url(self) -> AttachmentItem:
+        if (self.content is None) == (self.url is None):
+            raise ValueError("give either content (base64) or url")
+        return self
+
+
+class Scheduling(Body):
+    send_at: datetime | None = None
+    urgent: bool = False
+
+    @field_validator("send_at")
+    @classmethod
+    def _with_offset(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expected an ISO 8601 time with its UTC offset (…Z or …+01:00)")
+        return value
+
+
+class TextSend(Scheduling):
     to: str
-    body: str = Field(min_length=1)
+    body: str | None = Field(default=None, min_length=1)
+    template: TemplateSend | None = None
+    media: list[MediaItem] | None = Field(default=None, min_length=1, max_length=MAX_MEDIA)
+
+    @model_validator(mode="after")
+    def _something_to_send(self) -> TextSend:
+        if self.body is not None and self.template is not None:
+            raise ValueError("send a body or a template, not both")
+        if self.body is None and self.template is None and not self.media:
+            raise ValueError("required (or a template, or media)")
+        return self
 
 
-class EmailSend(Body):
+class EmailSend(Scheduling):
     to: Recipients
     subject: OneLine = Field(min_length=1, max_length=SUBJECT_LIMIT)
     html_content: str = Field(min_length=1)
@@ -141,13 +214,15 @@ class EmailSend(Body):
     bcc: Recipients | None = None
     headers: Headers | None = None
     tags: dict[str, str] | None = None
+    attachments: list[AttachmentItem] | None = Field(default=None, min_length=1, max_length=50)
 
 
-def body_schema(channel: Channel) -> dict[str, Any]:
-    """The JSON Schema of a send to ``channel`` (without the tenant id fields)."""
+def body_schema(channel: Channel, *, ref_template: str) -> dict[str, Any]:
+    """The JSON Schema of a send to ``channel`` (without the tenant id fields); the shapes it
+    nests are in its ``$defs``, referred to with ``ref_template``."""
     if channel.kind == "email":
-        return EmailSend.model_json_schema(by_alias=True)
-    schema = TextSend.model_json_schema(by_alias=True)
+        return EmailSend.model_json_schema(by_alias=True, ref_template=ref_template)
+    schema = TextSend.model_json_schema(by_alias=True, ref_template=ref_template)
     schema["properties"]["to"] = dict(channel.address_schema or {"type": "string"})
     schema["properties"]["body"]["maxLength"] = channel.max_body
     return schema
@@ -159,11 +234,20 @@ def _listed(value: str | list[str] | None) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
+@dataclass(frozen=True, slots=True)
+class ParsedSend:
+    message: OutboundMessage
+    to: str | list[str]  # as the client gave it (one address or a list): what the log shows
+    template: TemplateSend | None  # to resolve against the tenant's catalogue
+    send_at: float | None
+    urgent: bool
+
+
 def parse_send(
-    channel: Channel, data: dict[str, Any], *, message_id: str, tenant_id: str
-) -> tuple[OutboundMessage, str | list[str]]:
-    """The typed message, and ``to`` as the client gave it (one address or a list), which is
-    what the log shows. ``data`` has had the tenant id taken out."""
+    channel: Channel, data: dict[str, Any], *, message_id: str, tenant_id: str, now: float
+) -> ParsedSend:
+    """The typed message a send body asks for. ``data`` has had the tenant id taken out; a
+    template is resolved by the caller, against the tenant's catalogue."""
     try:
         if channel.kind == "email":
             email_body = EmailSend.model_validate(data)
@@ -171,19 +255,26 @@ def parse_send(
             text_body = TextSend.model_validate(data)
     except ValidationError as exc:
         raise validation_failed(exc) from None
+    scheduling: Scheduling = email_body if channel.kind == "email" else text_body
+    send_at = _send_at(scheduling.send_at, now)
     if channel.kind != "email":
         try:
             to = channel.check_address(text_body.to)
         except ValueError as exc:
             raise ValidationFailed(f"to: {exc}", field="to") from None
-        if len(text_body.body) > channel.max_body:
+        if text_body.body is not None and len(text_body.body) > channel.max_body:
             raise ValidationFailed(
                 f"body: String should have at most {channel.max_body} characters", field="body"
             )
         message = OutboundMessage(
-            id=message_id, tenant_id=tenant_id, channel=channel.name, to=(to,), body=text_body.body
+            id=message_id,
+            tenant_id=tenant_id,
+            channel=channel.name,
+            to=(to,),
+            body=text_body.body,
+            media=tuple(Media(m.url, m.filename, m.caption) for m in text_body.media or ()),
         )
-        return message, to
+        return ParsedSend(message, to, text_body.template, send_at, text_body.urgent)
     message = OutboundMessage(
         id=message_id,
         tenant_id=tenant_id,
@@ -198,5 +289,28 @@ def parse_send(
         bcc=_listed(email_body.bcc),
         headers=email_body.headers or {},
         tags=email_body.tags or {},
+        attachments=tuple(_attachment(i, a) for i, a in enumerate(email_body.attachments or ())),
     )
-    return message, email_body.to
+    return ParsedSend(message, email_body.to, None, send_at, email_body.urgent)
+
+
+def _send_at(value: datetime | None, now: float) -> float | None:
+    if value is None:
+        return None
+    at = value.timestamp()
+    if at <= now:
+        raise ValidationFailed("sendAt: in the past", field="sendAt")
+    if at > now + MAX_SCHEDULE_AHEAD:
+        raise ValidationFailed("sendAt: more than 35 days ahead", field="sendAt")
+    return at
+
+
+def _attachment(index: int, item: AttachmentItem) -> Attachment:
+    content = None
+    if item.content is not None:
+        try:
+            content = base64.b64decode(item.content, validate=True)
+        except (binascii.Error, ValueError):
+            field = f"attachments.{index}.content"
+            raise ValidationFailed(f"{field}: not base64", field=field) from None
+    return Attachment(item.filename, content, item.url, item.content_type)

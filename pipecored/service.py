@@ -20,6 +20,7 @@ import orjson
 import structlog
 from pydantic import ValidationError
 
+from pipecored import templates
 from pipecored.access import Principal, require_admin, require_tenant
 from pipecored.channels import ChannelSet
 from pipecored.config.loader import has_env_ref
@@ -39,13 +40,15 @@ from pipecored.errors import (
 from pipecored.message import new_message
 from pipecored.provider import (
     InboundMessage,
+    OutboundMessage,
     Provider,
     StatusEvent,
     WebhookRequest,
     WebhookResponse,
 )
 from pipecored.provider_context import webhook_context
-from pipecored.send_body import Body, parse_send, validation_failed
+from pipecored.quiet_hours import held_until
+from pipecored.send_body import Body, TemplateSend, parse_send, validation_failed
 from pipecored.store import (
     IdempotencyClaim,
     IdempotencyConflict,
@@ -164,9 +167,13 @@ class Service:
                 f"tenant {tenant_id!r}'s {channel} channel is inactive", code="channel_inactive"
             )
 
-        message, to = parse_send(
-            self.channels[channel], data, message_id=new_message_id(), tenant_id=tenant_id
+        now = time.time()
+        parsed = parse_send(
+            self.channels[channel], data, message_id=new_message_id(), tenant_id=tenant_id, now=now
         )
+        message = parsed.message
+        if parsed.template is not None:
+            message = self._with_template(tenant, config, message, parsed.template)
         provider = self.gateway.providers.get(config.provider)
         if provider is not None:
             try:
@@ -175,12 +182,23 @@ class Service:
                 field = "from" if exc.field == "sender" else exc.field
                 raise ValidationFailed(f"{field}: {exc.message}", field=field) from None
 
-        now = time.time()
+        not_before = parsed.send_at
+        if tenant.quiet_hours is not None and not parsed.urgent:
+            held = held_until(tenant.quiet_hours, channel, not_before or now)
+            if held is not None:
+                not_before = held
         claim = None
         if idempotency_key is not None:
             claim = _idempotency_claim(idempotency_key, channel, tenant_id, data, now)
+        row = new_message(
+            message,
+            to=parsed.to,
+            now=now,
+            not_before=not_before,
+            scheduled=parsed.send_at is not None,
+        )
         try:
-            result = await self.gateway.store.accept(new_message(message, to=to, now=now), claim)
+            result = await self.gateway.store.accept(row, claim)
         except IdempotencyConflict:
             raise Conflict(
                 "this Idempotency-Key was used with a different request",
@@ -190,6 +208,47 @@ class Service:
             self.gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
             self.gateway.worker.wake()
         return Accepted(result.record, result.replayed)
+
+    def _with_template(
+        self,
+        tenant: TenantConfig,
+        config: ChannelConfig,
+        message: OutboundMessage,
+        template: TemplateSend,
+    ) -> OutboundMessage:
+        """The message with the tenant's template resolved: checked against the catalogue for
+        every provider the channel may fail over to, its text (when it has one) as the body."""
+        try:
+            resolved = templates.resolve(
+                tenant.templates,
+                name=template.name,
+                language=template.language,
+                variables=template.variables,
+                providers=config.route_providers,
+            )
+        except templates.TemplateProblem as exc:
+            raise ValidationFailed(f"{exc.field}: {exc}", field=exc.field) from None
+        if (
+            resolved.text is not None
+            and len(resolved.text) > self.channels[message.channel].max_body
+        ):
+            raise ValidationFailed(
+                "template: its text is over the channel's length", field="template"
+            )
+        return replace(message, template=resolved.ref, body=resolved.text)
+
+    async def cancel(self, principal: Principal, message_id: str) -> MessageRecord:
+        """Cancel a scheduled or queued message: it is never sent. 409 once it is on its way."""
+        record = await self.message(principal, message_id)
+        canceled = await self.gateway.store.cancel(record.id, now=time.time())
+        if canceled is None:
+            current = await self.gateway.store.get(record.id)
+            status = current.status if current else record.status
+            raise Conflict(
+                f"only scheduled or queued messages can be canceled (this one is {status})",
+                code="not_cancelable",
+            )
+        return canceled
 
     async def message(self, principal: Principal, message_id: str) -> MessageRecord:
         """The message if this caller may see it; another tenant's message is 404 as if absent."""

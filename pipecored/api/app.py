@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from pipecored.api.context import LOG_FIELDS
 from pipecored.api.health import healthz, metrics, readyz
 from pipecored.api.message_log import get_logs, get_stats
-from pipecored.api.messages import get_message, retry_message
+from pipecored.api.messages import cancel_message, get_message, retry_message
 from pipecored.api.openapi import openapi_json
 from pipecored.api.responses import JSONResponse
 from pipecored.api.send import send
@@ -37,6 +37,7 @@ ROUTES = [
     Route("/messaging/send/{channel}", send, methods=["POST"]),
     Route("/messaging/messages/{message_id}", get_message, methods=["GET"]),
     Route("/messaging/messages/{message_id}/retry", retry_message, methods=["POST"]),
+    Route("/messaging/messages/{message_id}/cancel", cancel_message, methods=["POST"]),
     Route("/messaging/config/provider", set_provider, methods=["POST"]),
     Route("/messaging/config/{tenant_id}", get_config, methods=["GET"]),
     Route("/messaging/logs/{tenant_id}", get_logs, methods=["GET"]),

@@ -1,4 +1,4 @@
-"""GET /messaging/messages/{id} and POST /messaging/messages/{id}/retry."""
+"""GET /messaging/messages/{id}, POST .../retry and POST .../cancel."""
 
 from __future__ import annotations
 
@@ -19,3 +19,9 @@ async def retry_message(request: Request) -> JSONResponse:
     caller = authenticated(request)
     record = await caller.service.retry(caller.principal, request.path_params["message_id"])
     return JSONResponse(message_detail(record), status_code=202)
+
+
+async def cancel_message(request: Request) -> JSONResponse:
+    caller = authenticated(request)
+    record = await caller.service.cancel(caller.principal, request.path_params["message_id"])
+    return JSONResponse(message_detail(record))

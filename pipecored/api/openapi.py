@@ -92,8 +92,13 @@ def _ref(model: str) -> dict[str, str]:
 
 def _schemas(channels: ChannelSet) -> dict[str, Any]:
     names = list(channels.names)
+    sends: dict[str, Any] = {}
+    for name in names:
+        schema = body_schema(channels[name], ref_template=REF)
+        sends.update(schema.pop("$defs", {}))  # the shapes a send nests: templates, media, ...
+        sends[_send_schema_name(name)] = _with_tenant_id(schema)
     return {
-        **{_send_schema_name(c): _with_tenant_id(body_schema(channels[c])) for c in names},
+        **sends,
         "ConfigProvider": _config_provider_schema(names),
         **response_schemas(REF, names),
     }
@@ -187,6 +192,20 @@ def _document(channels: ChannelSet) -> dict[str, Any]:
                     **_AUTH_ERRORS,
                     "404": _error("No such message for this key"),
                     "409": _error("The message is not failed"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
+        "/messaging/messages/{message_id}/cancel": {
+            "post": {
+                "summary": "Cancel a scheduled or queued message: it is never sent",
+                "security": secured,
+                "parameters": [_PATH_MESSAGE],
+                "responses": {
+                    "200": _json("Canceled", _ref("Message")),
+                    **_AUTH_ERRORS,
+                    "404": _error("No such message for this key"),
+                    "409": _error("The message is on its way or done (not_cancelable)"),
                     "503": _error("Store unavailable"),
                 },
             }

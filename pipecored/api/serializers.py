@@ -94,7 +94,9 @@ def message_detail(record: MessageRecord) -> shapes.Message:
     detail: shapes.Message = {
         **log_item(record, body_chars=None),
         "sentAt": iso(record.sent_at),
-        "nextAttemptAt": iso(record.not_before) if record.status == "queued" else None,
+        "nextAttemptAt": iso(record.not_before)
+        if record.status in ("queued", "scheduled")
+        else None,
         "attempts": [attempt_item(a) for a in record.attempts],
     }
     return detail

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -41,6 +42,12 @@ async def _retry_message(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Ca
     return Call("POST", f"/messaging/messages/{message_id}/retry")
 
 
+async def _cancel_message(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
+    later = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    message_id = await accepted_id(client, "sms", key=ACME_KEY, body={**SMS, "sendAt": later})
+    return Call("POST", f"/messaging/messages/{message_id}/cancel")
+
+
 async def _set_provider(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
     body = {"tenantId": "acme", "channel": "sms", "provider": "console", "isActive": True}
     return Call("POST", "/messaging/config/provider", body)
@@ -64,6 +71,7 @@ BEARER_ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
     ("POST", "/messaging/send/{channel}"): (_send, False),
     ("GET", "/messaging/messages/{message_id}"): (_get_message, False),
     ("POST", "/messaging/messages/{message_id}/retry"): (_retry_message, False),
+    ("POST", "/messaging/messages/{message_id}/cancel"): (_cancel_message, False),
     ("POST", "/messaging/config/provider"): (_set_provider, True),
     ("GET", "/messaging/config/{tenant_id}"): (_get_config, False),
     ("GET", "/messaging/logs/{tenant_id}"): (_get_logs, False),
@@ -73,6 +81,7 @@ BEARER_ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
 HIDES_OTHERS_AS_ABSENT = {
     ("GET", "/messaging/messages/{message_id}"),
     ("POST", "/messaging/messages/{message_id}/retry"),
+    ("POST", "/messaging/messages/{message_id}/cancel"),
 }
 PUBLIC_ROUTES = {
     ("GET", "/healthz"),
