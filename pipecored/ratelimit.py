@@ -87,9 +87,7 @@ class KeyedLimits:
     def forget_rested(self) -> None:
         """Forget the keys whose buckets are full again (nothing to remember about them)."""
         self._buckets = {
-            k: (limit, bucket)
-            for k, (limit, bucket) in self._buckets.items()
-            if not bucket.full()
+            k: (limit, bucket) for k, (limit, bucket) in self._buckets.items() if not bucket.full()
         }
 
     def __len__(self) -> int:

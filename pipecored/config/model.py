@@ -7,9 +7,9 @@ Durations are strings with a unit (``200ms``, ``1s``, ``5m``, ``24h``) or plain 
 from __future__ import annotations
 
 import hashlib
-import zoneinfo
 import math
 import re
+import zoneinfo
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 

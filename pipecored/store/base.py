@@ -232,9 +232,10 @@ class MessageStore(abc.ABC):
         exclude: Collection[tuple[str, str]] = (),
     ) -> list[MessageRecord]:
         """Take up to ``limit`` due messages: queued or scheduled with ``not_before <= now`` (or
-        none), or ``sending`` whose lease expired. Each gets status ``sending``, a fresh ``lease_token``
-        and a lease until ``now + lease_seconds``. Oldest first. Messages of the (tenant,
-        channel) pairs in ``exclude`` (throttled by their rate limit) are left in the queue."""
+        none), or ``sending`` whose lease expired. Each gets status ``sending``, a fresh
+        ``lease_token`` and a lease until ``now + lease_seconds``. Oldest first. Messages of
+        the (tenant, channel) pairs in ``exclude`` (throttled by their rate limit) are left in
+        the queue."""
 
     @abc.abstractmethod
     async def complete(self, outcome: AttemptOutcome) -> Completed | None:
