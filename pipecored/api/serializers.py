@@ -49,6 +49,9 @@ def log_item(record: MessageRecord, *, body_chars: int | None = LIST_BODY_CHARS)
             item["bodyTruncated"] = True
         else:
             item["body"] = body
+        media = record.payload.get("media")
+        if media:
+            item["media"] = media
     return item
 
 

@@ -38,6 +38,15 @@ class Attempt(TypedDict):
     durationMs: float
 
 
+class InboundMedia(TypedDict):
+    kind: str
+    mimeType: NotRequired[str]
+    providerMediaId: NotRequired[str]
+    url: NotRequired[str]
+    caption: NotRequired[str]
+    filename: NotRequired[str]
+
+
 # "from" is a keyword, hence the functional form
 LogItem = TypedDict(
     "LogItem",
@@ -59,6 +68,7 @@ LogItem = TypedDict(
         # inbound messages: their text, cut in list views (bodyTruncated)
         "body": NotRequired[str | None],
         "bodyTruncated": NotRequired[bool],
+        "media": NotRequired[list[InboundMedia]],  # inbound: the files the customer sent
     },
 )
 
@@ -133,7 +143,7 @@ class Error(TypedDict):
     error: ErrorDetail
 
 
-RESPONSES: tuple[type, ...] = (Accepted, Attempt, LogItem, Message, Route, Channel)
+RESPONSES: tuple[type, ...] = (Accepted, Attempt, InboundMedia, LogItem, Message, Route, Channel)
 RESPONSES += (TenantConfig, Stats, Error)
 
 

@@ -41,7 +41,7 @@ from typing import Any, Final, TypeVar
 import orjson
 
 from pipecored.errors import PipecoreError, StoreError
-from pipecored.provider import InboundMessage, StatusEvent
+from pipecored.provider import InboundMedia, InboundMessage, StatusEvent
 from pipecored.store.base import (
     AcceptResult,
     AppliedStatus,
@@ -583,6 +583,19 @@ def _apply_status_tx(
     return None
 
 
+def inbound_media_json(media: InboundMedia) -> dict[str, str]:
+    """An inbound file as the log shows it (camelCase, what the provider told us)."""
+    item = {
+        "kind": media.kind,
+        "mimeType": media.mime_type,
+        "providerMediaId": media.provider_media_id,
+        "url": media.url,
+        "caption": media.caption,
+        "filename": media.filename,
+    }
+    return {k: v for k, v in item.items() if v is not None}
+
+
 def _add_inbound_tx(
     conn: sqlite3.Connection,
     tenant_id: str,
@@ -608,6 +621,8 @@ def _add_inbound_tx(
         payload["subject"] = message.subject
     if message.occurred_at is not None:
         payload["occurred_at"] = message.occurred_at.isoformat()
+    if message.media:
+        payload["media"] = [inbound_media_json(m) for m in message.media]
     message_id = new_message_id()
     conn.execute(
         "INSERT INTO messages (id, tenant_id, channel, direction, provider, to_json, sender,"
