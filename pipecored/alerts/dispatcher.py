@@ -74,9 +74,11 @@ def collect_alert_receivers(pm: pluggy.PluginManager) -> tuple[AlertReceiver, ..
                     "pipecored.AlertReceiver"
                 )
             if receiver.name in registered_by:
+                # Sorted: pluggy hands plugins over in no fixed order.
+                first, second = sorted((registered_by[receiver.name], distribution))
                 raise PipecoreError(
                     f"alert receiver name {receiver.name!r} is registered by both "
-                    f"{registered_by[receiver.name]} and {distribution}"
+                    f"{first} and {second}"
                 )
             registered_by[receiver.name] = distribution
             found.append(receiver)

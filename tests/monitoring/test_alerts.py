@@ -553,7 +553,7 @@ def test_a_plugin_registers_a_receiver_of_its_own() -> None:
         pytest.param(
             WebhookReceiver(),
             re.escape(
-                "'webhook' is registered by both pipecored 0.1.0 and (registered in process)"
+                "'webhook' is registered by both (registered in process) and pipecored 0.1.0"
             ),
             id="name-taken",
         ),

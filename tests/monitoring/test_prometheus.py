@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry, generate_latest
 from starlette.responses import Response
 
+from pipecored.metrics import Metrics
 from tests.conftest import (
     HTTPJSON_SIGNING,
     ConfigDir,
@@ -184,6 +186,9 @@ def test_prometheus_scrapes_the_daemon_and_every_dashboard_panel_has_data(
             empty.append((title, expr, result))
     assert not empty, f"panels without data: {empty}"
 
+    # No <name>_created series beside the counters and histograms: nothing reads them.
+    assert _query(prometheus, '{__name__=~".+_created", job="pipecored"}') == []
+
     # Every shipped rule is loaded and evaluates without error.
     shipped = [r["alert"] for g in yaml.safe_load(RULES.read_text())["groups"] for r in g["rules"]]
 
@@ -196,3 +201,17 @@ def test_prometheus_scrapes_the_daemon_and_every_dashboard_panel_has_data(
     assert sorted(r["name"] for r in rules) == sorted(shipped)
     # The daemon is up and nothing lasted long enough for a rule to fire.
     assert not [r for r in rules if r["state"] == "firing"]
+
+
+def test_the_exposition_has_no_created_series() -> None:
+    """prometheus-client would add a <name>_created gauge per counter and histogram series
+    (23 on a small daemon, each one more series per tenant) that no rule or panel reads."""
+    metrics = Metrics(CollectorRegistry())
+    metrics.messages_accepted.labels("acme", "sms").inc()
+    metrics.messages.labels("acme", "sms", "httpjson", "sent").inc()
+    metrics.provider_duration.labels("sms", "httpjson").observe(0.1)
+    metrics.alerts.labels("webhook", "sent").inc()
+    metrics.config_reloaded(True, 1.0)
+    text = generate_latest(metrics.registry).decode()
+    assert "pipecore_messages_accepted_total" in text
+    assert [line for line in text.splitlines() if "_created" in line] == []
