@@ -147,6 +147,16 @@ def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> shapes
         if config is None
         else {name: _channel_view(c, providers) for name, c in config.channels.items()},
     }
+    if config is not None and config.templates:
+        view["templates"] = config.templates
+    if config is not None and config.quiet_hours is not None:
+        quiet = config.quiet_hours
+        view["quietHours"] = {
+            "timezone": quiet.timezone,
+            "start": quiet.start,
+            "end": quiet.end,
+            "channels": list(quiet.channels),
+        }
     if entry.error is not None:
         view["configError"] = {
             "message": "the tenant's file is invalid; the last good version is in use"

@@ -110,10 +110,20 @@ class ConfigError(TypedDict):
     issues: list[str]
 
 
+class QuietHours(TypedDict):
+    timezone: str
+    start: str
+    end: str
+    channels: list[str]
+
+
 class TenantConfig(TypedDict):
     tenantId: str
     name: str | None
     channels: dict[str, Channel]
+    # logical template -> language -> provider (or "text") -> that provider's template
+    templates: NotRequired[dict[str, dict[str, dict[str, Any]]]]
+    quietHours: NotRequired[QuietHours]
     configError: NotRequired[ConfigError]
 
 
@@ -144,7 +154,7 @@ class Error(TypedDict):
 
 
 RESPONSES: tuple[type, ...] = (Accepted, Attempt, InboundMedia, LogItem, Message, Route, Channel)
-RESPONSES += (TenantConfig, Stats, Error)
+RESPONSES += (QuietHours, TenantConfig, Stats, Error)
 
 
 def response_schemas(ref_template: str, channels: list[str]) -> dict[str, Any]:

@@ -3,7 +3,9 @@ providers' own credential schemas. Every problem is reported as ``FILE: key.path
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from pipecored.channels import ChannelSet
 from pipecored.config.model import (
     TENANT_ID_PATTERN,
     ChannelConfig,
@@ -19,7 +22,7 @@ from pipecored.config.model import (
     api_key_digest,
 )
 from pipecored.errors import ConfigError, ConfigIssue
-from pipecored.provider import CHANNELS, Provider
+from pipecored.provider import Provider
 
 DAEMON_FILE = "pipecored.yaml"
 TENANTS_DIR = "tenants"
@@ -81,13 +84,53 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
-def read_yaml(path: Path, *, display: str) -> Any:
+# A tenant file is a few hundred bytes. The cap is checked before anything is read, so that a
+# huge file cannot hold the daemon's memory and CPU (a 50 MB file took minutes and gigabytes).
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+def read_config_bytes(path: Path, *, display: str) -> bytes:
+    """A config file's bytes, from a regular file (or a symlink to one) of at most
+    :data:`MAX_CONFIG_BYTES`. Anything else is a ConfigError naming the file: a FIFO named
+    ``*.yaml`` would block the reader until someone writes to it, a device would never end."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise ConfigError([ConfigIssue(display, "", "not UTF-8 text")]) from None
+        # O_NONBLOCK: opening a FIFO for reading otherwise waits for a writer
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         raise ConfigError([ConfigIssue(display, "", f"cannot read: {exc.strerror}")]) from None
+    too_big = ConfigIssue(
+        display, "", f"over {MAX_CONFIG_BYTES:,} bytes, the limit for a config file"
+    )
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError([ConfigIssue(display, "", "not a regular file")])
+        if info.st_size > MAX_CONFIG_BYTES:
+            raise ConfigError([too_big])
+        # at most one byte over the cap: the file may have grown since fstat
+        while size <= MAX_CONFIG_BYTES and (chunk := os.read(fd, MAX_CONFIG_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise ConfigError([ConfigIssue(display, "", f"cannot read: {exc.strerror}")]) from None
+    finally:
+        os.close(fd)
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError([too_big])
+    return b"".join(chunks)
+
+
+def decode_config(data: bytes, *, display: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([ConfigIssue(display, "", "not UTF-8 text")]) from None
+
+
+def read_yaml(path: Path, *, display: str) -> Any:
+    text = decode_config(read_config_bytes(path, display=display), display=display)
     return parse_yaml(text, display=display)
 
 
@@ -257,19 +300,41 @@ def check_tenant_id(tenant_id: str, *, display: str) -> None:
 def provider_issues(
     tenant: TenantConfig, providers: Mapping[str, Provider], *, display: str
 ) -> list[ConfigIssue]:
-    """Check every route against the provider it names: known, serves the channel, credentials."""
+    """Check every route against the provider it names (known, serves the channel,
+    credentials), and every template mapping against a loaded provider."""
     issues: list[ConfigIssue] = []
     for channel, config in tenant.channels.items():
         issues.extend(channel_issues(channel, config, providers, display=display))
+    for name, languages in tenant.templates.items():
+        for language, mapping in languages.items():
+            for key in mapping:
+                if key != "text" and key not in providers:
+                    known = ", ".join(sorted(providers))
+                    issues.append(
+                        ConfigIssue(
+                            display,
+                            f"templates.{name}.{language}.{key}",
+                            f"unknown provider {key!r} (loaded: {known}; or text)",
+                        )
+                    )
     return issues
 
 
 def channel_issues(
     channel: str, config: ChannelConfig, providers: Mapping[str, Provider], *, display: str
 ) -> list[ConfigIssue]:
+    declared = ChannelSet.of(providers)
+    if channel not in declared:
+        return [
+            ConfigIssue(
+                display,
+                f"channels.{channel}",
+                f"unknown channel {channel!r} (declared: {', '.join(sorted(declared))})",
+            )
+        ]
     issues: list[ConfigIssue] = []
-    for index, route in enumerate(config.routes):
-        where = f"channels.{channel}" + ("" if index == 0 else f".fallbacks.{index - 1}")
+    for suffix, route in config.labelled_routes():
+        where = f"channels.{channel}{suffix}"
         provider = providers.get(route.provider)
         if provider is None:
             known = ", ".join(sorted(providers)) or "none"
@@ -301,7 +366,7 @@ def _valid_channels(data: Mapping[str, Any]) -> dict[str, ChannelConfig]:
     if not isinstance(channels, dict):
         return valid
     for name, raw in channels.items():
-        if name not in CHANNELS:
+        if not isinstance(name, str):
             continue
         try:
             valid[name] = ChannelConfig.model_validate(raw)

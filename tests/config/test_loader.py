@@ -82,7 +82,9 @@ def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
         ),
         pytest.param(
             {"tenants/acme.yaml": ACME_SMS + "  telegram: {provider: console}\n"},
-            ["tenants/acme.yaml: channels.telegram: Input should be 'whatsapp', 'email' or 'sms'"],
+            [
+                "tenants/acme.yaml: channels.telegram: unknown channel 'telegram' (declared: email, sms, whatsapp)"
+            ],
             id="unknown-channel",
         ),
         pytest.param(
@@ -505,3 +507,21 @@ def test_yaml_merge_keys_may_override(providers: ProviderRegistry) -> None:
 
 def test_the_example_config_parses(providers: ProviderRegistry) -> None:
     assert check_config_dir(ROOT / "config", providers=providers, env={}) == []
+
+
+def test_check_refuses_a_template_mapped_to_a_provider_nobody_loaded(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tenant = ACME_SMS + (
+        "templates:\n"
+        "  order_confirmation:\n"
+        "    es:\n"
+        "      twillio: {contentSid: HX0}\n"
+        '      text: "Hola {{1}}"\n'
+    )
+    code, lines = _check(_write(tmp_path, {"tenants/acme.yaml": tenant}), capsys)
+    assert code == 1
+    assert lines == [
+        "tenants/acme.yaml: templates.order_confirmation.es.twillio: unknown provider 'twillio'"
+        " (loaded: console, meta, resend, sendgrid, twilio; or text)"
+    ]
