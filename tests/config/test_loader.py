@@ -83,7 +83,8 @@ def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
         pytest.param(
             {"tenants/acme.yaml": ACME_SMS + "  telegram: {provider: console}\n"},
             [
-                "tenants/acme.yaml: channels.telegram: unknown channel 'telegram' (declared: email, sms, whatsapp)"
+                "tenants/acme.yaml: channels.telegram: unknown channel 'telegram'"
+                " (declared: email, sms, whatsapp)"
             ],
             id="unknown-channel",
         ),
