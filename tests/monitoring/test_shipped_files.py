@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from pipecored.metrics import Metrics
 from tests.conftest import ROOT
 from tests.monitoring.conftest import DASHBOARD, RULES, RULES_TEST, binary
 
@@ -61,6 +63,21 @@ def test_every_alert_is_documented() -> None:
     doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
     for name in [*_shipped_alerts(), "PipecoreProviderDown"]:
         assert f"### {name}" in doc, name
+
+
+def test_every_metric_is_documented_and_the_page_stands_alone() -> None:
+    """docs/monitoring.md is the operator's reference: it lists what /metrics exports and cites
+    no document outside the repository."""
+    doc = (ROOT / "docs" / "monitoring.md").read_text(encoding="utf-8")
+    suffix = {"counter": "_total", "info": "_info"}
+    exported = [
+        family.name + suffix.get(family.type, "")
+        for family in Metrics(CollectorRegistry()).registry.collect()
+        if family.name.startswith("pipecore")
+    ]
+    assert len(exported) >= 15
+    assert [name for name in exported if f"`{name}`" not in doc] == []
+    assert "SPEC" not in doc
 
 
 def _dashboard() -> Any:
