@@ -9,6 +9,7 @@ import pluggy
 
 from pipecored.alert_receiver import Alert, AlertContext, AlertReceiver
 from pipecored.calls import call_provider, parse_retry_after, request_provider, scrub_secrets
+from pipecored.channels import EMAIL, SMS, WHATSAPP, Channel, e164, email_address
 from pipecored.errors import (
     AlertSendError,
     MessageRejected,
@@ -21,14 +22,18 @@ from pipecored.errors import (
 from pipecored.mailboxes import check_sender_domain, parse_mailbox
 from pipecored.provider import (
     CHANNELS,
+    Attachment,
     CredentialField,
     DeliveryStatus,
+    InboundMedia,
     InboundMessage,
+    Media,
     OutboundMessage,
     Provider,
     SendContext,
     SendResult,
     StatusEvent,
+    TemplateRef,
     WebhookContext,
     WebhookRequest,
     WebhookResponse,
@@ -42,13 +47,20 @@ hookimpl = pluggy.HookimplMarker("pipecored")
 
 __all__ = [
     "CHANNELS",
+    "EMAIL",
+    "SMS",
+    "WHATSAPP",
     "Alert",
     "AlertContext",
     "AlertReceiver",
     "AlertSendError",
+    "Attachment",
+    "Channel",
     "CredentialField",
     "DeliveryStatus",
+    "InboundMedia",
     "InboundMessage",
+    "Media",
     "MessageRejected",
     "OutboundMessage",
     "Provider",
@@ -57,6 +69,7 @@ __all__ = [
     "SendContext",
     "SendResult",
     "StatusEvent",
+    "TemplateRef",
     "WebhookContext",
     "WebhookError",
     "WebhookPayloadError",
@@ -67,6 +80,8 @@ __all__ = [
     "__version__",
     "call_provider",
     "check_sender_domain",
+    "e164",
+    "email_address",
     "hookimpl",
     "parse_mailbox",
     "parse_retry_after",
