@@ -25,7 +25,7 @@ from pipecored import __version__
 # prometheus-client adds a <name>_created gauge beside every counter and histogram series (one
 # more series each, per tenant) that no rule, dashboard or query here reads: Prometheus ingests
 # each as a series of its own. Process-wide, like the client's own switch.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # the client leaves it unannotated
 
 # From a fast loopback call up to the default provider timeout (15 s) and beyond.
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60)

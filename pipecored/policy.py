@@ -137,19 +137,10 @@ def after_failure(
     if not failure.retryable and not failure.unavailable:
         return Decision("fail", route_index, route_attempts)
     route_done = failure.unavailable or route_attempts >= settings.max_attempts
-    if not route_done:
-        delay = backoff_delay(
-            attempt_number,
-            initial=settings.backoff_initial,
-            maximum=settings.backoff_max,
-            retry_after=failure.retry_after,
-            rng=rng,
-        )
-        return Decision("retry", route_index, route_attempts, delay)
-    if route_index + 1 < route_count:
+    if route_done and route_index + 1 < route_count:
         return Decision("next_route", route_index + 1, 0)
-    # Every route was tried: start again at the first, after a backoff that keeps growing with
-    # the message's attempts (so an outage is waited out, not hammered).
+    # A retry here, or, every route tried, the first route again: either way after a backoff
+    # that keeps growing with the message's attempts (an outage is waited out, not hammered).
     delay = backoff_delay(
         attempt_number,
         initial=settings.backoff_initial,
@@ -157,7 +148,9 @@ def after_failure(
         retry_after=failure.retry_after,
         rng=rng,
     )
-    return Decision("retry", 0, 0, delay)
+    if route_done:
+        return Decision("retry", 0, 0, delay)
+    return Decision("retry", route_index, route_attempts, delay)
 
 
 def expired(*, created_at: float, now: float, max_age: float) -> bool:

@@ -43,6 +43,20 @@ def webhook_url(public_url: str | None, tenant_id: str, channel: str, provider: 
     return f"{public_url}/messaging/webhook/{channel}?{query}"
 
 
+def _route_fields(
+    daemon: DaemonConfig, provider: Provider, tenant_id: str, channel: str, route: RouteConfig
+) -> dict[str, Any]:
+    """What a send's and a callback's contexts share."""
+    return {
+        "tenant_id": tenant_id,
+        "channel": channel,
+        "credentials": route.credentials,
+        "settings": provider_settings(daemon, provider),
+        "base_url": route_base_url(daemon, provider, route),
+        "timeout": daemon.delivery.timeout,
+    }
+
+
 def send_context(
     daemon: DaemonConfig,
     provider: Provider,
@@ -54,16 +68,11 @@ def send_context(
     template: Mapping[str, Any] | None = None,
 ) -> SendContext:
     return SendContext(
-        tenant_id=tenant_id,
-        channel=channel,
-        credentials=route.credentials,
-        base_url=route_base_url(daemon, provider, route),
+        **_route_fields(daemon, provider, tenant_id, channel, route),
         http=http,
-        timeout=daemon.delivery.timeout,
         status_callback_url=webhook_url(
             daemon.server.public_url, tenant_id, channel, provider.name
         ),
-        settings=provider_settings(daemon, provider),
         template=template,
     )
 
@@ -79,12 +88,7 @@ def webhook_context(
     verify_signatures: bool,
 ) -> WebhookContext:
     return WebhookContext(
-        tenant_id=tenant_id,
-        channel=channel,
-        credentials=route.credentials,
-        settings=provider_settings(daemon, provider),
-        verify_signatures=verify_signatures,
+        **_route_fields(daemon, provider, tenant_id, channel, route),
         http=http,
-        base_url=route_base_url(daemon, provider, route),
-        timeout=daemon.delivery.timeout,
+        verify_signatures=verify_signatures,
     )
