@@ -1,8 +1,17 @@
 """The one outbound HTTP client every provider call goes through.
 
-Provider plugins program against httpx's API. httpx's own connection pool collapses under high
-concurrency (encode/httpx#3215: 61 requests/s against a 100 ms provider with 256 in flight, where
-raw aiohttp does ~2,300/s), so the client runs on httpx-aiohttp's transport.
+Provider plugins program against httpx's API, and only its narrow, stable part: what
+``SendContext.http`` promises is an ``httpx.AsyncClient`` to call ``get``/``post``/``request``
+on (with ``auth``, ``headers``, ``json``/``data``/``content``, ``timeout``) and the
+``httpx.Response`` and ``httpx.TransportError`` family that come back. The classes below are
+private: plugins never see the transport, so it can change (see docs/dependencies.md for how the
+client would move to a maintained continuation of httpx with the same API).
+
+httpx's own connection pool collapses under high concurrency (encode/httpx#3215: 61 requests/s
+against a 100 ms provider with 256 in flight, where raw aiohttp does ~2,300/s), so the client
+runs on httpx-aiohttp's transport. The transport subclass below uses that package's internals
+(``get_client``, ``map_aiohttp_exceptions``, ``limits``): pyproject pins it below its next minor
+release.
 
 The client keeps no cookies, in either layer. It is shared by every tenant: a cookie one
 tenant's provider set (a load balancer's affinity cookie, say) would otherwise ride on the next
@@ -36,7 +45,7 @@ class _NoCookies(httpx.Cookies):
         pass
 
 
-class OutboundClient(httpx.AsyncClient):
+class _OutboundClient(httpx.AsyncClient):
     """httpx's client without a cookie store (see the module's docstring)."""
 
     @property
@@ -133,7 +142,7 @@ def outbound_client(*, max_connections: int, timeout: float) -> httpx.AsyncClien
     limits = httpx.Limits(
         max_connections=max_connections, max_keepalive_connections=max_connections
     )
-    return OutboundClient(
+    return _OutboundClient(
         transport=_Transport(limits=limits, trust_env=False),
         timeout=timeout,
         headers={"User-Agent": USER_AGENT},

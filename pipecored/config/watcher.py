@@ -5,7 +5,8 @@ watchfiles debounces 1.6 s by default; changes must be live within 1 s, so batch
 temporary file and rename it over), the registry looks at the file as it is now: present and
 valid, present and invalid (last good kept), or gone (tenant removed). When a directory or a
 symlink changes instead (tenants/ swapped whole, a Kubernetes ConfigMap's ..data link), the
-registry compares the whole dir with what is live.
+registry compares the whole dir with what is live. Files are read and parsed in a thread and
+applied on the event loop (see the registry's docstring).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 import structlog
 import watchfiles
 
-from pipecored.config.registry import TenantRegistry
+from pipecored.config.registry import FileRead, TenantRegistry
 
 log = structlog.get_logger("pipecored.config")
 
@@ -44,14 +45,32 @@ async def watch_config(registry: TenantRegistry, stop: asyncio.Event) -> None:
     # compared with what is live.
     first = asyncio.ensure_future(anext(batches))
     await asyncio.sleep(0)  # lets that first step run
-    _guarded(registry.sync, "(startup)")
+    await _reload(registry, [], whole_dir=True)
     with contextlib.suppress(StopAsyncIteration):  # the stop event ends the iteration
         changes = await first
         while True:
-            for path in sorted({Path(p) for _, p in changes}):
-                under = _under(registry.config_dir, root, path)
-                _guarded(functools.partial(registry.path_changed, under), str(path))
+            paths = sorted({_under(registry.config_dir, root, Path(p)) for _, p in changes})
+            await _reload(registry, paths)
             changes = await anext(batches)
+
+
+async def _reload(registry: TenantRegistry, paths: list[Path], *, whole_dir: bool = False) -> None:
+    """Read the files in a thread (a huge or slow file must not stall the loop that serves
+    requests), then apply them here, on the loop, one at a time."""
+    reads = await asyncio.to_thread(_read, registry, paths, whole_dir)
+    _guarded(functools.partial(registry.apply, reads), ", ".join(str(r.path) for r in reads))
+
+
+def _read(registry: TenantRegistry, paths: list[Path], whole_dir: bool) -> list[FileRead]:
+    reads: list[FileRead] = []
+    if whole_dir:
+        _guarded(lambda: reads.extend(registry.read_all_changed()), "(startup)")
+    for path in paths:
+        _guarded(
+            functools.partial(lambda p: reads.extend(registry.read_change(p)), path), str(path)
+        )
+    # one read per file: a directory event reads the whole dir, its files may have events too
+    return list({read.path: read for read in reads}.values())
 
 
 def _guarded(reload: Callable[[], None], path: str) -> None:

@@ -3,15 +3,20 @@ the secrets, pipecored.yaml reloads and the reload metrics."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import CollectorRegistry
 
+from pipecored.config.loader import MAX_CONFIG_BYTES
+from pipecored.config.model import TenantConfig
 from pipecored.config.registry import ADMIN, TenantRegistry, key_digest
-from pipecored.errors import ConfigError
+from pipecored.errors import ConfigError, TenantConfigInvalid
 from pipecored.metrics import Metrics
 from pipecored.plugins import ProviderRegistry
 from tests.conftest import ROOT, ConfigDir
@@ -194,7 +199,7 @@ def test_a_file_that_was_never_valid(
     entry = registry.reload_tenant("bravo")
     assert entry is not None and entry.config is None and entry.error is not None
     assert [str(i) for i in entry.error.issues] == [
-        "tenants/bravo.yaml: channels.fax: Input should be 'whatsapp', 'email' or 'sms'"
+        "tenants/bravo.yaml: channels.fax: unknown channel 'fax' (declared: email, sms, whatsapp)"
     ]
     assert registry.snapshot.tenant("bravo") is None
     assert "bravo" in registry.snapshot.tenants  # known, so the config API can show the error
@@ -362,14 +367,27 @@ def test_a_key_cannot_be_taken_from_another_tenant(
     assert registry.snapshot.keys[key_digest(ADMIN_KEY)] == ADMIN
 
 
-def test_shared_key_at_startup_goes_to_the_first_file(
+def test_a_key_two_files_hold_at_startup_is_nobodys(
     cfg: ConfigDir, providers: ProviderRegistry
 ) -> None:
-    cfg.write_tenant("zulu", acme("Zulu"))
+    """With nothing live yet to say which file held the key first, file order must not decide
+    who it is ("aaa.yaml" holding acme's key would act as acme): both files are refused."""
+    cfg.write_tenant("aaa", acme("Aaa", token="aaa-token"))
+    cfg.write_tenant("zulu", acme("Zulu", key="zulu-key"))
     registry = TenantRegistry(cfg.path, providers, env={})
     registry.load()
+    snapshot = registry.snapshot
+    assert key_digest(ACME_KEY) not in snapshot.keys
+    assert snapshot.tenants["aaa"].config is None
+    assert snapshot.tenants["acme"].config is None
+    assert snapshot.tenants["acme"].error is not None
+    assert snapshot.keys[key_digest("zulu-key")] == "zulu"
+    # once one file lets the key go, the other has it
+    cfg.write_tenant("aaa", acme("Aaa", key="aaa-key", token="aaa-token"))
+    registry.reload_tenant("aaa")
     assert registry.snapshot.keys[key_digest(ACME_KEY)] == "acme"
-    assert registry.snapshot.tenants["zulu"].config is None
+    assert registry.snapshot.keys[key_digest("aaa-key")] == "aaa"
+    assert registry.snapshot.tenants["acme"].error is None
 
 
 def test_replace_tenant(registry: TenantRegistry, reloads: Reloads) -> None:
@@ -406,3 +424,148 @@ def test_a_directory_event_syncs_the_whole_dir(
     registry.path_changed(cfg.path / "tenants")
     tenant = registry.snapshot.tenant("acme")
     assert tenant is not None and tenant.name == "Acme 2"
+
+
+def test_a_renamed_file_keeps_its_tenants_keys(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    """gamma.yaml renamed to agamma.yaml: the watcher reports both paths and the new name
+    sorts first, so it is read while gamma still holds the keys. Once gamma is gone, agamma
+    must have them, not stay locked out by a conflict nobody checks again."""
+    gamma = cfg.write_tenant("gamma", acme("Gamma", key="gamma-key", token="gamma-token"))
+    registry.reload_tenant("gamma")
+    gamma.rename(cfg.path / "tenants" / "agamma.yaml")
+
+    registry.path_changed(cfg.path / "tenants" / "agamma.yaml")
+    registry.path_changed(cfg.path / "tenants" / "gamma.yaml")
+
+    snapshot = registry.snapshot
+    assert snapshot.keys[key_digest("gamma-key")] == "agamma"
+    assert snapshot.tenants["agamma"].error is None
+    assert "gamma" not in snapshot.tenants
+
+
+def test_a_rename_read_in_one_batch_is_applied_removal_first(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    gamma = cfg.write_tenant("gamma", acme("Gamma", key="gamma-key", token="gamma-token"))
+    registry.reload_tenant("gamma")
+    gamma.rename(cfg.path / "tenants" / "agamma.yaml")
+    reads = [
+        read
+        for name in ("agamma.yaml", "gamma.yaml")
+        for read in registry.read_change(cfg.path / "tenants" / name)
+    ]
+    registry.apply(reads)
+    assert registry.snapshot.keys[key_digest("gamma-key")] == "agamma"
+    assert reloads.counts[1] == 0.0  # no false conflict on the way
+
+
+def test_a_key_moved_between_files_settles_in_either_order(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    cfg.write_tenant("bravo", acme("Bravo", key=ACME_KEY, token="bravo-token"))
+    assert registry.reload_tenant("bravo") is not None
+    assert registry.snapshot.tenants["bravo"].error is not None  # acme still holds it
+    cfg.write_tenant("acme", acme("Acme", key="acme-new-key"))
+    registry.reload_tenant("acme")
+    assert registry.snapshot.keys[key_digest(ACME_KEY)] == "bravo"
+    assert registry.snapshot.keys[key_digest("acme-new-key")] == "acme"
+    assert registry.snapshot.tenants["bravo"].error is None
+
+
+def test_an_admin_key_refused_for_a_conflict_is_applied_once_the_tenant_lets_it_go(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    cfg.write_daemon(daemon_settings(auth={"adminKeys": [ADMIN_KEY, "new-admin-key-0001"]}))
+    cfg.write_tenant("acme", acme(key="new-admin-key-0001"))
+    registry.reload_tenant("acme")  # acme now holds it (and its old key is gone)
+    registry.reload_daemon()
+    assert registry.snapshot.keys[key_digest("new-admin-key-0001")] == "acme"
+    cfg.write_tenant("acme", acme())
+    registry.reload_tenant("acme")
+    assert registry.snapshot.keys[key_digest("new-admin-key-0001")] == ADMIN
+    assert registry.snapshot.keys[key_digest(ACME_KEY)] == "acme"
+
+
+def test_the_config_api_write_is_key_checked_like_a_reload(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    """A file refused for holding another principal's key, then written through the config API
+    (which swaps the written tenant in): the key must stay with its owner."""
+    cfg.write_tenant("bravo", acme("Bravo", key="bravo-key", token="bravo-token"))
+    registry.reload_tenant("bravo")
+    cfg.write_tenant("acme", acme(key="bravo-key"))  # an operator's mistake
+    entry = registry.reload_tenant("acme")
+    assert entry is not None and entry.error is not None
+
+    written = acme("Acme API", key="bravo-key")
+    config = TenantConfig.model_validate(written)
+    with pytest.raises(TenantConfigInvalid) as refused:
+        registry.replace_tenant("acme", config)
+
+    assert "tenants/acme.yaml: apiKeys.0" in refused.value.message
+    assert registry.snapshot.keys[key_digest("bravo-key")] == "bravo"
+    assert registry.snapshot.keys[key_digest(ACME_KEY)] == "acme"  # the last good version
+    assert registry.snapshot.tenants["acme"].error is not None
+    # and it stays so after the file is read again
+    registry.reload_tenant("acme")
+    assert registry.snapshot.keys[key_digest("bravo-key")] == "bravo"
+
+
+def test_a_read_older_than_the_last_write_is_not_applied(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    """The watcher reads in a thread; the config API may swap a newer version in meanwhile."""
+    path = cfg.path / "tenants" / "acme.yaml"
+    (stale,) = registry.read_change(path)
+    current = registry.snapshot.tenant("acme")
+    assert current is not None
+    registry.replace_tenant("acme", current.model_copy(update={"name": "Acme API"}))
+    registry.apply([stale])
+    tenant = registry.snapshot.tenant("acme")
+    assert tenant is not None and tenant.name == "Acme API"
+
+
+def test_oversized_file_is_refused_before_it_is_parsed(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    # valid YAML and a valid tenant, only too big
+    cfg.write_tenant("bravo", {**acme("B" * MAX_CONFIG_BYTES, key="bravo-key")})
+    entry = registry.reload_tenant("bravo")
+    assert entry is not None and entry.error is not None
+    assert [str(i) for i in entry.error.issues] == [
+        "tenants/bravo.yaml: (root): over 1,048,576 bytes, the limit for a config file"
+    ]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "directory"])
+def test_a_tenant_path_that_is_not_a_regular_file_is_refused(
+    cfg: ConfigDir, providers: ProviderRegistry, kind: str
+) -> None:
+    path = cfg.path / "tenants" / "bravo.yaml"
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.mkdir()
+    registry = TenantRegistry(cfg.path, providers, env={})
+    # on a FIFO, an open() for reading waits for a writer: the load would never return
+    loading = threading.Thread(target=registry.load, daemon=True)
+    loading.start()
+    loading.join(timeout=10)
+    assert not loading.is_alive(), "the load hung on the FIFO"
+    entry = registry.snapshot.tenants["bravo"]
+    assert entry.error is not None
+    assert entry.error.issues[0].file == "tenants/bravo.yaml"
+    assert registry.snapshot.tenant("acme") is not None
+
+
+def test_a_symlink_to_a_regular_file_is_read(
+    cfg: ConfigDir, providers: ProviderRegistry, tmp_path: Path
+) -> None:
+    target = tmp_path / "elsewhere.yaml"
+    target.write_text(yaml.safe_dump(acme("Bravo", key="bravo-key")), encoding="utf-8")
+    (cfg.path / "tenants" / "bravo.yaml").symlink_to(target)
+    registry = TenantRegistry(cfg.path, providers, env={})
+    registry.load()
+    assert registry.snapshot.keys[key_digest("bravo-key")] == "bravo"
