@@ -1,10 +1,29 @@
 #!/usr/bin/env bash
-# Install pipecored with its test dependencies into .venv and run everything CI runs:
-# lint (ruff), types (mypy), then the whole pytest suite.
+# Install pipecored with its test dependencies into a virtualenv of its own (.venv-test) and
+# run everything CI runs: lint (ruff), types (mypy), then the whole pytest suite.
+#
+# Its own venv, not the quick start's .venv: plugins a user installed there, or a
+# non-editable install of an older checkout, must not change what the tests see. Either
+# command may run first on the same clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
-VENV=${VENV:-.venv}
+VENV=${VENV:-.venv-test}
+
+# The monitoring tests run real Prometheus (promtool) and Alertmanager, from Debian's packages.
+if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing Debian's prometheus and prometheus-alertmanager for the monitoring tests"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null
+    # the packages start their own services; the tests run their own instances
+    systemctl stop prometheus prometheus-alertmanager 2>/dev/null || true
+  else
+    echo "the tests need promtool and prometheus-alertmanager on PATH: as root, run" >&2
+    echo "  apt-get install prometheus prometheus-alertmanager   (Debian, Ubuntu)" >&2
+    exit 1
+  fi
+fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
 "$VENV/bin/python" -m pip install --quiet -e '.[test]'

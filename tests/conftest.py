@@ -350,3 +350,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = WAIT, interval: fl
         if time.monotonic() > deadline:
             raise AssertionError("condition not reached in time")
         time.sleep(interval)
+
+
+EXAMPLE_TENANTS = ("demo", "tableflow_123", "genda_456", "roe_789")
+
+
+def example_config(destination: Path) -> Path:
+    """A copy of the example config as the repository ships it: not the database the quick
+    start writes into config/, nor a tenant a user added there, since the tests also run on a
+    clone where the README's quick start was used."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", "config"], cwd=ROOT, capture_output=True, check=False
+    )
+    if listed.returncode == 0 and listed.stdout:
+        files = [p.removeprefix("config/") for p in listed.stdout.decode().split("\0") if p]
+    else:  # an unpacked release rather than a git checkout
+        files = ["pipecored.yaml", *(f"tenants/{t}.yaml" for t in EXAMPLE_TENANTS)]
+    for relative in files:
+        (destination / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "config" / relative, destination / relative)
+    return destination

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipecored import __version__
-from tests.conftest import ROOT, ConfigDir, Daemon
+from tests.conftest import ROOT, ConfigDir, Daemon, example_config
 
 # FILE: path.to.key: message
 ISSUE_LINE = re.compile(r"^(pipecored\.yaml|tenants/[^:/]+\.yaml): [A-Za-z0-9_.()]+: \S.*$")
@@ -47,11 +47,12 @@ def write(root: Path, files: dict[str, str]) -> Path:
     return root
 
 
-def test_check_the_example_config() -> None:
-    result = run("check", "--config", str(ROOT / "config"))
+def test_check_the_example_config(tmp_path: Path) -> None:
+    config = example_config(tmp_path / "config")
+    result = run("check", "--config", str(config))
     assert (result.returncode, result.stdout, result.stderr) == (
         0,
-        f"{ROOT / 'config'}: ok\n",
+        f"{config}: ok\n",
         "",
     )
 

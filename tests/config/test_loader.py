@@ -14,7 +14,7 @@ from pipecored.config.loader import check_config_dir, parse_daemon_config, parse
 from pipecored.config.model import DaemonConfig, TenantConfig, parse_duration
 from pipecored.errors import ConfigError
 from pipecored.plugins import ProviderRegistry
-from tests.conftest import ROOT
+from tests.conftest import example_config
 
 BUILTINS = "console, meta, resend, sendgrid, twilio"
 TWILIO_TAKES = "accountSid, authToken, phoneNumber, whatsappNumber, messagingServiceSid"
@@ -506,8 +506,9 @@ def test_yaml_merge_keys_may_override(providers: ProviderRegistry) -> None:
     assert tenant.channels["sms"].is_active is True
 
 
-def test_the_example_config_parses(providers: ProviderRegistry) -> None:
-    assert check_config_dir(ROOT / "config", providers=providers, env={}) == []
+def test_the_example_config_parses(providers: ProviderRegistry, tmp_path: Path) -> None:
+    config = example_config(tmp_path / "config")
+    assert check_config_dir(config, providers=providers, env={}) == []
 
 
 def test_check_refuses_a_template_mapped_to_a_provider_nobody_loaded(

@@ -4,7 +4,6 @@ the secrets, pipecored.yaml reloads and the reload metrics."""
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from pipecored.config.registry import ADMIN, TenantRegistry, key_digest
 from pipecored.errors import ConfigError, TenantConfigInvalid
 from pipecored.metrics import Metrics
 from pipecored.plugins import ProviderRegistry
-from tests.conftest import ROOT, ConfigDir
+from tests.conftest import ConfigDir, example_config
 
 ADMIN_KEY = "admin-key-registry-0001"
 ACME_KEY = "acme-key-registry-0001"
@@ -122,8 +121,7 @@ def test_secrets_are_keys_and_secret_credentials(
 
 
 def test_the_example_config(providers: ProviderRegistry, tmp_path: Path) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(ROOT / "config", config)
+    config = example_config(tmp_path / "config")
     registry = TenantRegistry(config, providers, env={})
     registry.load()
     snapshot = registry.snapshot

@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import errno
 import resource
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,11 +17,11 @@ from pathlib import Path
 import httpx
 
 from tests.conftest import (
-    ROOT,
     ConfigDir,
     Daemon,
     auth,
     default_daemon_settings,
+    example_config,
     httpjson_channel,
     wait_until,
 )
@@ -35,8 +34,7 @@ SPANISH = "¿Confirmas tu reserva para mañana a las 20:00? 🍷\nResponde SÍ o
 def test_quickstart_on_the_example_config(
     tmp_path: Path, daemon_factory: Callable[..., Daemon]
 ) -> None:
-    config = tmp_path / "config"
-    shutil.copytree(ROOT / "config", config)
+    config = example_config(tmp_path / "config")
     daemon = daemon_factory(config).start()
     with daemon.client("demo-key") as client:
         sent = client.post("/messaging/send/whatsapp", json={"to": "+34600111222", "body": SPANISH})

@@ -7,6 +7,10 @@ Send:    POST {baseUrl}/messages, bearer ``token``, JSON
          fallback; other 4xx, and a 2xx without an id, fail the message.
 Webhook: POST JSON {"events": [{"id", "status"} | {"from", "to", "body", "id"}]},
          header X-Signature: hex HMAC-SHA256 of the raw body with ``signingSecret``.
+
+Besides sms, whatsapp and email, the gateway carries the company's own chat, so the plugin
+declares a ``chat`` channel: a tenant configures ``channels.chat`` like any other, and sends
+``{"to": "@ana", "body": ...}`` to ``POST /messaging/send/chat``.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 
 from pipecored import (
+    Channel,
     CredentialField,
     InboundMessage,
     OutboundMessage,
@@ -40,11 +46,29 @@ from pipecored import (
 )
 
 STATUSES = {"sent", "delivered", "read", "failed"}
+CHAT_ADDRESS = r"^[@#][A-Za-z0-9_.-]{1,64}$"
+
+
+def chat_address(value: str) -> str:
+    """A chat user (``@ana``) or room (``#reservas``)."""
+    if not re.fullmatch(CHAT_ADDRESS, value):
+        raise ValueError("expected a chat user (@ana) or room (#reservas)")
+    return value
+
+
+CHAT = Channel(
+    "chat",
+    "messages to a user or room of the in-house chat",
+    check_address=chat_address,
+    address_schema={"type": "string", "pattern": CHAT_ADDRESS},
+    max_body=4000,
+)
 
 
 class HttpJsonProvider(Provider):
     name = "httpjson"
-    channels = frozenset({"sms", "whatsapp", "email"})
+    channels = frozenset({"sms", "whatsapp", "email", "chat"})
+    declared_channels = (CHAT,)
     credentials = (
         CredentialField("token", secret=True, description="bearer token for the gateway"),
         CredentialField("sender", required=False, description="default sender"),

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from pipecored_httpjson import HttpJsonProvider
+from pipecored_httpjson import CHAT, HttpJsonProvider
 from starlette.responses import JSONResponse, Response
 
 from pipecored import (
@@ -140,6 +140,32 @@ async def test_an_sms_is_sent_byte_exact(gateway: FakeGateway) -> None:
         "from": "+34911000000",
         "body": "¡Hola! Tu mesa está lista 🍽️",
     }
+
+
+async def test_a_chat_message_goes_to_its_user_or_room(gateway: FakeGateway) -> None:
+    chat = sms(channel="chat", to=("#reservas",), body="Mesa 4 lista 🍽️")
+    assert await send(chat, gateway) == "gw-1"
+    [request] = gateway.requests
+    assert request.json()["channel"] == "chat"
+    assert request.json()["to"] == ["#reservas"]
+
+
+@pytest.mark.parametrize(
+    ("address", "ok"),
+    [
+        pytest.param("@ana", True, id="user"),
+        pytest.param("#reservas", True, id="room"),
+        pytest.param("ana", False, id="bare-name"),
+        pytest.param("@ana maría", False, id="space"),
+        pytest.param("@ana\n", False, id="trailing-newline"),
+    ],
+)
+def test_the_chat_channel_checks_its_addresses(address: str, ok: bool) -> None:
+    if ok:
+        assert CHAT.check_address(address) == address
+    else:
+        with pytest.raises(ValueError, match="chat user"):
+            CHAT.check_address(address)
 
 
 async def test_an_email_carries_its_subject_and_both_bodies(gateway: FakeGateway) -> None:
