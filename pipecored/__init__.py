@@ -8,7 +8,6 @@ from __future__ import annotations
 import pluggy
 
 from pipecored.alert_receiver import Alert, AlertContext, AlertReceiver
-from pipecored.calls import call_provider, parse_retry_after, request_provider, scrub_secrets
 from pipecored.channels import EMAIL, SMS, WHATSAPP, Channel, e164, email_address
 from pipecored.errors import (
     AlertSendError,
@@ -38,6 +37,12 @@ from pipecored.provider import (
     WebhookRequest,
     WebhookResponse,
     WebhookResult,
+)
+from pipecored.provider_calls import (
+    call_provider,
+    parse_retry_after,
+    request_provider,
+    scrub_secrets,
 )
 from pipecored.signing import webhook_headers, webhook_signing_key
 

@@ -27,7 +27,7 @@ from pipecored.config.loader import check_config_dir, load_daemon_config
 from pipecored.errors import ConfigError, PipecoreError
 from pipecored.gateway import Gateway
 from pipecored.logs import configure_logging
-from pipecored.plugins import ProviderRegistry, load_providers
+from pipecored.plugins import LoadedProviders, load_providers
 
 KEY_PREFIX = "pck_"  # recognisable in a leaked-secret scan
 
@@ -79,7 +79,7 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _providers() -> ProviderRegistry:
+def _providers() -> LoadedProviders:
     try:
         return load_providers()
     except PipecoreError as exc:

@@ -26,7 +26,6 @@ import httpx
 import structlog
 
 from pipecored import templates
-from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitBreakers, CircuitChange, CircuitKey
 from pipecored.config.model import ChannelConfig, RateLimitConfig, RouteConfig
 from pipecored.config.registry import TenantRegistry
@@ -42,6 +41,7 @@ from pipecored.policy import (
     expired,
 )
 from pipecored.provider import Provider, SendResult
+from pipecored.provider_calls import scrub_secrets
 from pipecored.provider_context import send_context
 from pipecored.ratelimit import TokenBucket
 from pipecored.routing import Wait, choose_route

@@ -23,7 +23,7 @@ class LoadedProvider:
     distribution: str  # the distribution that brought it, as "name version"
 
 
-class ProviderRegistry(Mapping[str, Provider]):
+class LoadedProviders(Mapping[str, Provider]):
     """Providers by name, with the distribution that brought each."""
 
     def __init__(self, loaded: Mapping[str, LoadedProvider]) -> None:
@@ -59,7 +59,7 @@ def distribution_of(pm: pluggy.PluginManager, plugin: object) -> str:
     return "(registered in process)"
 
 
-def collect_providers(pm: pluggy.PluginManager) -> ProviderRegistry:
+def collect_providers(pm: pluggy.PluginManager) -> LoadedProviders:
     loaded: dict[str, LoadedProvider] = {}
     for plugin in pm.get_plugins():
         impl = getattr(plugin, "register_providers", None)
@@ -79,8 +79,8 @@ def collect_providers(pm: pluggy.PluginManager) -> ProviderRegistry:
                     f"{loaded[provider.name].distribution} and {distribution}"
                 )
             loaded[provider.name] = LoadedProvider(provider, distribution)
-    return ProviderRegistry(dict(sorted(loaded.items())))
+    return LoadedProviders(dict(sorted(loaded.items())))
 
 
-def load_providers() -> ProviderRegistry:
+def load_providers() -> LoadedProviders:
     return collect_providers(get_plugin_manager())

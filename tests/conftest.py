@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from pipecored.api.app import create_app
 from pipecored.gateway import Gateway
-from pipecored.plugins import ProviderRegistry, collect_providers, get_plugin_manager
+from pipecored.plugins import LoadedProviders, collect_providers, get_plugin_manager
 from tests.fakes.httpjson import HttpJsonGateway
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -66,7 +66,7 @@ def httpjson_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def providers(httpjson_site: Path, monkeypatch: pytest.MonkeyPatch) -> ProviderRegistry:
+def providers(httpjson_site: Path, monkeypatch: pytest.MonkeyPatch) -> LoadedProviders:
     """Built-ins and the example plugin, loaded through the entry-point group."""
     monkeypatch.syspath_prepend(str(httpjson_site))
     import importlib
@@ -158,7 +158,7 @@ def config_dir(tmp_path: Path, fake_gateway: HttpJsonGateway) -> ConfigDir:
 
 @pytest.fixture
 async def app_client(
-    config_dir: ConfigDir, providers: ProviderRegistry
+    config_dir: ConfigDir, providers: LoadedProviders
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Gateway]]:
     """The whole app in process (real SQLite file, real delivery worker, no file watcher)."""
     gateway = Gateway(config_dir.path, providers, metrics_registry=CollectorRegistry(), watch=False)
@@ -174,7 +174,7 @@ async def app_client(
 
 
 @pytest.fixture
-def app_client_factory(config_dir: ConfigDir, providers: ProviderRegistry, tmp_path: Path) -> Any:
+def app_client_factory(config_dir: ConfigDir, providers: LoadedProviders, tmp_path: Path) -> Any:
     """Like ``app_client``, with delivery settings of the test's own (an async context manager)."""
     import contextlib
 

@@ -10,8 +10,8 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from pipecored.calls import scrub_secrets
 from pipecored.masking import SecretScrubber, scrubber_for, wire_forms
+from pipecored.provider_calls import scrub_secrets
 
 ACCOUNT = "AC0123456789abcdef0123456789abcdef"
 # every character a URL, a form body, JSON or base64 writes differently, and a space

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipecored.config.loader import check_config_dir
-from pipecored.plugins import ProviderRegistry
+from pipecored.plugins import LoadedProviders
 from tests.conftest import ADMIN_KEY, ConfigDir, auth, httpjson_channel
 from tests.fakes.httpjson import HttpJsonGateway
 
@@ -46,7 +46,7 @@ async def test_a_key_written_as_its_hash_authenticates(
 
 
 def test_a_key_and_its_hash_in_two_tenants_are_one_key(
-    config_dir: ConfigDir, providers: ProviderRegistry
+    config_dir: ConfigDir, providers: LoadedProviders
 ) -> None:
     config_dir.write_tenant(
         "globex",
@@ -60,7 +60,7 @@ def test_a_key_and_its_hash_in_two_tenants_are_one_key(
 
 
 def test_a_malformed_hash_is_a_config_error(
-    config_dir: ConfigDir, providers: ProviderRegistry
+    config_dir: ConfigDir, providers: LoadedProviders
 ) -> None:
     config_dir.write_tenant("globex", {"name": "Globex", "apiKeys": ["sha256:abc"], "channels": {}})
     issues = [str(i) for i in check_config_dir(config_dir.path, providers=providers, env={})]
@@ -185,7 +185,7 @@ async def test_unsigned_callbacks_are_accepted_only_where_verification_was_turne
     ],
 )
 def test_relative_paths_stay_inside_the_config_dir(
-    tmp_path: Path, providers: ProviderRegistry, store: str, ok: bool
+    tmp_path: Path, providers: LoadedProviders, store: str, ok: bool
 ) -> None:
     (tmp_path / "pipecored.yaml").write_text(yaml.safe_dump({"store": store}))
     issues = check_config_dir(tmp_path, providers=providers, env={})

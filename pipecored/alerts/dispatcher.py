@@ -35,7 +35,6 @@ import pluggy
 import structlog
 
 from pipecored.alert_receiver import Alert, AlertContext, AlertReceiver, Severity
-from pipecored.calls import scrub_secrets
 from pipecored.circuit import CircuitChange, CircuitKey
 from pipecored.config.registry import ConfigSnapshot
 from pipecored.errors import AlertSendError, PipecoreError
@@ -43,6 +42,7 @@ from pipecored.http import outbound_client
 from pipecored.metrics import Metrics
 from pipecored.plugins import distribution_of, get_plugin_manager
 from pipecored.policy import backoff_delay
+from pipecored.provider_calls import scrub_secrets
 
 log = structlog.get_logger("pipecored.alerts")
 

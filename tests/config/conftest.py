@@ -9,7 +9,7 @@ from typing import ClassVar
 import pytest
 
 from pipecored import OutboundMessage, Provider, SendContext, SendResult
-from pipecored.plugins import ProviderRegistry
+from pipecored.plugins import LoadedProviders
 
 
 class ProbeProvider(Provider):
@@ -37,6 +37,6 @@ def probe() -> Iterator[type[ProbeProvider]]:
 
 
 @pytest.fixture
-def all_providers(providers: ProviderRegistry) -> dict[str, Provider]:
+def all_providers(providers: LoadedProviders) -> dict[str, Provider]:
     """The real providers and the probe."""
     return {**providers, "probe": ProbeProvider()}

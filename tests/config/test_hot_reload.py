@@ -30,7 +30,7 @@ from pipecored.config.model import TenantConfig
 from pipecored.config.registry import TenantRegistry, key_digest
 from pipecored.config.watcher import watch_config
 from pipecored.metrics import Metrics
-from pipecored.plugins import ProviderRegistry
+from pipecored.plugins import LoadedProviders
 from tests.conftest import (
     ADMIN_KEY,
     HTTPJSON_TOKEN,
@@ -123,7 +123,7 @@ async def _until_watching(cfg: ConfigDir, registry: TenantRegistry) -> None:
 
 
 @pytest.fixture
-async def live(tmp_path: Path, providers: ProviderRegistry) -> AsyncIterator[Live]:
+async def live(tmp_path: Path, providers: LoadedProviders) -> AsyncIterator[Live]:
     root = tmp_path / "config"
     (root / "tenants").mkdir(parents=True)
     cfg = ConfigDir(root)
@@ -353,7 +353,7 @@ async def test_an_invalid_file_never_replaces_the_last_good_one(live: Live) -> N
 
 
 async def test_a_change_before_the_watch_starts_is_not_lost(
-    tmp_path: Path, providers: ProviderRegistry
+    tmp_path: Path, providers: LoadedProviders
 ) -> None:
     """The daemon loads its config, then opens the store and the HTTP server, then starts
     watching: a file written in between produces no event the watcher could see."""

@@ -13,7 +13,7 @@ from pipecored.cli import main
 from pipecored.config.loader import check_config_dir, parse_daemon_config, parse_tenant, parse_yaml
 from pipecored.config.model import DaemonConfig, TenantConfig, parse_duration
 from pipecored.errors import ConfigError
-from pipecored.plugins import ProviderRegistry
+from pipecored.plugins import LoadedProviders
 from tests.conftest import example_config
 
 BUILTINS = "console, meta, resend, sendgrid, twilio"
@@ -394,7 +394,7 @@ def _daemon(text: str, env: Mapping[str, str] | None = None) -> DaemonConfig:
 
 
 def _tenant(
-    text: str, providers: ProviderRegistry, env: Mapping[str, str] | None = None
+    text: str, providers: LoadedProviders, env: Mapping[str, str] | None = None
 ) -> TenantConfig:
     display = "tenants/acme.yaml"
     return parse_tenant(
@@ -420,7 +420,7 @@ def test_durations_in_the_daemon_file() -> None:
     ) == (0.2, 86400.0, 1.0, 300.0, 45.0)
 
 
-def test_env_substitution_in_any_string(providers: ProviderRegistry) -> None:
+def test_env_substitution_in_any_string(providers: LoadedProviders) -> None:
     env = {"KEY": "k-123", "TOKEN": "tok-456", "HOST": "gw.example.com", "NAME": "Acme"}
     tenant = _tenant(
         """\
@@ -463,7 +463,7 @@ def test_env_default(env: dict[str, str], expected: str) -> None:
     assert daemon.auth.admin_keys == (expected,)
 
 
-def test_missing_env_is_an_error_naming_the_variable(providers: ProviderRegistry) -> None:
+def test_missing_env_is_an_error_naming_the_variable(providers: LoadedProviders) -> None:
     with pytest.raises(ConfigError) as caught:
         _tenant('name: Acme\napiKeys: ["${ACME_KEY}", "${OTHER}"]\n', providers, {"OTHER": "x"})
     assert [str(i) for i in caught.value.issues] == [
@@ -471,7 +471,7 @@ def test_missing_env_is_an_error_naming_the_variable(providers: ProviderRegistry
     ]
 
 
-def test_numbers_keep_the_text_that_was_written(providers: ProviderRegistry) -> None:
+def test_numbers_keep_the_text_that_was_written(providers: LoadedProviders) -> None:
     """YAML 1.1 reads +15005550006 as an int (the plus is lost) and 0123 as octal 83: a
     credential must be exactly what the operator wrote, quoted or not."""
     tenant = _tenant(
@@ -490,7 +490,7 @@ def test_numbers_keep_the_text_that_was_written(providers: ProviderRegistry) -> 
     assert _daemon("server: {port: +8080}\ndelivery: {maxAttempts: 3}\n").server.port == 8080
 
 
-def test_yaml_merge_keys_may_override(providers: ProviderRegistry) -> None:
+def test_yaml_merge_keys_may_override(providers: LoadedProviders) -> None:
     tenant = _tenant(
         """\
         name: Acme
@@ -506,7 +506,7 @@ def test_yaml_merge_keys_may_override(providers: ProviderRegistry) -> None:
     assert tenant.channels["sms"].is_active is True
 
 
-def test_the_example_config_parses(providers: ProviderRegistry, tmp_path: Path) -> None:
+def test_the_example_config_parses(providers: LoadedProviders, tmp_path: Path) -> None:
     config = example_config(tmp_path / "config")
     assert check_config_dir(config, providers=providers, env={}) == []
 

@@ -17,7 +17,7 @@ from pipecored.config.model import TenantConfig
 from pipecored.config.registry import ADMIN, TenantRegistry, key_digest
 from pipecored.errors import ConfigError, TenantConfigInvalid
 from pipecored.metrics import Metrics
-from pipecored.plugins import ProviderRegistry
+from pipecored.plugins import LoadedProviders
 from tests.conftest import ConfigDir, example_config
 
 ADMIN_KEY = "admin-key-registry-0001"
@@ -88,7 +88,7 @@ def cfg(tmp_path: Path) -> ConfigDir:
 
 
 @pytest.fixture
-def registry(cfg: ConfigDir, providers: ProviderRegistry) -> TenantRegistry:
+def registry(cfg: ConfigDir, providers: LoadedProviders) -> TenantRegistry:
     return TenantRegistry(cfg.path, providers, env={})
 
 
@@ -120,7 +120,7 @@ def test_secrets_are_keys_and_secret_credentials(
     assert GATEWAY not in secrets
 
 
-def test_the_example_config(providers: ProviderRegistry, tmp_path: Path) -> None:
+def test_the_example_config(providers: LoadedProviders, tmp_path: Path) -> None:
     config = example_config(tmp_path / "config")
     registry = TenantRegistry(config, providers, env={})
     registry.load()
@@ -144,7 +144,7 @@ def test_the_example_config(providers: ProviderRegistry, tmp_path: Path) -> None
     assert [r.provider for r in tableflow.channels["whatsapp"].routes] == ["twilio", "meta"]
 
 
-def test_env_comes_from_the_registry(cfg: ConfigDir, providers: ProviderRegistry) -> None:
+def test_env_comes_from_the_registry(cfg: ConfigDir, providers: LoadedProviders) -> None:
     cfg.write_tenant("acme", acme(key="${ACME_KEY}"))
     registry = TenantRegistry(cfg.path, providers, env={"ACME_KEY": "from-env"})
     registry.load()
@@ -206,7 +206,7 @@ def test_a_file_that_was_never_valid(
 
 
 def test_an_invalid_file_at_startup_does_not_stop_the_others(
-    cfg: ConfigDir, providers: ProviderRegistry
+    cfg: ConfigDir, providers: LoadedProviders
 ) -> None:
     cfg.write_tenant("bravo", "name: [")
     registry = TenantRegistry(cfg.path, providers, env={})
@@ -331,7 +331,7 @@ def test_invalid_daemon_file_keeps_the_old_settings(
 
 
 def test_invalid_daemon_file_at_startup_is_fatal(
-    cfg: ConfigDir, providers: ProviderRegistry
+    cfg: ConfigDir, providers: LoadedProviders
 ) -> None:
     (cfg.path / "pipecored.yaml").write_text("server: {port: eighty}\n", encoding="utf-8")
     with pytest.raises(ConfigError) as caught:
@@ -366,7 +366,7 @@ def test_a_key_cannot_be_taken_from_another_tenant(
 
 
 def test_a_key_two_files_hold_at_startup_is_nobodys(
-    cfg: ConfigDir, providers: ProviderRegistry
+    cfg: ConfigDir, providers: LoadedProviders
 ) -> None:
     """With nothing live yet to say which file held the key first, file order must not decide
     who it is ("aaa.yaml" holding acme's key would act as acme): both files are refused."""
@@ -539,7 +539,7 @@ def test_oversized_file_is_refused_before_it_is_parsed(
 
 @pytest.mark.parametrize("kind", ["fifo", "directory"])
 def test_a_tenant_path_that_is_not_a_regular_file_is_refused(
-    cfg: ConfigDir, providers: ProviderRegistry, kind: str
+    cfg: ConfigDir, providers: LoadedProviders, kind: str
 ) -> None:
     path = cfg.path / "tenants" / "bravo.yaml"
     if kind == "fifo":
@@ -559,7 +559,7 @@ def test_a_tenant_path_that_is_not_a_regular_file_is_refused(
 
 
 def test_a_symlink_to_a_regular_file_is_read(
-    cfg: ConfigDir, providers: ProviderRegistry, tmp_path: Path
+    cfg: ConfigDir, providers: LoadedProviders, tmp_path: Path
 ) -> None:
     target = tmp_path / "elsewhere.yaml"
     target.write_text(yaml.safe_dump(acme("Bravo", key="bravo-key")), encoding="utf-8")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from pipecored.config.loader import check_config_dir
 from pipecored.config.registry import ADMIN, TenantRegistry, key_digest
-from pipecored.plugins import ProviderRegistry
+from pipecored.plugins import LoadedProviders
 from tests.conftest import ADMIN_KEY, httpjson_channel
 from tests.fuzz.strategies import awkward_text, mutated
 
@@ -97,7 +97,7 @@ def _config_dir(root: Path) -> Path:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=tenant_files())
-def test_a_reload_keeps_the_last_good_tenant(providers: ProviderRegistry, data: bytes) -> None:
+def test_a_reload_keeps_the_last_good_tenant(providers: LoadedProviders, data: bytes) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = _config_dir(Path(tmp))
         path = root / "tenants" / "acme.yaml"
@@ -138,7 +138,7 @@ def test_a_reload_keeps_the_last_good_tenant(providers: ProviderRegistry, data: 
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(data=tenant_files())
-def test_an_invalid_first_version_is_never_live(providers: ProviderRegistry, data: bytes) -> None:
+def test_an_invalid_first_version_is_never_live(providers: LoadedProviders, data: bytes) -> None:
     """A file never valid since the daemon started: load() does not raise, and the tenant has
     no config (so no key acts as it) until its file is fixed."""
     with tempfile.TemporaryDirectory() as tmp:
