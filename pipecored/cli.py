@@ -23,7 +23,7 @@ import structlog
 import uvicorn
 
 from pipecored import __version__
-from pipecored.config.loader import check_config_dir, load_daemon_config
+from pipecored.config.loader import check_config_dir, config_warnings, load_daemon_config
 from pipecored.errors import ConfigError, PipecoreError
 from pipecored.gateway import Gateway
 from pipecored.logs import configure_logging
@@ -88,9 +88,14 @@ def _providers() -> LoadedProviders:
 
 
 def cmd_check(config_dir: Path) -> int:
-    issues = check_config_dir(config_dir, providers=_providers(), env=os.environ)
+    providers = _providers()
+    issues = check_config_dir(config_dir, providers=providers, env=os.environ)
     for issue in issues:
         print(issue)
+    if config_dir.is_dir():
+        # warnings do not fail the check: the files are valid as they are
+        for warning in config_warnings(config_dir, providers=providers, env=os.environ):
+            print(warning)
     if not issues:
         print(f"{config_dir}: ok")
     return 1 if issues else 0

@@ -35,6 +35,9 @@ class CredentialField:
     required: bool = True
     description: str = ""
     channels: frozenset[str] | None = None  # required only for these channels (None: all)
+    # An optional credential whose absence costs something: ``check`` and the daemon warn with
+    # this text when it is left out (Meta's appSecret: without it, no webhook is accepted).
+    missing_warning: str | None = None
 
     def required_for(self, channel: str) -> bool:
         return self.required and (self.channels is None or channel in self.channels)

@@ -375,6 +375,38 @@ def _valid_channels(data: Mapping[str, Any]) -> dict[str, ChannelConfig]:
     return valid
 
 
+def credential_warnings(
+    tenant: TenantConfig, providers: Mapping[str, Provider], *, display: str
+) -> list[ConfigIssue]:
+    """Optional credentials left out whose absence costs something (the provider says what):
+    reported, but the file is valid."""
+    warnings: list[ConfigIssue] = []
+    for channel, config in tenant.channels.items():
+        for suffix, route in config.labelled_routes():
+            provider = providers.get(route.provider)
+            for field in provider.credentials if provider else ():
+                if field.missing_warning and not route.credentials.get(field.name):
+                    where = f"channels.{channel}{suffix}.credentials.{field.name}"
+                    warnings.append(
+                        ConfigIssue(display, where, f"warning: {field.missing_warning}")
+                    )
+    return warnings
+
+
+def config_warnings(
+    config_dir: Path, *, providers: Mapping[str, Provider], env: Mapping[str, str]
+) -> list[ConfigIssue]:
+    """The warnings of every valid tenant file, for ``pipecored check``."""
+    warnings: list[ConfigIssue] = []
+    for path in tenant_files(config_dir):
+        try:
+            tenant = load_tenant_file(path, providers=providers, env=env)
+        except ConfigError:
+            continue  # its errors are check_config_dir's
+        warnings.extend(credential_warnings(tenant, providers, display=tenant_display(path)))
+    return warnings
+
+
 def credential_issues(
     provider: Provider,
     channel: str,

@@ -30,6 +30,7 @@ from pipecored.config.loader import (
     TENANT_KEY_TAKEN,
     TENANT_SUFFIX,
     TENANTS_DIR,
+    credential_warnings,
     decode_config,
     key_conflicts,
     parse_daemon_config,
@@ -397,6 +398,9 @@ class TenantRegistry:
         return TenantEntry(tenant_id, last_good, result)
 
     def _warn_unverified_webhooks(self, tenant_id: str, config: TenantConfig) -> None:
+        display = f"tenants/{tenant_id}.yaml"
+        for warning in credential_warnings(config, self.providers, display=display):
+            log.warning("config.credential_warning", tenant=tenant_id, warning=str(warning))
         for channel, settings in config.channels.items():
             if not settings.verify_webhook_signatures:
                 log.warning(

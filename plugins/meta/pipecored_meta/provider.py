@@ -84,7 +84,14 @@ class MetaProvider(Provider):
             description="the Verify Token entered in the app's webhook settings",
         ),
         CredentialField(
-            "appSecret", secret=True, description="the App Secret that signs webhook requests"
+            "appSecret",
+            secret=True,
+            required=False,
+            description="the App Secret that signs webhook requests",
+            missing_warning=(
+                "no appSecret: messages are sent, but every webhook for this channel (delivery"
+                " statuses, replies) is refused, since its signature cannot be checked"
+            ),
         ),
     )
     default_base_url = "https://graph.facebook.com"
