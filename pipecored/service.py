@@ -50,8 +50,10 @@ from pipecored.provider_context import webhook_context
 from pipecored.quiet_hours import held_until
 from pipecored.send_body import Body, TemplateSend, parse_send, validation_failed
 from pipecored.store import (
+    EVERY_MESSAGE,
     IdempotencyClaim,
     IdempotencyConflict,
+    LogFilter,
     MessageRecord,
     StoreStats,
     new_message_id,
@@ -274,25 +276,10 @@ class Service:
     # -- reading -------------------------------------------------------------------------------
 
     async def logs(
-        self,
-        principal: Principal,
-        tenant_id: str,
-        *,
-        limit: int,
-        before: int | None = None,
-        channel: str | None = None,
-        status: str | None = None,
-        direction: str | None = None,
+        self, principal: Principal, tenant_id: str, *, limit: int, where: LogFilter = EVERY_MESSAGE
     ) -> LogPage:
         self.tenant_entry(principal, tenant_id)
-        records = await self.gateway.store.list_messages(
-            tenant_id,
-            limit=limit + 1,
-            before_seq=before,
-            channel=channel,
-            status=status,
-            direction=direction,
-        )
+        records = await self.gateway.store.list_messages(tenant_id, limit=limit + 1, where=where)
         page = records[:limit]
         return LogPage(page, page[-1].seq if len(records) > limit else None)
 

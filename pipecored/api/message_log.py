@@ -12,7 +12,7 @@ from pipecored.api.context import authenticated
 from pipecored.api.responses import JSONResponse
 from pipecored.api.serializers import log_item, stats_view
 from pipecored.errors import ValidationFailed
-from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES
+from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES, LogFilter
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
@@ -62,14 +62,14 @@ async def get_logs(request: Request) -> JSONResponse:
     caller = authenticated(request)
     service = caller.service
     cursor = request.query_params.get("cursor")
-    page = await service.logs(
-        caller.principal,
-        request.path_params["tenant_id"],
-        limit=_limit(request),
-        before=decode_cursor(cursor) if cursor else None,
+    where = LogFilter(
+        before_seq=decode_cursor(cursor) if cursor else None,
         channel=_choice(request, "channel", service.channels.names),
         status=_choice(request, "status", MESSAGE_STATUSES),
         direction=_choice(request, "direction", DIRECTIONS),
+    )
+    page = await service.logs(
+        caller.principal, request.path_params["tenant_id"], limit=_limit(request), where=where
     )
     next_cursor = encode_cursor(page.next_before) if page.next_before is not None else None
     return JSONResponse({"items": [log_item(r) for r in page.items], "nextCursor": next_cursor})

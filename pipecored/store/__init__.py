@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pipecored.store.base import (
+    EVERY_MESSAGE,
     AcceptResult,
     AppliedStatus,
     AttemptOutcome,
@@ -10,6 +11,7 @@ from pipecored.store.base import (
     Completed,
     IdempotencyClaim,
     IdempotencyConflict,
+    LogFilter,
     MessageRecord,
     MessageStore,
     NewMessage,
@@ -18,6 +20,7 @@ from pipecored.store.base import (
 )
 
 __all__ = [
+    "EVERY_MESSAGE",
     "AcceptResult",
     "AppliedStatus",
     "AttemptOutcome",
@@ -25,6 +28,7 @@ __all__ = [
     "Completed",
     "IdempotencyClaim",
     "IdempotencyConflict",
+    "LogFilter",
     "MessageRecord",
     "MessageStore",
     "NewMessage",

@@ -134,6 +134,20 @@ class MessageRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LogFilter:
+    """Which of a tenant's messages a log page holds: all of them, or those matching every
+    field given; ``before_seq`` continues a previous page."""
+
+    before_seq: int | None = None
+    channel: str | None = None
+    status: str | None = None
+    direction: str | None = None
+
+
+EVERY_MESSAGE = LogFilter()
+
+
+@dataclass(frozen=True, slots=True)
 class AcceptResult:
     record: MessageRecord
     replayed: bool  # an idempotency key matched an earlier request: nothing new was stored
@@ -279,16 +293,9 @@ class MessageStore(abc.ABC):
 
     @abc.abstractmethod
     async def list_messages(
-        self,
-        tenant_id: str,
-        *,
-        limit: int,
-        before_seq: int | None = None,
-        channel: str | None = None,
-        status: str | None = None,
-        direction: str | None = None,
+        self, tenant_id: str, *, limit: int, where: LogFilter = EVERY_MESSAGE
     ) -> list[MessageRecord]:
-        """Newest first, without attempts; ``before_seq`` continues a previous page."""
+        """Newest first, without attempts, at most ``limit``."""
 
     @abc.abstractmethod
     async def stats(self, tenant_id: str, *, since: float | None = None) -> StoreStats:

@@ -43,6 +43,7 @@ import orjson
 from pipecored.errors import PipecoreError, StoreError
 from pipecored.provider import InboundMedia, InboundMessage, StatusEvent
 from pipecored.store.base import (
+    EVERY_MESSAGE,
     AcceptResult,
     AppliedStatus,
     AttemptOutcome,
@@ -50,6 +51,7 @@ from pipecored.store.base import (
     Completed,
     IdempotencyClaim,
     IdempotencyConflict,
+    LogFilter,
     MessageRecord,
     MessageStatus,
     MessageStore,
@@ -668,29 +670,23 @@ def _purge_idempotency_tx(conn: sqlite3.Connection, now: float) -> int:
 
 
 def _list_tx(
-    conn: sqlite3.Connection,
-    tenant_id: str,
-    limit: int,
-    before_seq: int | None,
-    channel: str | None,
-    status: str | None,
-    direction: str | None,
+    conn: sqlite3.Connection, tenant_id: str, limit: int, where: LogFilter
 ) -> list[MessageRecord]:
-    where = ["tenant_id = ?"]
+    terms = ["tenant_id = ?"]
     params: list[object] = [tenant_id]
     for column, value in (
-        ("seq <", before_seq),
-        ("channel =", channel),
-        ("status =", status),
-        ("direction =", direction),
+        ("seq <", where.before_seq),
+        ("channel =", where.channel),
+        ("status =", where.status),
+        ("direction =", where.direction),
     ):
         if value is not None:
-            where.append(f"{column} ?")
+            terms.append(f"{column} ?")
             params.append(value)
     params.append(limit)
     # only fixed fragments are joined; each keeps its index (tenant+status+seq, ...) usable,
     # which a static "(? IS NULL OR status = ?)" would not
-    sql = f"SELECT * FROM messages WHERE {' AND '.join(where)} ORDER BY seq DESC LIMIT ?"
+    sql = f"SELECT * FROM messages WHERE {' AND '.join(terms)} ORDER BY seq DESC LIMIT ?"
     rows = conn.execute(sql, params).fetchall()
     return [_record(r) for r in rows]
 
@@ -1190,18 +1186,10 @@ class SQLiteStore(MessageStore):
         return await self._write("requeue", lambda conn: _requeue_tx(conn, message_id, now))
 
     async def list_messages(
-        self,
-        tenant_id: str,
-        *,
-        limit: int,
-        before_seq: int | None = None,
-        channel: str | None = None,
-        status: str | None = None,
-        direction: str | None = None,
+        self, tenant_id: str, *, limit: int, where: LogFilter = EVERY_MESSAGE
     ) -> list[MessageRecord]:
         return await self._read(
-            "list_messages",
-            lambda conn: _list_tx(conn, tenant_id, limit, before_seq, channel, status, direction),
+            "list_messages", lambda conn: _list_tx(conn, tenant_id, limit, where)
         )
 
     async def stats(self, tenant_id: str, *, since: float | None = None) -> StoreStats:

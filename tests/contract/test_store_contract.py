@@ -24,6 +24,7 @@ from pipecored.store import (
     Completed,
     IdempotencyClaim,
     IdempotencyConflict,
+    LogFilter,
     MessageStore,
     NewMessage,
 )
@@ -434,7 +435,9 @@ async def test_inbound_is_logged_once_per_provider_id(store: MessageStore) -> No
         "+15550009999",
     )
     assert got.body_preview == TEXT
-    assert len(await store.list_messages(TENANT, limit=10, direction="inbound")) == 2
+    assert (
+        len(await store.list_messages(TENANT, limit=10, where=LogFilter(direction="inbound"))) == 2
+    )
     assert (await store.stats(TENANT)).total == 0
 
 
@@ -476,19 +479,21 @@ async def test_list_messages_pages_and_filters(store: MessageStore) -> None:
 
     page1 = await store.list_messages(TENANT, limit=3)
     assert [r.id[-1] for r in page1] == ["6", "5", "4"]
-    page2 = await store.list_messages(TENANT, limit=3, before_seq=page1[-1].seq)
+    page2 = await store.list_messages(TENANT, limit=3, where=LogFilter(before_seq=page1[-1].seq))
     assert [r.id[-1] for r in page2] == ["3", "2", "1"]
-    page3 = await store.list_messages(TENANT, limit=3, before_seq=page2[-1].seq)
+    page3 = await store.list_messages(TENANT, limit=3, where=LogFilter(before_seq=page2[-1].seq))
     assert [r.id[-1] for r in page3] == ["0"]
     assert page3[0].attempts == ()
 
-    sms = await store.list_messages(TENANT, limit=10, channel="sms")
+    sms = await store.list_messages(TENANT, limit=10, where=LogFilter(channel="sms"))
     assert [r.id[-1] for r in sms] == ["5", "3", "0"]
-    sent = await store.list_messages(TENANT, limit=10, status="sent")
+    sent = await store.list_messages(TENANT, limit=10, where=LogFilter(status="sent"))
     assert [r.id for r in sent] == ["msg_test000000"]
-    combined = await store.list_messages(TENANT, limit=10, channel="sms", status="queued")
+    combined = await store.list_messages(
+        TENANT, limit=10, where=LogFilter(channel="sms", status="queued")
+    )
     assert [r.id[-1] for r in combined] == ["5", "3"]
-    assert await store.list_messages(TENANT, limit=10, direction="inbound") == []
+    assert await store.list_messages(TENANT, limit=10, where=LogFilter(direction="inbound")) == []
 
 
 # -- stats --------------------------------------------------------------------------------------
@@ -580,7 +585,7 @@ async def test_stats_counts_match_the_messages(store: MessageStore) -> None:
         )
     for i in range(0, 20, 3):
         await store.apply_status(TENANT, ("twilio", "resend")[i % 2], StatusEvent("read", f"p{i}"))
-    for record in await store.list_messages(TENANT, limit=100, status="failed"):
+    for record in await store.list_messages(TENANT, limit=100, where=LogFilter(status="failed")):
         await store.requeue(record.id, now=1e6)
 
     for since in (None, 1000.0, 4000.0, 9000.0, 30000.0):
