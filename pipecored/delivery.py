@@ -42,7 +42,7 @@ from pipecored.policy import (
 )
 from pipecored.provider import Provider, SendResult
 from pipecored.provider_calls import scrub_secrets
-from pipecored.provider_context import send_context
+from pipecored.provider_context import CallTarget, send_context
 from pipecored.ratelimit import TokenBucket
 from pipecored.routing import Wait, choose_route
 from pipecored.store import (
@@ -368,9 +368,8 @@ class DeliveryWorker:
             if message.template is not None
             else None
         )
-        ctx = send_context(
-            daemon, provider, record.tenant_id, record.channel, route, self.http, template=template
-        )
+        target = CallTarget(daemon, provider, record.tenant_id, record.channel, route, self.http)
+        ctx = send_context(target, template=template)
         try:
             # The plugin is given the timeout; this bound catches a plugin that ignores it.
             async with asyncio.timeout(daemon.delivery.timeout + 1.0):

@@ -8,6 +8,7 @@ Settings are layered, later wins: the plugin's ``default_settings``, the daemon 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -43,52 +44,40 @@ def webhook_url(public_url: str | None, tenant_id: str, channel: str, provider: 
     return f"{public_url}/messaging/webhook/{channel}?{query}"
 
 
-def _route_fields(
-    daemon: DaemonConfig, provider: Provider, tenant_id: str, channel: str, route: RouteConfig
-) -> dict[str, Any]:
-    """What a send's and a callback's contexts share."""
-    return {
-        "tenant_id": tenant_id,
-        "channel": channel,
-        "credentials": route.credentials,
-        "settings": provider_settings(daemon, provider),
-        "base_url": route_base_url(daemon, provider, route),
-        "timeout": daemon.delivery.timeout,
-    }
+@dataclass(frozen=True, slots=True)
+class CallTarget:
+    """Where a provider call goes: the daemon's settings, the provider, and the tenant's route
+    through it for one channel, over the shared outbound client."""
+
+    daemon: DaemonConfig
+    provider: Provider
+    tenant_id: str
+    channel: str
+    route: RouteConfig
+    http: httpx.AsyncClient
+
+    def fields(self) -> dict[str, Any]:
+        """What a send's and a callback's contexts share."""
+        return {
+            "tenant_id": self.tenant_id,
+            "channel": self.channel,
+            "credentials": self.route.credentials,
+            "settings": provider_settings(self.daemon, self.provider),
+            "base_url": route_base_url(self.daemon, self.provider, self.route),
+            "timeout": self.daemon.delivery.timeout,
+            "http": self.http,
+        }
 
 
-def send_context(
-    daemon: DaemonConfig,
-    provider: Provider,
-    tenant_id: str,
-    channel: str,
-    route: RouteConfig,
-    http: httpx.AsyncClient,
-    *,
-    template: Mapping[str, Any] | None = None,
-) -> SendContext:
+def send_context(target: CallTarget, *, template: Mapping[str, Any] | None = None) -> SendContext:
     return SendContext(
-        **_route_fields(daemon, provider, tenant_id, channel, route),
-        http=http,
+        **target.fields(),
         status_callback_url=webhook_url(
-            daemon.server.public_url, tenant_id, channel, provider.name
+            target.daemon.server.public_url, target.tenant_id, target.channel, target.provider.name
         ),
         template=template,
     )
 
 
-def webhook_context(
-    daemon: DaemonConfig,
-    provider: Provider,
-    tenant_id: str,
-    channel: str,
-    route: RouteConfig,
-    http: httpx.AsyncClient,
-    *,
-    verify_signatures: bool,
-) -> WebhookContext:
-    return WebhookContext(
-        **_route_fields(daemon, provider, tenant_id, channel, route),
-        http=http,
-        verify_signatures=verify_signatures,
-    )
+def webhook_context(target: CallTarget, *, verify_signatures: bool) -> WebhookContext:
+    return WebhookContext(**target.fields(), verify_signatures=verify_signatures)

@@ -46,7 +46,7 @@ from pipecored.provider import (
     WebhookRequest,
     WebhookResponse,
 )
-from pipecored.provider_context import webhook_context
+from pipecored.provider_context import CallTarget, webhook_context
 from pipecored.quiet_hours import held_until
 from pipecored.send_body import Body, TemplateSend, parse_send, validation_failed
 from pipecored.store import (
@@ -405,15 +405,8 @@ class Service:
         public_url = snapshot.daemon.server.public_url
         if public_url:
             request = replace(request, url=public_url + _path_and_query(request.url))
-        ctx = webhook_context(
-            snapshot.daemon,
-            provider,
-            tenant_id,
-            channel,
-            route,
-            gateway.http,
-            verify_signatures=config.verify_webhook_signatures,
-        )
+        target = CallTarget(snapshot.daemon, provider, tenant_id, channel, route, gateway.http)
+        ctx = webhook_context(target, verify_signatures=config.verify_webhook_signatures)
         try:
             result = await provider.handle_webhook(request, ctx)
         except WebhookError as exc:

@@ -220,30 +220,20 @@ def _snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 # rows
 
 
+# The columns that are MessageRecord fields of the same name, as they are.
+_PLAIN_COLUMNS: Final = (
+    "id", "seq", "tenant_id", "channel", "direction", "provider", "sender", "status",
+    "attempt_count", "provider_message_id", "error_code", "error_message", "created_at",
+    "updated_at", "sent_at", "not_before", "route_index", "route_attempts", "lease_token",
+    "body_preview",
+)  # fmt: skip
+
+
 def _record(row: sqlite3.Row, attempts: tuple[AttemptRecord, ...] = ()) -> MessageRecord:
     return MessageRecord(
-        id=row["id"],
-        seq=row["seq"],
-        tenant_id=row["tenant_id"],
-        channel=row["channel"],
-        direction=row["direction"],
-        provider=row["provider"],
+        **{column: row[column] for column in _PLAIN_COLUMNS},
         to=orjson.loads(row["to_json"]),
-        sender=row["sender"],
-        status=row["status"],
-        attempt_count=row["attempt_count"],
-        provider_message_id=row["provider_message_id"],
-        error_code=row["error_code"],
-        error_message=row["error_message"],
-        created_at=row["created_at"],
-        updated_at=row["updated_at"],
-        sent_at=row["sent_at"],
-        not_before=row["not_before"],
-        route_index=row["route_index"],
-        route_attempts=row["route_attempts"],
-        lease_token=row["lease_token"],
         payload=orjson.loads(row["payload_json"]),
-        body_preview=row["body_preview"],
         attempts=attempts,
     )
 
@@ -336,30 +326,36 @@ def _status_of(message: NewMessage) -> MessageStatus:
     return "scheduled" if message.scheduled else "queued"
 
 
+# What every freshly accepted message starts with.
+_NEW_OUTBOUND: Final[dict[str, Any]] = {
+    "direction": "outbound",
+    "provider": None,
+    "attempt_count": 0,
+    "provider_message_id": None,
+    "error_code": None,
+    "error_message": None,
+    "sent_at": None,
+    "route_index": 0,
+    "route_attempts": 0,
+    "lease_token": None,
+}
+
+
 def _new_record(message: NewMessage, seq: int) -> MessageRecord:
     """The record of a message as :func:`_insert_messages` writes it: reading the row back
     would parse the payload again."""
     return MessageRecord(
+        **_NEW_OUTBOUND,
         id=message.id,
         seq=seq,
         tenant_id=message.tenant_id,
         channel=message.channel,
-        direction="outbound",
-        provider=None,
         to=message.to if isinstance(message.to, str) else list(message.to),
         sender=message.sender,
         status=_status_of(message),
-        attempt_count=0,
-        provider_message_id=None,
-        error_code=None,
-        error_message=None,
         created_at=message.created_at,
         updated_at=message.created_at,
-        sent_at=None,
         not_before=message.not_before,
-        route_index=0,
-        route_attempts=0,
-        lease_token=None,
         payload=message.payload,
     )
 
