@@ -23,6 +23,7 @@ import structlog
 import uvicorn
 
 from pipecored import __version__
+from pipecored.channels import ChannelSet
 from pipecored.config.loader import check_config_dir, config_warnings, load_daemon_config
 from pipecored.errors import ConfigError, PipecoreError
 from pipecored.gateway import Gateway
@@ -114,6 +115,8 @@ def cmd_plugins() -> int:
         print(
             "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         )
+    for warning in ChannelSet.of(providers).warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     return 0
 
 
