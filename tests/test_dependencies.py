@@ -59,3 +59,9 @@ def test_the_server_gets_its_fast_loop_and_parser() -> None:
     assert config.http_protocol_class.__module__.endswith("httptools_impl")
     loop_factory = config.get_loop_factory()
     assert loop_factory is not None and loop_factory.__module__ == "uvloop"
+
+
+def test_every_runtime_dependency_is_explained_in_the_docs() -> None:
+    doc = (ROOT / "docs" / "dependencies.md").read_text(encoding="utf-8")
+    for name in declared():
+        assert f"| `{name}` |" in doc.lower(), name
