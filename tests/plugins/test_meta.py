@@ -201,7 +201,9 @@ def test_registers_the_meta_provider() -> None:
     assert meta.default_base_url == "https://graph.facebook.com"
     assert meta.default_settings == {"apiVersion": "v23.0"}
     assert meta.secret_names() == {"accessToken", "verifyToken", "appSecret"}
-    assert all(f.required_for("whatsapp") for f in meta.credentials)
+    # appSecret is optional: without it sends work and webhooks are refused (SPEC section 2)
+    required = {f.name for f in meta.credentials if f.required_for("whatsapp")}
+    assert required == {"accessToken", "phoneNumberId", "verifyToken"}
 
 
 # The fake's check itself: it must refuse what Meta's document refuses.
@@ -418,7 +420,8 @@ async def test_classifies_graph_errors_by_code(
     error = caught.value
     assert type(error) is ProviderError
     assert error.provider == "meta"
-    assert error.code == str(code)
+    # outside the 24-hour window is the SPEC's template_required; other codes are Meta's own
+    assert error.code == ("template_required" if code == 131047 else str(code))
     assert error.http_status == status
     assert error.retryable is retryable
     assert error.unavailable is unavailable
@@ -630,7 +633,7 @@ async def test_maps_meta_statuses(state: str, expected: str | None) -> None:
                 "Re-engagement message",
                 details="Message failed to send because more than 24 hours have passed",
             ),
-            "131047",
+            "template_required",
             "template",
             id="outside-window",
         ),

@@ -380,7 +380,9 @@ def test_check_message_refuses(
         pytest.param(401, 20003, False, True, "20003", "credentials", id="auth-20003"),
         pytest.param(429, 20429, True, False, "20429", "Too Many", id="rate-limit-429"),
         pytest.param(503, 20503, True, False, "20503", "Unavailable", id="unavailable-503"),
-        pytest.param(400, 63016, False, False, "63016", "template", id="outside-window"),
+        pytest.param(
+            400, 63016, False, False, "template_required", "template", id="outside-window"
+        ),
         pytest.param(400, 21611, False, True, "21611", "queued", id="queue-quota"),
         pytest.param(429, 63038, False, True, "63038", "daily", id="daily-quota"),
         pytest.param(500, 20500, False, False, "20500", "not retried", id="500-not-retried"),
@@ -630,7 +632,7 @@ async def test_maps_twilio_statuses(status: str, expected: str | None) -> None:
             id="code-and-message",
         ),
         pytest.param({"error_code": "30007"}, "30007", "filtered", id="known-code-only"),
-        pytest.param({"error_code": "63016"}, "63016", "template", id="outside-window"),
+        pytest.param({"error_code": "63016"}, "template_required", "template", id="outside-window"),
         pytest.param({"error_code": "39999"}, "39999", "undelivered", id="unknown-code-only"),
         pytest.param({}, None, "undelivered", id="no-code"),
     ],

@@ -23,6 +23,16 @@ from pipecored import ProviderError, parse_retry_after, scrub_secrets
 PROVIDER = "meta"
 
 OUTSIDE_WINDOW = 131047
+# what pipecored calls "send a template instead" (SPEC: errorCode template_required)
+TEMPLATE_REQUIRED = "template_required"
+
+
+def error_code(code: object) -> str:
+    """Meta's code as the message's errorCode: outside the 24-hour window is
+    ``template_required``, whether Meta said so at once or in a status webhook."""
+    return TEMPLATE_REQUIRED if str(code) == str(OUTSIDE_WINDOW) else str(code)
+
+
 # 1 API unknown, 2 API service, 4 app rate limit, 80007 WABA rate limit, 130429 throughput,
 # 131056 pair rate limit, 131016 service temporarily unavailable.
 _RETRYABLE_CODES = frozenset({1, 2, 4, 80007, 130429, 131016, 131056})
@@ -112,7 +122,7 @@ def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderE
         scrub_secrets(f"{label}: {message}", secrets),
         retryable=retryable,
         provider=PROVIDER,
-        code=str(code),
+        code=error_code(code),
         http_status=status,
         retry_after=retry_after,
         unavailable=unavailable,

@@ -15,6 +15,7 @@ from typing import Any
 from pipecored import DeliveryStatus, InboundMessage, StatusEvent, WebhookPayloadError
 
 from .errors import describe
+from .errors import error_code as meta_error_code
 
 Event = StatusEvent | InboundMessage
 
@@ -89,7 +90,7 @@ def _status(raw: Any) -> StatusEvent | None:
     return StatusEvent(
         status=mapped,
         provider_message_id=provider_id,
-        error_code=error_code,
+        error_code=meta_error_code(error_code) if error_code is not None else None,
         error_message=error_message,
         occurred_at=_timestamp(status.get("timestamp")),
     )

@@ -28,6 +28,8 @@ _AUTH_STATUSES = frozenset({401})
 # message limit): permanent for this message, and the tenant's traffic belongs on its fallback.
 _QUOTA_CODES = frozenset({21611, 63038})
 _OUTSIDE_WINDOW = 63016
+# what pipecored calls "send a template instead" (SPEC: errorCode template_required)
+TEMPLATE_REQUIRED = "template_required"
 _RETRYABLE_CODES = frozenset({20429, 20503})
 _RETRYABLE_STATUSES = frozenset({429, 502, 503, 504})
 
@@ -49,6 +51,16 @@ def _twilio_code(body: dict[str, Any]) -> int | None:
     if isinstance(code, str) and code.isdigit():
         return int(code)
     return None
+
+
+def error_code(code: object) -> str:
+    """Twilio's code as the message's errorCode: outside the 24-hour window is
+    ``template_required``, whether Twilio said so at once or in a status callback."""
+    return TEMPLATE_REQUIRED if str(code) == str(_OUTSIDE_WINDOW) else str(code)
+
+
+def _error_code(code: int | None, status: int) -> str:
+    return error_code(code) if code is not None else f"http_{status}"
 
 
 def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderError:
@@ -84,7 +96,7 @@ def classify(response: httpx.Response, secrets: Iterable[str] = ()) -> ProviderE
         scrub_secrets(f"{label}: {detail}", secrets),
         retryable=retryable,
         provider=PROVIDER,
-        code=str(code) if code is not None else f"http_{status}",
+        code=_error_code(code, status),
         http_status=status,
         retry_after=parse_retry_after(response.headers.get("retry-after")),
         unavailable=unavailable,

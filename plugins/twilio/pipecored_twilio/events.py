@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 
 from pipecored import DeliveryStatus, InboundMessage, StatusEvent, WebhookPayloadError
 
+from .errors import error_code as twilio_error_code
+
 WHATSAPP_PREFIX = "whatsapp:"
 
 # queued, accepted, scheduled and sending say nothing the log does not already know.
@@ -101,7 +103,7 @@ def parse(params: Mapping[str, Sequence[str]]) -> list[StatusEvent | InboundMess
         StatusEvent(
             status=mapped,
             provider_message_id=sid,
-            error_code=error_code,
+            error_code=twilio_error_code(error_code) if error_code is not None else None,
             error_message=error_message,
         )
     ]
