@@ -97,7 +97,6 @@ def test_check_prints_every_error_of_every_file(tmp_path: Path) -> None:
         "tenants/Delta.yaml: (root): tenant id (the file name) must match [a-z0-9_-]{1,64}",
         "tenants/acme.yaml: channels.sms.isActiv: unknown key",
         "tenants/bravo.yaml: apiKeys.0: environment variable BRAVO_KEY is not set",
-        "tenants/bravo.yaml: channels.whatsapp.credentials.appSecret: required by provider meta",
     ]
     assert all(ISSUE_LINE.match(line) for line in result.stdout.splitlines())
 
@@ -152,7 +151,6 @@ def test_check_never_prints_a_secret(tmp_path: Path) -> None:
         "Input should be a valid boolean, unable to interpret input",
         "tenants/acme.yaml: apiKey: unknown key",
         "tenants/acme.yaml: channels.whatsapp.credentials.verifyToken: required by provider meta",
-        "tenants/acme.yaml: channels.whatsapp.credentials.appSecret: required by provider meta",
         "tenants/bravo.yaml: (root): line 7, column 1: found unexpected end of stream",
     ]
     for name, secret in secrets.items():  # ...and no secret is
@@ -194,7 +192,7 @@ def test_plugins_lists_providers_channels_and_distributions(httpjson_site: Path)
     builtin = f"pipecored {importlib.metadata.version('pipecored')}"
     assert _plugin_rows(result.stdout) == {
         "console": ("email,sms,whatsapp", builtin),
-        "httpjson": ("email,sms,whatsapp", "pipecored-httpjson 1.0.0"),
+        "httpjson": ("chat,email,sms,whatsapp", "pipecored-httpjson 1.0.0"),
         "meta": ("whatsapp", builtin),
         "resend": ("email", builtin),
         "sendgrid": ("email", builtin),

@@ -258,8 +258,6 @@ def _unset(monkeypatch: pytest.MonkeyPatch) -> None:
                     """
             },
             [
-                "tenants/acme.yaml: channels.whatsapp.fallbacks.0.credentials.appSecret: "
-                "required by provider meta",
                 "tenants/acme.yaml: channels.whatsapp.fallbacks.1.provider: "
                 f"unknown provider 'twillio' (loaded: {BUILTINS})",
                 "tenants/acme.yaml: channels.whatsapp.fallbacks.2.provider: "

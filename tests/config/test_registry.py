@@ -197,7 +197,8 @@ def test_a_file_that_was_never_valid(
     entry = registry.reload_tenant("bravo")
     assert entry is not None and entry.config is None and entry.error is not None
     assert [str(i) for i in entry.error.issues] == [
-        "tenants/bravo.yaml: channels.fax: unknown channel 'fax' (declared: email, sms, whatsapp)"
+        "tenants/bravo.yaml: channels.fax: unknown channel 'fax'"
+        " (declared: chat, email, sms, whatsapp)"
     ]
     assert registry.snapshot.tenant("bravo") is None
     assert "bravo" in registry.snapshot.tenants  # known, so the config API can show the error

@@ -5,12 +5,15 @@ status code, content type and body as the document declares them; every error in
 shape.
 
 The schemas are loaded when the module is imported, from the same ``document()`` the daemon
-serves (``test_the_daemon_serves_the_fuzzed_document`` holds the two equal):
+serves, for the same channels (the standard ones and the example plugin's ``chat``;
+``test_the_daemon_serves_the_fuzzed_document`` holds the two equal):
 ``schemathesis.pytest.from_fixture`` would load it from the running daemon instead, but it
 reads ``Item._nodeid``, which pytest 9 removed.
 """
 
 from __future__ import annotations
+
+import importlib.util
 
 import httpx
 import schemathesis
@@ -19,7 +22,8 @@ from hypothesis import strategies as st
 from schemathesis.config import SchemathesisConfig
 
 from pipecored.api.openapi import document
-from tests.conftest import ADMIN_KEY
+from pipecored.channels import ChannelSet
+from tests.conftest import ADMIN_KEY, EXAMPLE_PLUGIN
 from tests.fuzz.conftest import ACME_KEY, TENANTS, FuzzDaemon, error_shape_problem
 
 # Schema-valid requests these operations may still refuse with 422, for rules that depend on
@@ -44,12 +48,27 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 """
 
 
+def _example_plugin_channels() -> ChannelSet:
+    """The channels of the daemon under fuzzing: it loads the example plugin (installed by a
+    session fixture, after this module is imported), which declares ``chat``. Read from the
+    plugin's source under a name of its own, so that the installed copy is not shadowed."""
+    source = EXAMPLE_PLUGIN / "pipecored_httpjson" / "__init__.py"
+    spec = importlib.util.spec_from_file_location("_httpjson_for_the_document", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return ChannelSet.of({"httpjson": module.HttpJsonProvider()})
+
+
+CHANNELS = _example_plugin_channels()
+
+
 def _schema(key: str) -> schemathesis.BaseSchema:
     # The key as a configured header: schemathesis then treats it as the caller's own
     # (explicit) credentials, generates no negative Authorization values over it, and its
     # ignored_auth check probes that the operation refuses the request without it.
     config = SchemathesisConfig.from_str(_CONFIG.format(key=key))
-    return schemathesis.openapi.from_dict(document(), config=config)
+    return schemathesis.openapi.from_dict(document(CHANNELS), config=config)
 
 
 tenant_key = _schema(ACME_KEY)
