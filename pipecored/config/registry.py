@@ -204,7 +204,13 @@ class TenantRegistry:
             and path.name.endswith(TENANT_SUFFIX)
             and not path.name.startswith(".")
         ):
-            return [self._read_tenant(path)]
+            # Bytes already applied (the config API's own write, which it swapped in itself,
+            # or an event repeated) are not a change: reloading them would count reloads
+            # nobody made (one API write counted three).
+            tenant_id = tenant_id_of(path)
+            known = self._digests.get(path) if tenant_id in self.snapshot.tenants else _UNREAD
+            read = self._read_tenant_unless(path, known)
+            return [] if read is None else [read]
         if path in (self.config_dir, tenants) or path.is_dir() or path.is_symlink():
             # A directory or a symlink changed, not a file: tenants/ renamed over by a deploy,
             # or Kubernetes swapping a mounted ConfigMap's ..data link. The events then name
@@ -496,6 +502,11 @@ class TenantRegistry:
         the write is answered ``409 tenant_config_invalid``."""
         path = self._tenant_path(tenant_id)
         self._mark_applied(path)  # a read of the file that began before this is stale
+        try:
+            # the watcher will see this write: with its digest known, it is not a change
+            self._digests[path] = _read_with_digest(path, tenant_display(path))[1]
+        except ConfigError:
+            self._digests.pop(path, None)
         previous = self.snapshot.tenants.get(tenant_id)
         entry = self._tenant_entry(
             tenant_id,

@@ -258,7 +258,8 @@ def test_a_snapshot_in_use_never_changes(cfg: ConfigDir, registry: TenantRegistr
     ("path", "reloaded"),
     [
         pytest.param("pipecored.yaml", True, id="daemon-file"),
-        pytest.param("tenants/acme.yaml", True, id="tenant-file"),
+        # an event for a tenant file whose bytes are those already live reloads nothing
+        pytest.param("tenants/acme.yaml", False, id="tenant-file-unchanged"),
         pytest.param("tenants/.acme.yaml.swp", False, id="editor-swap-file"),
         pytest.param("tenants/acme.yaml~", False, id="editor-backup"),
         pytest.param("tenants/4913", False, id="vim-probe-file"),
@@ -271,6 +272,16 @@ def test_path_changed(
 ) -> None:
     registry.path_changed(cfg.path / path)
     assert len(reloads.seen) == (2 if reloaded else 1)
+
+
+def test_path_changed_reloads_a_tenant_file_whose_bytes_changed(
+    cfg: ConfigDir, registry: TenantRegistry, reloads: Reloads
+) -> None:
+    cfg.write_tenant("acme", acme("Acme 2"))
+    registry.path_changed(cfg.path / "tenants" / "acme.yaml")
+    assert len(reloads.seen) == 2
+    tenant = registry.snapshot.tenant("acme")
+    assert tenant is not None and tenant.name == "Acme 2"
 
 
 def test_daemon_reload_applies_live_settings_and_reports_restart_keys(
@@ -517,6 +528,7 @@ def test_a_read_older_than_the_last_write_is_not_applied(
 ) -> None:
     """The watcher reads in a thread; the config API may swap a newer version in meanwhile."""
     path = cfg.path / "tenants" / "acme.yaml"
+    cfg.write_tenant("acme", acme("Acme on disk"))
     (stale,) = registry.read_change(path)
     current = registry.snapshot.tenant("acme")
     assert current is not None
