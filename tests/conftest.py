@@ -370,3 +370,26 @@ def example_config(destination: Path) -> Path:
         (destination / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(ROOT / "config" / relative, destination / relative)
     return destination
+
+
+ONE_TENANT_KEY = "acme-key-0123456789"
+
+
+def one_tenant_config(
+    tmp_path: Path, gateway_url: str, *, channel: str = "sms", **delivery: Any
+) -> ConfigDir:
+    """A config dir with one tenant, acme (key :data:`ONE_TENANT_KEY`), whose ``channel`` goes
+    to the httpjson fake at ``gateway_url``; ``delivery`` settings over the tests' defaults."""
+    root = tmp_path / "config"
+    (root / "tenants").mkdir(parents=True)
+    cfg = ConfigDir(root)
+    cfg.write_daemon(default_daemon_settings(tmp_path / "pipecored.db", **delivery))
+    cfg.write_tenant(
+        "acme",
+        {
+            "name": "Acme",
+            "apiKeys": [ONE_TENANT_KEY],
+            "channels": {channel: httpjson_channel(gateway_url)},
+        },
+    )
+    return cfg

@@ -11,29 +11,23 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ConfigDir, Daemon, default_daemon_settings, httpjson_channel, wait_until
+from tests.conftest import (
+    ONE_TENANT_KEY,
+    Daemon,
+    one_tenant_config,
+    wait_until,
+)
 from tests.fakes.httpjson import HttpJsonGateway
 
-ACME = "acme-key-0123456789"
+ACME = ONE_TENANT_KEY
 
 
 def test_a_call_that_succeeded_during_a_full_disk_is_recorded_once_the_disk_is_back(
     tmp_path: Path, daemon_factory: Callable[..., Daemon], fake_gateway: HttpJsonGateway
 ) -> None:
-    root = tmp_path / "config"
-    (root / "tenants").mkdir(parents=True)
-    cfg = ConfigDir(root)
     # a short lease: without keeping the result, the message would be claimed and sent again
     # as soon as the disk is back
-    cfg.write_daemon(default_daemon_settings(tmp_path / "pipecored.db", lease="1s", timeout="10s"))
-    cfg.write_tenant(
-        "acme",
-        {
-            "name": "Acme",
-            "apiKeys": [ACME],
-            "channels": {"sms": httpjson_channel(fake_gateway.url)},
-        },
-    )
+    cfg = one_tenant_config(tmp_path, fake_gateway.url, lease="1s", timeout="10s")
     daemon = daemon_factory(cfg.path).start()
     assert daemon.proc is not None
     db = tmp_path / "pipecored.db"

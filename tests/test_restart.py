@@ -11,27 +11,23 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ConfigDir, Daemon, default_daemon_settings, httpjson_channel, wait_until
+from tests.conftest import (
+    ONE_TENANT_KEY,
+    ConfigDir,
+    Daemon,
+    one_tenant_config,
+    wait_until,
+)
 from tests.fakes.httpjson import HttpJsonGateway
 
-ACME = "acme-key-0123456789"
+ACME = ONE_TENANT_KEY
 TEXT = "Tu pedido sale ya 🛵 ¡gracias!"
 IN_FLIGHT = 16
 
 
 def _config(tmp_path: Path, gateway: HttpJsonGateway) -> ConfigDir:
-    root = tmp_path / "config"
-    (root / "tenants").mkdir(parents=True)
-    cfg = ConfigDir(root)
     # the default lease (120 s): what the restart must not wait for
-    cfg.write_daemon(
-        default_daemon_settings(tmp_path / "pipecored.db", concurrency=IN_FLIGHT, timeout="90s")
-    )
-    cfg.write_tenant(
-        "acme",
-        {"name": "Acme", "apiKeys": [ACME], "channels": {"sms": httpjson_channel(gateway.url)}},
-    )
-    return cfg
+    return one_tenant_config(tmp_path, gateway.url, concurrency=IN_FLIGHT, timeout="90s")
 
 
 def _statuses(daemon: Daemon, ids: list[str]) -> list[str]:

@@ -9,27 +9,21 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ConfigDir, Daemon, default_daemon_settings, httpjson_channel, wait_until
+from tests.conftest import (
+    ONE_TENANT_KEY,
+    Daemon,
+    one_tenant_config,
+    wait_until,
+)
 from tests.fakes.httpjson import HttpJsonGateway
 
-ACME = "acme-key-0123456789"
+ACME = ONE_TENANT_KEY
 
 
 def test_a_plugin_channel_is_configured_and_delivers_like_any_other(
     tmp_path: Path, daemon_factory: Callable[..., Daemon], fake_gateway: HttpJsonGateway
 ) -> None:
-    root = tmp_path / "config"
-    (root / "tenants").mkdir(parents=True)
-    cfg = ConfigDir(root)
-    cfg.write_daemon(default_daemon_settings(tmp_path / "pipecored.db"))
-    cfg.write_tenant(
-        "acme",
-        {
-            "name": "Acme",
-            "apiKeys": [ACME],
-            "channels": {"chat": httpjson_channel(fake_gateway.url)},
-        },
-    )
+    cfg = one_tenant_config(tmp_path, fake_gateway.url, channel="chat")
     daemon = daemon_factory(cfg.path).start()
     with daemon.client(ACME) as client:
         sent = client.post(

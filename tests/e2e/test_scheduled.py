@@ -7,27 +7,21 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tests.conftest import ConfigDir, Daemon, default_daemon_settings, httpjson_channel, wait_until
+from tests.conftest import (
+    ONE_TENANT_KEY,
+    Daemon,
+    one_tenant_config,
+    wait_until,
+)
 from tests.fakes.httpjson import HttpJsonGateway
 
-ACME = "acme-key-0123456789"
+ACME = ONE_TENANT_KEY
 
 
 def test_a_scheduled_send_survives_a_restart_and_goes_at_its_time(
     tmp_path: Path, daemon_factory: Callable[..., Daemon], fake_gateway: HttpJsonGateway
 ) -> None:
-    root = tmp_path / "config"
-    (root / "tenants").mkdir(parents=True)
-    cfg = ConfigDir(root)
-    cfg.write_daemon(default_daemon_settings(tmp_path / "pipecored.db"))
-    cfg.write_tenant(
-        "acme",
-        {
-            "name": "Acme",
-            "apiKeys": [ACME],
-            "channels": {"sms": httpjson_channel(fake_gateway.url)},
-        },
-    )
+    cfg = one_tenant_config(tmp_path, fake_gateway.url)
     daemon = daemon_factory(cfg.path).start()
     send_at = datetime.now(UTC) + timedelta(seconds=3)
     with daemon.client(ACME) as client:
