@@ -82,7 +82,7 @@ async def call_provider(
         ) from None
 
 
-from collections.abc import Callable  # noqa: E402 (added with request_provider, below)
+from collections.abc import Callable, Mapping  # noqa: E402 (added with request_provider, below)
 
 
 async def request_provider(
@@ -96,7 +96,7 @@ async def request_provider(
     classify: Callable[[httpx.Response, list[str]], ProviderError] | None = None,
     headers: dict[str, str] | None = None,
     content: bytes | None = None,
-    data: dict[str, str] | None = None,
+    data: Mapping[str, str | list[str]] | None = None,  # form fields; a list repeats a field
     json: object = None,
     auth: tuple[str, str] | None = None,
 ) -> httpx.Response:

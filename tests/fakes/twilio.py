@@ -177,7 +177,8 @@ class FakeTwilio(ScriptedFake):
             return _json(400, twilio_error(400, 21604))
         if not form.get("From") and not form.get("MessagingServiceSid"):
             return _json(400, twilio_error(400, 21603))
-        if not form.get("Body"):
+        # as Twilio: a message needs a Body, media or a Content template
+        if not form.get("Body") and not form.get("MediaUrl") and not form.get("ContentSid"):
             return _json(400, twilio_error(400, 21602))
         sent = SentSms(
             sid=new_sid("SM"),
@@ -185,7 +186,7 @@ class FakeTwilio(ScriptedFake):
             to=form["To"],
             from_=form.get("From"),
             messaging_service_sid=form.get("MessagingServiceSid"),
-            body=form["Body"],
+            body=form.get("Body", ""),
             status_callback=form.get("StatusCallback"),
             form=form,
         )

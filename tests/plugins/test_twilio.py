@@ -7,7 +7,9 @@ webhook signature is made by Twilio's own ``RequestValidator``.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode
 
@@ -19,12 +21,14 @@ from twilio.request_validator import RequestValidator
 
 from pipecored import (
     InboundMessage,
+    Media,
     MessageRejected,
     OutboundMessage,
     Provider,
     ProviderError,
     SendContext,
     StatusEvent,
+    TemplateRef,
     WebhookContext,
     WebhookPayloadError,
     WebhookRequest,
@@ -685,3 +689,53 @@ async def test_status_callback_round_trip_through_the_fake(
         error_code="30005",
         error_message="unknown destination handset",
     )
+
+
+# Templates and media (SPEC section 7): the request checked against Twilio's document
+
+
+async def test_a_template_goes_as_content_sid_with_its_variables(
+    fake: FakeTwilio, http: httpx.AsyncClient
+) -> None:
+    templated = replace(
+        message(channel="whatsapp", body="Hola Ana, tu pedido está confirmado para las 20:30."),
+        template=TemplateRef("order_confirmation", "es", {"1": "Ana", "2": "20:30"}),
+    )
+    ctx = replace(
+        context(http, fake.url, channel="whatsapp"),
+        template={"contentSid": "HXb5b62575e6e4ff6129ad7c8efe1f983e"},
+    )
+    await provider.send(templated, ctx)
+    form = received_form(fake)
+    assert form["ContentSid"] == "HXb5b62575e6e4ff6129ad7c8efe1f983e"
+    assert json.loads(form["ContentVariables"]) == {"1": "Ana", "2": "20:30"}
+    assert "Body" not in form
+
+
+async def test_without_a_mapping_the_templates_text_is_the_body(
+    fake: FakeTwilio, http: httpx.AsyncClient
+) -> None:
+    text = "Hola Ana, tu pedido está confirmado para las 20:30."
+    templated = replace(message(body=text), template=TemplateRef("order_confirmation", "es", {}))
+    await provider.send(templated, context(http, fake.url))
+    form = received_form(fake)
+    assert form["Body"] == text
+    assert "ContentSid" not in form
+
+
+async def test_media_go_as_media_urls(fake: FakeTwilio, http: httpx.AsyncClient) -> None:
+    mms = replace(
+        message(body="Tu menú 🍽️"),
+        media=(
+            Media("https://files.example.com/menu.jpg"),
+            Media("https://files.example.com/b.png"),
+        ),
+    )
+    await provider.send(mms, context(http, fake.url))
+    (request,) = fake.requests
+    sent = parse_qs(request.body.decode("utf-8"))
+    assert sent["MediaUrl"] == [
+        "https://files.example.com/menu.jpg",
+        "https://files.example.com/b.png",
+    ]
+    assert sent["Body"] == ["Tu menú 🍽️"]

@@ -142,9 +142,22 @@ class TwilioProvider(Provider):
                 provider=PROVIDER,
                 code="invalid_recipient",
             )
-        form = {"To": _address(ctx.channel, message.to[0])}
+        form: dict[str, str | list[str]] = {"To": _address(ctx.channel, message.to[0])}
         form.update(self._sender(message, ctx))
-        form["Body"] = message.body or ""
+        content_sid = ctx.template.get("contentSid") if ctx.template else None
+        if isinstance(content_sid, str) and content_sid and message.template is not None:
+            # an approved Content template: the only thing WhatsApp takes outside the 24-hour
+            # window; its variables go as Twilio's ContentVariables JSON
+            form["ContentSid"] = content_sid
+            if message.template.variables:
+                form["ContentVariables"] = json.dumps(
+                    dict(message.template.variables), ensure_ascii=False
+                )
+        else:
+            form["Body"] = message.body or ""
+        if message.media:
+            # one MediaUrl per file (up to 10): MMS on SMS, attachments on WhatsApp
+            form["MediaUrl"] = [media.url for media in message.media]
         if ctx.status_callback_url is not None:
             form["StatusCallback"] = ctx.status_callback_url
 
