@@ -205,9 +205,13 @@ class FakeMeta(ScriptedFake):
                 return _json(
                     400, graph_error(100, message=f"(#100) The parameter {name} is required.")
                 )
-        text = payload.get("text")
-        if payload["type"] != "text" or not isinstance(text, dict) or not text.get("body"):
+        kind = payload["type"]
+        text = payload.get("text") if kind == "text" else {"body": ""}
+        if kind == "text" and (not isinstance(text, dict) or not text.get("body")):
             return _json(400, graph_error(100, message="(#100) Param text['body'] is required."))
+        if kind != "text" and not isinstance(payload.get(kind), dict):
+            return _json(400, graph_error(100, message=f"(#100) Param {kind} is required."))
+        assert isinstance(text, dict)
         message_id = new_message_id()
         self.messages.append(
             SentWhatsApp(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,12 +25,14 @@ from pipecored_meta import MetaProvider
 
 from pipecored import (
     InboundMessage,
+    Media,
     MessageRejected,
     OutboundMessage,
     Provider,
     ProviderError,
     SendContext,
     StatusEvent,
+    TemplateRef,
     WebhookContext,
     WebhookPayloadError,
     WebhookSignatureError,
@@ -732,3 +735,98 @@ async def test_inbound_non_text_is_described(
     assert isinstance(event, InboundMessage)
     assert event.body == body
     assert event.sender == CUSTOMER
+
+
+# Templates and media (SPEC section 7): each request checked against Meta's document
+
+
+async def test_a_template_goes_as_metas_template_with_body_parameters(
+    fake: FakeMeta, http: httpx.AsyncClient
+) -> None:
+    templated = replace(
+        message(body=None),
+        template=TemplateRef("order_confirmation", "es", {"2": "20:30", "1": "Ana"}),
+    )
+    ctx = replace(
+        context(http, fake.url), template={"name": "order_confirmation", "language": "es"}
+    )
+    await provider.send(templated, ctx)
+    sent = received_json(fake)
+    assert sent["type"] == "template"
+    assert sent["template"] == {
+        "name": "order_confirmation",
+        "language": {"policy": "deterministic", "code": "es"},
+        "components": [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": "Ana"}, {"type": "text", "text": "20:30"}],
+            }
+        ],
+    }
+    assert "text" not in sent
+
+
+async def test_a_templates_header_document_comes_from_the_messages_media(
+    fake: FakeMeta, http: httpx.AsyncClient
+) -> None:
+    templated = replace(
+        message(body=None),
+        template=TemplateRef("invoice", "es", {"1": "F-123"}),
+        media=(Media("https://files.example.com/f-123.pdf", filename="factura.pdf"),),
+    )
+    ctx = replace(
+        context(http, fake.url),
+        template={"name": "invoice", "language": "es", "header": "document"},
+    )
+    await provider.send(templated, ctx)
+    header = received_json(fake)["template"]["components"][0]
+    assert header == {
+        "type": "header",
+        "parameters": [
+            {
+                "type": "document",
+                "document": {"link": "https://files.example.com/f-123.pdf"},
+            }
+        ],
+    }
+
+
+@pytest.mark.parametrize(
+    ("media", "kind", "expected"),
+    [
+        pytest.param(
+            Media("https://files.example.com/f.pdf", filename="factura.pdf", caption="Tu factura"),
+            "document",
+            {"link": "https://files.example.com/f.pdf"},
+            id="document",
+        ),
+        pytest.param(
+            Media("https://files.example.com/menu.jpg"),
+            "image",
+            {"link": "https://files.example.com/menu.jpg"},
+            id="image",
+        ),
+        pytest.param(
+            Media("https://files.example.com/nota.ogg"),
+            "audio",
+            {"link": "https://files.example.com/nota.ogg"},
+            id="audio-without-caption",
+        ),
+    ],
+)
+async def test_a_file_goes_as_its_own_kind_by_link(
+    fake: FakeMeta, http: httpx.AsyncClient, media: Media, kind: str, expected: dict[str, str]
+) -> None:
+    await provider.send(replace(message(), media=(media,)), context(http, fake.url))
+    sent = received_json(fake)
+    assert sent["type"] == kind
+    assert sent[kind] == expected
+
+
+def test_more_than_one_file_is_refused_at_accept_time() -> None:
+    two = replace(
+        message(), media=(Media("https://a.example/1.jpg"), Media("https://a.example/2.jpg"))
+    )
+    with pytest.raises(MessageRejected) as refused:
+        provider.check_message(two, CREDENTIALS)
+    assert refused.value.field == "media"
