@@ -7,6 +7,7 @@ import contextlib
 import functools
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,6 +17,7 @@ from pipecored_resend import ResendProvider, register_providers
 from svix.webhooks import Webhook, WebhookVerificationError
 
 from pipecored import (
+    Attachment,
     InboundMessage,
     MessageRejected,
     OutboundMessage,
@@ -654,3 +656,38 @@ async def test_a_signed_but_malformed_body_is_a_payload_error(body: bytes) -> No
     headers, body = webhook(SECRET, body)
     with pytest.raises(WebhookPayloadError):
         await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+
+# Attachments (SPEC section 7): each request checked against Resend's document
+
+PDF = b"%PDF-1.4\n% factura \xc3\xb1\n"
+
+
+async def test_attachments_go_as_base64_content_or_a_path(
+    fake: FakeResend, http: httpx.AsyncClient
+) -> None:
+    message = replace(
+        email(),
+        attachments=(
+            Attachment("factura.pdf", content=PDF, content_type="application/pdf"),
+            Attachment("menu.pdf", url="https://files.example.com/menu.pdf"),
+        ),
+    )
+    await provider.send(message, send_context(http, fake.url))
+    sent = json.loads(fake.requests[0].body)
+    assert sent["attachments"] == [
+        {
+            "filename": "factura.pdf",
+            "content": base64.b64encode(PDF).decode(),
+            "content_type": "application/pdf",
+        },
+        {"filename": "menu.pdf", "path": "https://files.example.com/menu.pdf"},
+    ]
+
+
+def test_attachments_over_resends_limit_are_refused_at_accept_time() -> None:
+    big = replace(email(), attachments=(Attachment("big.bin", content=b"x" * 30_000_001),))
+    with pytest.raises(MessageRejected) as refused:
+        provider.check_message(big, CREDENTIALS)
+    assert refused.value.field == "attachments"
+    assert "40 MB" in refused.value.message

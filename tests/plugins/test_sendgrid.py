@@ -6,6 +6,7 @@ import base64
 import functools
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +18,8 @@ from pipecored_sendgrid import SendGridProvider, register_providers
 from sendgrid.helpers.eventwebhook import EventWebhook
 
 from pipecored import (
+    Attachment,
+    MessageRejected,
     OutboundMessage,
     Provider,
     ProviderError,
@@ -776,3 +779,45 @@ async def test_unicode_in_events_survives_verification() -> None:
     [status] = result.events
     assert isinstance(status, StatusEvent)
     assert status.error_message == "Dirección inválida: ñandú@例え.jp 🚫"
+
+
+# Attachments (SPEC section 7): each request checked against SendGrid's document
+
+PDF = b"%PDF-1.4\n% factura \xc3\xb1\n"
+
+
+async def test_attachments_go_as_base64_content(
+    fake: FakeSendGrid, http: httpx.AsyncClient
+) -> None:
+    message = replace(
+        email(),
+        attachments=(Attachment("factura.pdf", content=PDF, content_type="application/pdf"),),
+    )
+    await provider.send(message, send_context(http, fake.url))
+    sent = json.loads(fake.requests[0].body)
+    assert sent["attachments"] == [
+        {
+            "content": base64.b64encode(PDF).decode(),
+            "filename": "factura.pdf",
+            "type": "application/pdf",
+            "disposition": "attachment",
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("attachment", "says"),
+    [
+        pytest.param(Attachment("big.bin", content=b"x" * 30_000_001), "30 MB", id="over-30-mb"),
+        pytest.param(
+            Attachment("m.pdf", url="https://files.example.com/m.pdf"), "not by url", id="url"
+        ),
+    ],
+)
+def test_attachments_sendgrid_cannot_take_are_refused_at_accept_time(
+    attachment: Attachment, says: str
+) -> None:
+    with pytest.raises(MessageRejected) as refused:
+        provider.check_message(replace(email(), attachments=(attachment,)), CREDENTIALS)
+    assert refused.value.field == "attachments"
+    assert says in refused.value.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import replace
@@ -12,8 +13,10 @@ import httpx
 import structlog
 
 from pipecored import (
+    Attachment,
     CredentialField,
     InboundMessage,
+    MessageRejected,
     OutboundMessage,
     Provider,
     ProviderError,
@@ -62,6 +65,26 @@ async def _call(
     )
 
 
+# Resend: 40 MB per email, counted after base64 encoding
+MAX_ATTACHMENTS_BYTES = 40_000_000
+
+
+def _base64_size(content: bytes) -> int:
+    return 4 * ((len(content) + 2) // 3)
+
+
+def _attachment(attachment: Attachment) -> dict[str, str]:
+    """Resend's attachment: base64 content, or a path (URL) Resend fetches."""
+    item = {"filename": attachment.filename}
+    if attachment.content is not None:
+        item["content"] = base64.b64encode(attachment.content).decode("ascii")
+    elif attachment.url is not None:
+        item["path"] = attachment.url
+    if attachment.content_type:
+        item["content_type"] = attachment.content_type
+    return item
+
+
 class ResendProvider(Provider):
     name = PROVIDER
     channels = frozenset({"email"})
@@ -83,6 +106,13 @@ class ResendProvider(Provider):
 
     def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
         check_sender_domain(message.sender, credentials.get("fromEmail"))
+        encoded = sum(_base64_size(a.content) for a in message.attachments if a.content)
+        if encoded > MAX_ATTACHMENTS_BYTES:
+            raise MessageRejected(
+                "attachments",
+                f"Resend takes at most {MAX_ATTACHMENTS_BYTES // 1_000_000} MB of attachments"
+                f" per email after base64 encoding (these are {encoded:,} bytes)",
+            )
 
     def request_body(
         self, message: OutboundMessage, credentials: Mapping[str, str]
@@ -115,6 +145,8 @@ class ResendProvider(Provider):
             body["headers"] = dict(message.headers)
         if message.tags:
             body["tags"] = [{"name": name, "value": value} for name, value in message.tags.items()]
+        if message.attachments:
+            body["attachments"] = [_attachment(a) for a in message.attachments]
         return body
 
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:

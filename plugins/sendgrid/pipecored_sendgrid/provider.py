@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pipecored import (
     CredentialField,
+    MessageRejected,
     OutboundMessage,
     Provider,
     ProviderError,
@@ -48,6 +50,10 @@ def _categories(tags: Mapping[str, str]) -> list[str] | None:
     return values
 
 
+# SendGrid: 30 MB of attachments per email
+MAX_ATTACHMENTS_BYTES = 30_000_000
+
+
 class SendGridProvider(Provider):
     name = PROVIDER
     channels = frozenset({"email"})
@@ -68,6 +74,17 @@ class SendGridProvider(Provider):
 
     def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
         check_sender_domain(message.sender, credentials.get("fromEmail"))
+        if any(a.content is None for a in message.attachments):
+            raise MessageRejected(
+                "attachments", "SendGrid takes attachments as content (base64), not by url"
+            )
+        total = sum(len(a.content or b"") for a in message.attachments)
+        if total > MAX_ATTACHMENTS_BYTES:
+            raise MessageRejected(
+                "attachments",
+                f"SendGrid takes at most {MAX_ATTACHMENTS_BYTES // 1_000_000} MB of attachments"
+                f" per email (these are {total:,} bytes)",
+            )
 
     def request_body(
         self, message: OutboundMessage, credentials: Mapping[str, str]
@@ -110,6 +127,16 @@ class SendGridProvider(Provider):
         categories = _categories(message.tags)
         if categories:
             body["categories"] = categories
+        if message.attachments:
+            body["attachments"] = [
+                {
+                    "content": base64.b64encode(a.content or b"").decode("ascii"),
+                    "filename": a.filename,
+                    "type": a.content_type or "application/octet-stream",
+                    "disposition": "attachment",
+                }
+                for a in message.attachments
+            ]
         return body
 
     async def send(self, message: OutboundMessage, ctx: SendContext) -> SendResult:
