@@ -24,6 +24,7 @@ from openapi_core.validation.request.exceptions import (
 from pipecored_meta import MetaProvider
 
 from pipecored import (
+    InboundMedia,
     InboundMessage,
     Media,
     MessageRejected,
@@ -690,15 +691,6 @@ async def test_inbound_recipient_falls_back_on_phone_number_id() -> None:
 @pytest.mark.parametrize(
     ("kind", "content", "body"),
     [
-        pytest.param("image", {"id": "1", "mime_type": "image/jpeg"}, "[image]", id="image"),
-        pytest.param(
-            "image", {"id": "1", "caption": "Mi mesa 🍽️"}, "[image] Mi mesa 🍽️", id="image-caption"
-        ),
-        pytest.param(
-            "document", {"id": "1", "filename": "menú.pdf"}, "[document: menú.pdf]", id="document"
-        ),
-        pytest.param("audio", {"id": "1", "voice": True}, "[audio]", id="audio"),
-        pytest.param("sticker", {"id": "1"}, "[sticker]", id="sticker"),
         pytest.param(
             "button", {"text": "Confirmar", "payload": "CONFIRM"}, "Confirmar", id="button"
         ),
@@ -735,6 +727,53 @@ async def test_inbound_non_text_is_described(
     assert isinstance(event, InboundMessage)
     assert event.body == body
     assert event.sender == CUSTOMER
+
+
+@pytest.mark.parametrize(
+    ("kind", "content", "body", "media"),
+    [
+        pytest.param(
+            "image",
+            {"id": "1", "mime_type": "image/jpeg"},
+            "",
+            InboundMedia("image", "image/jpeg", provider_media_id="1"),
+            id="image",
+        ),
+        pytest.param(
+            "image",
+            {"id": "1", "caption": "Mi mesa 🍽️"},
+            "Mi mesa 🍽️",
+            InboundMedia("image", provider_media_id="1", caption="Mi mesa 🍽️"),
+            id="image-caption",
+        ),
+        pytest.param(
+            "document",
+            {"id": "1", "filename": "menú.pdf", "mime_type": "application/pdf"},
+            "",
+            InboundMedia("document", "application/pdf", provider_media_id="1", filename="menú.pdf"),
+            id="document",
+        ),
+        pytest.param(
+            "audio",
+            {"id": "1", "voice": True},
+            "",
+            InboundMedia("audio", provider_media_id="1"),
+            id="audio",
+        ),
+        pytest.param(
+            "sticker", {"id": "1"}, "", InboundMedia("sticker", provider_media_id="1"), id="sticker"
+        ),
+    ],
+)
+async def test_inbound_files_are_the_messages_media_with_their_caption_as_text(
+    kind: str, content: dict[str, Any], body: str, media: InboundMedia
+) -> None:
+    # SPEC section 7: the file itself (kind, MIME type, Meta's media id), not a "[image]" text
+    payload = notification([ours(messages=[inbound("34600111222", kind, content)])])
+    (event,) = await deliver(signed_notification(WEBHOOK_URL, APP_SECRET, payload))
+    assert isinstance(event, InboundMessage)
+    assert event.body == body
+    assert event.media == (media,)
 
 
 # Templates and media (SPEC section 7): each request checked against Meta's document

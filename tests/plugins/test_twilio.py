@@ -20,6 +20,7 @@ from pipecored_twilio import TwilioProvider
 from twilio.request_validator import RequestValidator
 
 from pipecored import (
+    InboundMedia,
     InboundMessage,
     Media,
     MessageRejected,
@@ -669,12 +670,22 @@ async def test_inbound_message_keeps_its_text(channel: str, to: str, from_: str)
     assert event.body.encode("utf-8") == SPANISH.encode("utf-8")
 
 
-async def test_inbound_media_without_text_is_described() -> None:
+async def test_inbound_media_are_the_messages_files_not_a_placeholder_text() -> None:
     params = inbound_params(body="", from_=CUSTOMER, to=SMS_NUMBER, account_sid=ACCOUNT_SID)
-    params.update(NumMedia="1", MediaContentType0="image/jpeg", MediaUrl0="https://m.example/1")
+    params.update(
+        NumMedia="2",
+        MediaContentType0="image/jpeg",
+        MediaUrl0="https://m.example/1",
+        MediaContentType1="application/pdf",
+        MediaUrl1="https://m.example/2",
+    )
     (event,) = await deliver(sign_form(WEBHOOK_URL, AUTH_TOKEN, params))
     assert isinstance(event, InboundMessage)
-    assert event.body == "[media: image/jpeg]"
+    assert event.body == ""
+    assert event.media == (
+        InboundMedia("image", "image/jpeg", url="https://m.example/1"),
+        InboundMedia("document", "application/pdf", url="https://m.example/2"),
+    )
 
 
 async def test_status_callback_round_trip_through_the_fake(

@@ -12,7 +12,13 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from pipecored import DeliveryStatus, InboundMessage, StatusEvent, WebhookPayloadError
+from pipecored import (
+    DeliveryStatus,
+    InboundMedia,
+    InboundMessage,
+    StatusEvent,
+    WebhookPayloadError,
+)
 
 from .errors import describe
 from .errors import error_code as meta_error_code
@@ -113,12 +119,8 @@ def _describe_message(message: dict[str, Any], kind: str) -> str:
                     return title
         return "[interactive]"
     if kind in _MEDIA_TYPES:
-        label = f"[{kind}]"
-        filename = _optional_text(detail, "filename")
-        if filename:
-            label = f"[{kind}: {filename}]"
-        caption = _optional_text(detail, "caption")
-        return f"{label} {caption}" if caption else label
+        # the file itself is the message's media (see _media); its caption is the text
+        return _optional_text(detail, "caption") or ""
     if kind == "location":
         where = [
             s for s in (_optional_text(detail, "name"), _optional_text(detail, "address")) if s
@@ -133,6 +135,23 @@ def _describe_message(message: dict[str, Any], kind: str) -> str:
     return f"[{kind}]"
 
 
+def _media(message: dict[str, Any], kind: str) -> tuple[InboundMedia, ...]:
+    """The file of an image, audio, video, document or sticker message: its media id (fetched
+    with the tenant's token from the Graph API) and MIME type."""
+    part = message.get(kind)
+    if kind not in _MEDIA_TYPES or not isinstance(part, dict):
+        return ()
+    return (
+        InboundMedia(
+            kind=kind,
+            mime_type=_optional_text(part, "mime_type"),
+            provider_media_id=_optional_text(part, "id"),
+            caption=_optional_text(part, "caption"),
+            filename=_optional_text(part, "filename"),
+        ),
+    )
+
+
 def _message(raw: Any, recipient: str) -> InboundMessage:
     message = _object(raw, "messages[]")
     sender = _text(message.get("from"), "messages[].from")
@@ -143,6 +162,7 @@ def _message(raw: Any, recipient: str) -> InboundMessage:
         body=_describe_message(message, kind),
         provider_message_id=_text(message.get("id"), "messages[].id"),
         occurred_at=_timestamp(message.get("timestamp")),
+        media=_media(message, kind),
     )
 
 

@@ -10,7 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from pipecored import DeliveryStatus, InboundMessage, StatusEvent, WebhookPayloadError
+from pipecored import (
+    DeliveryStatus,
+    InboundMedia,
+    InboundMessage,
+    StatusEvent,
+    WebhookPayloadError,
+)
 
 from .errors import error_code as twilio_error_code
 
@@ -57,14 +63,23 @@ def _first(params: Mapping[str, Sequence[str]], *names: str) -> str | None:
     return None
 
 
-def _inbound_body(params: Mapping[str, Sequence[str]]) -> str:
-    body = params.get("Body", [""])[0]
-    if body:
-        return body
-    media_type = _first(params, "MediaContentType0")
-    if media_type is not None:
-        return f"[media: {media_type}]"
-    return ""
+def _inbound_media(params: Mapping[str, Sequence[str]]) -> tuple[InboundMedia, ...]:
+    """The files of an incoming message: NumMedia of them, MediaUrlN and MediaContentTypeN."""
+    count = _first(params, "NumMedia") or "0"
+    media = []
+    for index in range(int(count) if count.isdigit() else 0):
+        url = _first(params, f"MediaUrl{index}")
+        mime_type = _first(params, f"MediaContentType{index}")
+        if url is not None:
+            kind = (mime_type or "application/octet-stream").split("/", 1)[0]
+            media.append(
+                InboundMedia(
+                    kind=kind if kind in ("image", "audio", "video") else "document",
+                    mime_type=mime_type,
+                    url=url,
+                )
+            )
+    return tuple(media)
 
 
 def parse(params: Mapping[str, Sequence[str]]) -> list[StatusEvent | InboundMessage]:
@@ -83,8 +98,9 @@ def parse(params: Mapping[str, Sequence[str]]) -> list[StatusEvent | InboundMess
             InboundMessage(
                 sender=strip_channel(sender),
                 recipient=strip_channel(recipient),
-                body=_inbound_body(params),
+                body=params.get("Body", [""])[0],
                 provider_message_id=sid,
+                media=_inbound_media(params),
             )
         ]
 
