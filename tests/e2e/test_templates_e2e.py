@@ -1,9 +1,12 @@
-"""The seed's confirmation as a template through a real daemon (SPEC section 7): over Twilio as
-its Content template, and, when Twilio fails, over Meta as the same logical template in Meta's
-own format; every request checked against the provider's own OpenAPI document."""
+"""Templates, media and attachments through a real daemon and the seed's tenants (SPEC
+section 7): the confirmation over Twilio as its Content template and, when Twilio fails, over
+Meta as the same logical template; a document to Meta, an MMS image to Twilio and a PDF to
+SendGrid, each in the provider's own format. Every request is checked against the provider's
+own OpenAPI document."""
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from urllib.parse import parse_qs
@@ -11,7 +14,7 @@ from urllib.parse import parse_qs
 import yaml
 
 from tests.conftest import wait_until
-from tests.e2e.test_seed_scenario import KEYS, MAX_ATTEMPTS, TABLEFLOW, running_world
+from tests.e2e.test_seed_scenario import GENDA, KEYS, MAX_ATTEMPTS, ROE, TABLEFLOW, running_world
 from tests.fakes.specs import validate_request
 
 CONTENT_SID = "HXb5b62575e6e4ff6129ad7c8efe1f983e"
@@ -82,3 +85,74 @@ def test_the_confirmation_goes_as_a_template_and_keeps_it_through_a_failover(
                 }
             ],
         }
+
+
+PDF = b"%PDF-1.4\n% factura de Genda \xc3\xb1\n"
+
+
+def test_a_document_an_mms_image_and_a_pdf_attachment_reach_each_provider_in_its_format(
+    tmp_path: Path,
+) -> None:
+    with running_world(tmp_path) as world:
+        # Genda's WhatsApp is Meta: a document by link
+        with world.client(KEYS[GENDA]) as client:
+            doc = client.post(
+                "/messaging/send/whatsapp",
+                json={
+                    "to": "+34600111222",
+                    "body": "Tu informe",
+                    "media": [{"url": "https://files.example.com/informe.pdf"}],
+                },
+            )
+            assert doc.status_code == 202, doc.text
+            world.settled(GENDA, doc.json()["id"])
+        (meta_request,) = world.meta.requests
+        validate_request("meta", meta_request)
+        assert json.loads(meta_request.body)["document"] == {
+            "link": "https://files.example.com/informe.pdf"
+        }
+
+        # ROE's SMS is Twilio: an MMS image as MediaUrl; ROE's email is SendGrid: a PDF
+        with world.client(KEYS[ROE]) as client:
+            mms = client.post(
+                "/messaging/send/sms",
+                json={
+                    "to": "+34600111222",
+                    "body": "Tu pedido 📦",
+                    "media": [{"url": "https://files.example.com/pedido.jpg"}],
+                },
+            )
+            assert mms.status_code == 202, mms.text
+            world.settled(ROE, mms.json()["id"])
+            mail = client.post(
+                "/messaging/send/email",
+                json={
+                    "to": "ana@example.com",
+                    "subject": "Tu factura",
+                    "htmlContent": "<p>Adjunta.</p>",
+                    "attachments": [
+                        {
+                            "filename": "factura.pdf",
+                            "content": base64.b64encode(PDF).decode(),
+                            "contentType": "application/pdf",
+                        }
+                    ],
+                },
+            )
+            assert mail.status_code == 202, mail.text
+            world.settled(ROE, mail.json()["id"])
+        (twilio_request,) = world.twilio.requests
+        validate_request("twilio", twilio_request)
+        assert parse_qs(twilio_request.body.decode("utf-8"))["MediaUrl"] == [
+            "https://files.example.com/pedido.jpg"
+        ]
+        (sendgrid_request,) = world.sendgrid.requests
+        validate_request("sendgrid", sendgrid_request)
+        assert json.loads(sendgrid_request.body)["attachments"] == [
+            {
+                "content": base64.b64encode(PDF).decode(),
+                "filename": "factura.pdf",
+                "type": "application/pdf",
+                "disposition": "attachment",
+            }
+        ]
