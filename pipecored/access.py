@@ -12,6 +12,8 @@ from pipecored.errors import Forbidden
 @dataclass(frozen=True, slots=True)
 class Principal:
     tenant_id: str | None  # None for an admin key
+    # which key, for logs: the first 8 hex digits of its SHA-256, never the key
+    key_id: str | None = None
 
     @property
     def is_admin(self) -> bool:

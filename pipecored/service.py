@@ -329,6 +329,8 @@ class Service:
                     is_active=body.is_active,
                     providers=gateway.providers,
                     env=gateway.registry.env,
+                    taken_keys=gateway.registry.keys_of_others(tenant_id),
+                    actor=f"key sha256:{principal.key_id}" if principal.key_id else None,
                 )
             except UneditableTenantFile as exc:
                 raise Conflict(

@@ -18,7 +18,8 @@ def authenticate(request: Request, snapshot: ConfigSnapshot) -> Principal:
     if scheme.lower() != "bearer" or not key:
         raise Unauthorized("Authorization must be 'Bearer <key>'", code="invalid_authorization")
     # Keys are looked up by their SHA-256, so the lookup's timing says nothing about the key.
-    who = snapshot.keys.get(key_digest(key))
+    digest = key_digest(key)
+    who = snapshot.keys.get(digest)
     if who is None:
         raise Unauthorized("unknown API key", code="invalid_api_key")
-    return Principal(None if who == ADMIN else who)
+    return Principal(None if who == ADMIN else who, key_id=digest.hex()[:8])
