@@ -199,9 +199,54 @@ CREATE INDEX messages_queue
     WHERE status IN ('queued', 'sending', 'scheduled');
 """
 
+# Events to the tenants' platforms (SPEC section 8) and suppressions (SPEC section 9).
+_V3 = """
+-- One row per event, written in the transaction of the change that causes it. body is the exact
+-- JSON posted on every attempt (the signature covers those bytes); seq is the events API's cursor.
+CREATE TABLE outbox_events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    body BLOB NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX outbox_events_tenant_seq ON outbox_events (tenant_id, seq);
+
+-- One row per event and endpoint subscribed to it when it was stored: its own schedule, so a
+-- dead endpoint's retries never hold back another endpoint's deliveries.
+CREATE TABLE outbox_deliveries (
+    event_id TEXT NOT NULL REFERENCES outbox_events (id) ON DELETE CASCADE,
+    endpoint TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('pending', 'delivered', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL,
+    last_status_code INTEGER,
+    last_error TEXT,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (event_id, endpoint)
+);
+-- only what is still to send is indexed: the worker's due query stays cheap however long the
+-- history, and the outbox depth and oldest age come from the same index
+CREATE INDEX outbox_deliveries_due
+    ON outbox_deliveries (next_attempt_at)
+    WHERE state = 'pending';
+
+CREATE TABLE suppressions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    tenant_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    reason TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (tenant_id, channel, address)
+);
+CREATE INDEX suppressions_tenant_channel_seq ON suppressions (tenant_id, channel, seq);
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _v2)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
