@@ -16,6 +16,7 @@ from pipecored.store.base import (
     MessageStore,
     NewMessage,
     StoreStats,
+    SuppressionRecord,
     new_message_id,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "MessageStore",
     "NewMessage",
     "StoreStats",
+    "SuppressionRecord",
     "new_message_id",
     "open_store",
 ]

@@ -202,6 +202,18 @@ class StoreStats:
     latency_ms: Mapping[str, float | None] = field(default_factory=dict)  # p50, p95, p99
 
 
+@dataclass(frozen=True, slots=True)
+class SuppressionRecord:
+    """An address a tenant must not send to on a channel (SPEC section 9)."""
+
+    seq: int  # the list's cursor
+    tenant_id: str
+    channel: str
+    address: str
+    reason: str | None
+    created_at: float
+
+
 class MessageStore(abc.ABC):
     # How many messages :meth:`open` put back in the queue because the previous process of this
     # daemon had claimed them and died (kill -9): sent again at once, not after their lease.
@@ -308,3 +320,25 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     async def purge_idempotency(self, *, now: float) -> int:
         """Forget expired idempotency keys; returns how many."""
+
+    @abc.abstractmethod
+    async def suppress(
+        self, tenant_id: str, channel: str, address: str, *, reason: str | None, now: float
+    ) -> bool:
+        """Suppress an address; False when it already was (its first reason is kept)."""
+
+    @abc.abstractmethod
+    async def unsuppress(self, tenant_id: str, channel: str, address: str) -> bool:
+        """Lift a suppression; False when there was none."""
+
+    @abc.abstractmethod
+    async def suppressed_among(
+        self, tenant_id: str, channel: str, addresses: Collection[str]
+    ) -> list[str]:
+        """Which of ``addresses`` are suppressed, in the order given (for the 422 naming them)."""
+
+    @abc.abstractmethod
+    async def list_suppressions(
+        self, tenant_id: str, *, channel: str | None, after_seq: int | None, limit: int
+    ) -> list[SuppressionRecord]:
+        """The tenant's suppressions, oldest first, after a cursor, optionally of one channel."""

@@ -57,10 +57,17 @@ from pipecored.store.base import (
     MessageStore,
     NewMessage,
     StoreStats,
+    SuppressionRecord,
     moves_forward,
     new_message_id,
 )
 from pipecored.store.sqlite_schema import migrate
+from pipecored.store.sqlite_suppressions import (
+    list_suppressions_tx,
+    suppress_tx,
+    suppressed_among_tx,
+    unsuppress_tx,
+)
 
 __all__ = ["MAX_BATCH", "SQLiteStore", "sqlite_path"]
 
@@ -1190,6 +1197,36 @@ class SQLiteStore(MessageStore):
 
     async def stats(self, tenant_id: str, *, since: float | None = None) -> StoreStats:
         return await self._read("stats", lambda conn: _stats_tx(conn, tenant_id, since))
+
+    async def suppress(
+        self, tenant_id: str, channel: str, address: str, *, reason: str | None, now: float
+    ) -> bool:
+        return await self._write(
+            "suppress",
+            lambda conn: suppress_tx(conn, tenant_id, channel, address, reason, now),
+        )
+
+    async def unsuppress(self, tenant_id: str, channel: str, address: str) -> bool:
+        return await self._write(
+            "unsuppress", lambda conn: unsuppress_tx(conn, tenant_id, channel, address)
+        )
+
+    async def suppressed_among(
+        self, tenant_id: str, channel: str, addresses: Collection[str]
+    ) -> list[str]:
+        wanted = list(addresses)
+        return await self._read(
+            "suppressed_among",
+            lambda conn: suppressed_among_tx(conn, tenant_id, channel, wanted),
+        )
+
+    async def list_suppressions(
+        self, tenant_id: str, *, channel: str | None, after_seq: int | None, limit: int
+    ) -> list[SuppressionRecord]:
+        return await self._read(
+            "list_suppressions",
+            lambda conn: list_suppressions_tx(conn, tenant_id, channel, after_seq, limit),
+        )
 
     async def queue_depth(self, *, now: float) -> tuple[int, float]:
         return await self._read("queue_depth", lambda conn: _queue_depth_tx(conn, now))
