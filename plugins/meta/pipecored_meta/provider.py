@@ -1,8 +1,10 @@
 """The Meta provider: WhatsApp through the WhatsApp Cloud API.
 
-One ``POST /{version}/{phone-number-id}/messages`` per message
-(https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages), and Meta's signed
-notifications (plus its GET subscription handshake) at ``/messaging/webhook/whatsapp``.
+``POST /{version}/{phone-number-id}/messages``
+(https://developers.facebook.com/docs/whatsapp/cloud-api/reference/messages): once per message,
+or once per part of a message with files (the API carries one file per message: each file, then
+the text; see :func:`message_parts`), and Meta's signed notifications (plus its GET subscription
+handshake) at ``/messaging/webhook/whatsapp``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import httpx
+import structlog
 
 from pipecored import (
     CredentialField,
@@ -24,6 +27,7 @@ from pipecored import (
     ProviderError,
     SendContext,
     SendResult,
+    TemplateRef,
     WebhookContext,
     WebhookPayloadError,
     WebhookRequest,
@@ -36,6 +40,8 @@ from . import events, signature
 from .errors import PROVIDER, classify
 
 DEFAULT_API_VERSION = "v23.0"
+
+log = structlog.get_logger("pipecored.meta")
 
 _SEPARATORS = re.compile(r"[\s\-().]")
 _DIGITS = re.compile(r"[1-9][0-9]{5,14}")
@@ -74,15 +80,20 @@ def _query(request: WebhookRequest, name: str) -> str | None:
     return None
 
 
+# The kinds the Cloud API sends by link, by the file's extension; anything else is a document
+# (Meta's supported types: https://developers.facebook.com/docs/whatsapp/cloud-api/reference/media).
 _MEDIA_KINDS = {
-    "image": (".jpg", ".jpeg", ".png", ".webp"),
+    "image": (".jpg", ".jpeg", ".png"),
     "video": (".mp4", ".3gp"),
-    "audio": (".mp3", ".ogg", ".opus", ".aac", ".amr", ".m4a"),
+    "audio": (".aac", ".amr", ".mp3", ".m4a", ".ogg", ".opus"),
 }
+# Meta shows a caption under these; an audio's caption goes as a text after it instead.
+_CAPTIONED = frozenset({"image", "video", "document"})
+_HEADER_KINDS = frozenset({"image", "video", "document"})
 
 
-def _media_kind(media: Media) -> str:
-    """image, video or audio by the file's extension; anything else goes as a document."""
+def media_kind(media: Media) -> str:
+    """image, video or audio by the file name's extension (else the URL's); else document."""
     name = (media.filename or urlsplit(media.url).path).lower()
     for kind, extensions in _MEDIA_KINDS.items():
         if name.endswith(extensions):
@@ -90,54 +101,105 @@ def _media_kind(media: Media) -> str:
     return "document"
 
 
-def _media_object(media: Media) -> dict[str, str]:
-    # Meta's document (v23.0) gives a message's media object a link (or an uploaded id) and
-    # nothing else: captions and file names are not in it, and the fakes hold the plugin to it.
-    return {"link": media.url}
+def _text_part(text: str) -> dict[str, Any]:
+    return {"type": "text", "text": {"body": text, "preview_url": False}}
 
 
-def _placeholder_order(name: str) -> tuple[bool, int, str]:
-    """1, 2, ..., 10 in number order, then named variables by name."""
-    return (not name.isdigit(), int(name) if name.isdigit() else 0, name)
+def _media_parts(media: Media) -> list[dict[str, Any]]:
+    """One file as its own message: by link, with its caption and a document's file name."""
+    kind = media_kind(media)
+    link: dict[str, str] = {"link": media.url}
+    if media.caption and kind in _CAPTIONED:
+        link["caption"] = media.caption
+    if media.filename and kind == "document":
+        link["filename"] = media.filename
+    parts = [{"type": kind, kind: link}]
+    if media.caption and kind not in _CAPTIONED:
+        parts.append(_text_part(media.caption))
+    return parts
 
 
-def _content(message: OutboundMessage, template: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The message's type and its object: the tenant's Meta template, one file, or text."""
-    name = template.get("name") if template else None
-    if isinstance(name, str) and name and message.template is not None and template:
-        language = str(template.get("language") or message.template.language)
-        variables = message.template.variables
-        components: list[dict[str, Any]] = []
-        header = template.get("header")
-        if isinstance(header, str) and header in ("image", "video", "document") and message.media:
-            media = message.media[0]
-            components.append(
-                {"type": "header", "parameters": [
-                    {"type": header, header: _media_object(media)}
-                ]}
-            )  # fmt: skip
-        if variables:
-            # {{1}}, {{2}}, ... in Meta's template are the body parameters, in that order
-            ordered = sorted(
-                variables, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k)
-            )
-            components.append(
-                {"type": "body", "parameters": [
-                    {"type": "text", "text": variables[k]} for k in ordered
-                ]}
-            )  # fmt: skip
-        body: dict[str, Any] = {
-            "name": name,
-            "language": {"policy": "deterministic", "code": language},
-        }
-        if components:
-            body["components"] = components
-        return {"type": "template", "template": body}
-    if message.media:
-        media = message.media[0]
-        kind = _media_kind(media)
-        return {"type": kind, kind: _media_object(media)}
-    return {"type": "text", "text": {"body": message.body or "", "preview_url": False}}
+def _template_error(template: str, reason: str) -> ProviderError:
+    # The tenant's catalogue and the message do not fit together: sending again cannot help.
+    return ProviderError(
+        f"the tenant's Meta template {template!r} {reason}",
+        retryable=False,
+        provider=PROVIDER,
+        code="template_media",
+    )
+
+
+def _template_part(
+    ref: TemplateRef, files: tuple[Media, ...], template: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The tenant's Meta template: its name and language, the message's variables as body
+    parameters, and the message's file as the header when the mapping declares one (a header
+    takes no caption)."""
+    logical = ref.name
+    name = template.get("name")
+    if not isinstance(name, str) or not name:
+        raise _template_error(logical, "has no name in its meta mapping")
+    header = template.get("header")
+    if header is not None and header not in _HEADER_KINDS:
+        raise _template_error(logical, f"has header {header!r} (image, video or document)")
+    if header is None and files:
+        raise _template_error(
+            logical,
+            "declares no header (header: document, image or video) for the message's file",
+        )
+    if header is not None and len(files) != 1:
+        raise _template_error(
+            logical, f"takes one file as its {header} header; the message has {len(files)}"
+        )
+    components: list[dict[str, Any]] = []
+    if header is not None:
+        components.append(
+            {"type": "header", "parameters": [
+                {"type": header, header: {"link": files[0].url}}
+            ]}
+        )  # fmt: skip
+    variables = ref.variables
+    # The mapping may list its variables in the order of Meta's {{1}}, {{2}}, ...; without a
+    # list, the variables go in number order (then named ones by name).
+    declared = template.get("variables")
+    order = (
+        [str(v) for v in declared]
+        if isinstance(declared, list)
+        else sorted(variables, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    )
+    missing = [k for k in order if k not in variables]
+    if missing:
+        raise _template_error(logical, f"uses variable(s) the message lacks: {', '.join(missing)}")
+    if order:
+        components.append(
+            {"type": "body", "parameters": [
+                {"type": "text", "text": variables[k]} for k in order
+            ]}
+        )  # fmt: skip
+    body: dict[str, Any] = {
+        "name": name,
+        "language": {
+            "policy": "deterministic",
+            "code": str(template.get("language") or ref.language),
+        },
+    }
+    if components:
+        body["components"] = components
+    return {"type": "template", "template": body}
+
+
+def message_parts(
+    message: OutboundMessage, template: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """What ``message`` is in the Cloud API's terms, one request each: the tenant's Meta
+    template (one request); else each file as its own message (the API carries one file per
+    message), then the text."""
+    if message.template is not None and template is not None:
+        return [_template_part(message.template, message.media, template)]
+    parts = [part for media in message.media for part in _media_parts(media)]
+    if message.body:
+        parts.append(_text_part(message.body))
+    return parts
 
 
 class MetaProvider(Provider):
@@ -174,8 +236,10 @@ class MetaProvider(Provider):
             )
         if not message.body and message.template is None and not message.media:
             raise MessageRejected("body", "WhatsApp needs a non-empty body")
-        if len(message.media) > 1:
-            raise MessageRejected("media", "the WhatsApp Cloud API sends one file per message")
+        if message.template is not None and len(message.media) > 1:
+            raise MessageRejected(
+                "media", "a WhatsApp template carries at most one file (as its header)"
+            )
         if message.sender is not None and message.sender.strip() != credentials.get(
             "phoneNumberId"
         ):
@@ -194,17 +258,47 @@ class MetaProvider(Provider):
                 provider=PROVIDER,
                 code="invalid_recipient",
             )
-        payload = {
-            "messaging_product": "whatsapp",
-            "recipient_type": "individual",
-            "to": to,
-            **_content(message, ctx.template),
-        }
+        parts = message_parts(message, ctx.template)
+        if not parts:
+            raise ProviderError(
+                "the message has no text, file or Meta template to send",
+                retryable=False,
+                provider=PROVIDER,
+                code="empty_message",
+            )
         version = ctx.settings.get("apiVersion") or DEFAULT_API_VERSION
         url = (
             f"{ctx.base_url.rstrip('/')}/{quote(version, safe='')}"
             f"/{quote(phone_number_id, safe='')}/messages"
         )
+        sent: list[SendResult] = []
+        for number, part in enumerate(parts, start=1):
+            payload = {
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": to,
+                **part,
+            }
+            try:
+                sent.append(await self._post(url, payload, access_token, ctx))
+            except ProviderError as exc:
+                if not sent:
+                    raise
+                raise _after_parts_sent(exc, sent, number, len(parts)) from None
+        if len(sent) > 1:
+            # The message's id is its first part's; Meta's statuses for the others match no
+            # message, so the log keeps them.
+            log.info(
+                "meta.message_parts",
+                message_id=message.id,
+                tenant=message.tenant_id,
+                provider_message_ids=[result.provider_message_id for result in sent],
+            )
+        return sent[0]
+
+    async def _post(
+        self, url: str, payload: Mapping[str, Any], access_token: str, ctx: SendContext
+    ) -> SendResult:
         # Meta's document asks for a User-Agent of the form product/major.minor.patch, which
         # request_provider sends.
         response = await request_provider(
@@ -269,6 +363,23 @@ class MetaProvider(Provider):
                 content_type="text/plain; charset=utf-8",
             )
         )
+
+
+def _after_parts_sent(
+    error: ProviderError, sent: list[SendResult], number: int, total: int
+) -> ProviderError:
+    """A part of a several-part message failed after Meta took the ones before it: sending the
+    message again (a retry, a fallback) would deliver those twice, so the failure is final,
+    with Meta's code, and says what reached the customer."""
+    ids = ", ".join(result.provider_message_id for result in sent)
+    return ProviderError(
+        f"Meta took {len(sent)} of the message's {total} parts ({ids}); part {number} then"
+        f" failed: {error.message}",
+        retryable=False,
+        provider=PROVIDER,
+        code=error.code,
+        http_status=error.http_status,
+    )
 
 
 def _message_id(response: httpx.Response) -> str | None:
