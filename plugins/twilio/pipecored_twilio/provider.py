@@ -38,6 +38,10 @@ _NUMBER_CREDENTIAL = {"sms": "phoneNumber", "whatsapp": "whatsappNumber"}
 
 Params = dict[str, list[str]]
 
+MAX_MEDIA = 10  # MediaUrl values per message
+# Twilio's WhatsApp sends the first file of a message and ignores the others
+_ONE_WHATSAPP_FILE = "Twilio sends one file per WhatsApp message"
+
 
 def _bare(address: str) -> str:
     return events.strip_channel(address.strip()).replace(" ", "")
@@ -96,6 +100,12 @@ def _json_params(body: bytes) -> Params:
     return params
 
 
+def _body(message: OutboundMessage) -> str:
+    """The message's text, after its files' captions: Twilio has no caption of a file's own (on
+    WhatsApp the Body is the file's caption)."""
+    return "\n\n".join(text for text in (*(m.caption for m in message.media), message.body) if text)
+
+
 class TwilioProvider(Provider):
     name = "twilio"
     channels = frozenset({"sms", "whatsapp"})
@@ -123,8 +133,12 @@ class TwilioProvider(Provider):
     def check_message(self, message: OutboundMessage, credentials: Mapping[str, str]) -> None:
         if len(message.to) != 1:
             raise MessageRejected("to", "Twilio sends each message to exactly one recipient")
-        if not message.body:
-            raise MessageRejected("body", "Twilio needs a non-empty body")
+        if not message.body and not message.media and message.template is None:
+            raise MessageRejected("body", "Twilio needs a non-empty body (or media)")
+        if message.channel == "whatsapp" and len(message.media) > 1:
+            raise MessageRejected("media", _ONE_WHATSAPP_FILE)
+        if len(message.media) > MAX_MEDIA:
+            raise MessageRejected("media", f"Twilio takes at most {MAX_MEDIA} files per message")
         if message.sender is not None:
             configured = _configured_number(message.channel, credentials)
             if configured is None or _bare(message.sender) != _bare(configured):
@@ -142,6 +156,11 @@ class TwilioProvider(Provider):
                 provider=PROVIDER,
                 code="invalid_recipient",
             )
+        if ctx.channel == "whatsapp" and len(message.media) > 1:
+            # A fallback route for a message another provider's checks let through.
+            raise ProviderError(
+                _ONE_WHATSAPP_FILE, retryable=False, provider=PROVIDER, code="too_many_media"
+            )
         form: dict[str, str | list[str]] = {"To": _address(ctx.channel, message.to[0])}
         form.update(self._sender(message, ctx))
         content_sid = ctx.template.get("contentSid") if ctx.template else None
@@ -153,10 +172,11 @@ class TwilioProvider(Provider):
                 form["ContentVariables"] = json.dumps(
                     dict(message.template.variables), ensure_ascii=False
                 )
-        else:
-            form["Body"] = message.body or ""
+        elif body := _body(message):
+            form["Body"] = body
         if message.media:
-            # one MediaUrl per file (up to 10): MMS on SMS, attachments on WhatsApp
+            # one MediaUrl per file (up to 10): MMS on SMS; on WhatsApp one file, the Body its
+            # caption
             form["MediaUrl"] = [media.url for media in message.media]
         if ctx.status_callback_url is not None:
             form["StatusCallback"] = ctx.status_callback_url
