@@ -1,7 +1,8 @@
 """The console provider: writes each message to the log and reports it delivered.
 
 For trying pipecored on a machine with no network and no provider account, like a mail
-framework's console backend. Serves every channel and needs no credentials.
+framework's console backend. Serves every channel and needs no credentials. A template is sent as
+its text (the tenant's ``text``); files are logged by URL, attachments by name, type and size.
 """
 
 from __future__ import annotations
@@ -32,6 +33,18 @@ class ConsoleProvider(Provider):
             sender=message.sender,
             subject=message.subject,
             body=message.body if message.body is not None else (message.text or message.html),
+            template=message.template.name if message.template else None,
+            # files by what identifies them: a URL, or an attachment's name, type and size
+            media=[m.url for m in message.media],
+            attachments=[
+                {
+                    "filename": a.filename,
+                    "content_type": a.content_type,
+                    "size": len(a.content) if a.content is not None else None,
+                    "url": a.url,
+                }
+                for a in message.attachments
+            ],
         )
         return SendResult(provider_message_id=f"console-{uuid.uuid4().hex}", status="delivered")
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
+import mimetypes
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pipecored import (
+    Attachment,
     CredentialField,
     MessageRejected,
     OutboundMessage,
@@ -50,8 +52,18 @@ def _categories(tags: Mapping[str, str]) -> list[str] | None:
     return values
 
 
-# SendGrid: 30 MB of attachments per email
+# SendGrid: 30 MB per email, attachments included (base64, as they travel)
 MAX_ATTACHMENTS_BYTES = 30_000_000
+
+
+def _content_type(attachment: Attachment) -> str:
+    """The attachment's MIME type: as the send gave it, else by its file name's extension."""
+    guessed, _ = mimetypes.guess_type(attachment.filename, strict=False)
+    return attachment.content_type or guessed or "application/octet-stream"
+
+
+def _base64_size(content: bytes) -> int:
+    return 4 * ((len(content) + 2) // 3)
 
 
 class SendGridProvider(Provider):
@@ -78,12 +90,13 @@ class SendGridProvider(Provider):
             raise MessageRejected(
                 "attachments", "SendGrid takes attachments as content (base64), not by url"
             )
-        total = sum(len(a.content or b"") for a in message.attachments)
+        # counted as sent: base64, as in the request and in the email SendGrid builds
+        total = sum(_base64_size(a.content or b"") for a in message.attachments)
         if total > MAX_ATTACHMENTS_BYTES:
             raise MessageRejected(
                 "attachments",
                 f"SendGrid takes at most {MAX_ATTACHMENTS_BYTES // 1_000_000} MB of attachments"
-                f" per email (these are {total:,} bytes)",
+                f" per email after base64 encoding (these are {total:,} bytes)",
             )
 
     def request_body(
@@ -132,7 +145,7 @@ class SendGridProvider(Provider):
                 {
                     "content": base64.b64encode(a.content or b"").decode("ascii"),
                     "filename": a.filename,
-                    "type": a.content_type or "application/octet-stream",
+                    "type": _content_type(a),
                     "disposition": "attachment",
                 }
                 for a in message.attachments
