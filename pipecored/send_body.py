@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import re
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +29,7 @@ from pydantic.alias_generators import to_camel
 
 from pipecored.channels import Channel, email_address
 from pipecored.errors import ValidationFailed
+from pipecored.mailboxes import parse_mailbox
 from pipecored.provider import Attachment, Media, OutboundMessage
 
 # An email subject line takes 998 characters (RFC 5322).
@@ -69,12 +69,11 @@ def _headers(value: dict[str, str]) -> dict[str, str]:
 
 
 def _mailbox(value: str) -> str:
-    """``addr@example.com`` or ``Name <addr@example.com>``."""
+    """``addr@example.com`` or ``Name <addr@example.com>``: the one mailbox parser the
+    providers' sender-domain check uses too, so the two cannot read a ``from`` differently."""
     _one_line(value)
-    _, address = email.utils.parseaddr(value)
-    if not address:
-        raise ValueError("not a valid email address")
-    email_address(address)
+    if parse_mailbox(value) is None:
+        raise ValueError("not a valid email address or 'Name <address>'")
     return value
 
 
