@@ -836,7 +836,11 @@ async def test_a_templates_header_document_comes_from_the_messages_media(
         pytest.param(
             Media("https://files.example.com/f.pdf", filename="factura.pdf", caption="Tu factura"),
             "document",
-            {"link": "https://files.example.com/f.pdf"},
+            {
+                "link": "https://files.example.com/f.pdf",
+                "caption": "Tu factura",
+                "filename": "factura.pdf",
+            },
             id="document",
         ),
         pytest.param(
@@ -856,7 +860,7 @@ async def test_a_templates_header_document_comes_from_the_messages_media(
 async def test_a_file_goes_as_its_own_kind_by_link(
     fake: FakeMeta, http: httpx.AsyncClient, media: Media, kind: str, expected: dict[str, str]
 ) -> None:
-    await provider.send(replace(message(), media=(media,)), context(http, fake.url))
+    await provider.send(replace(message(body=None), media=(media,)), context(http, fake.url))
     sent = received_json(fake)
     assert sent["type"] == kind
     assert sent[kind] == expected
@@ -864,7 +868,9 @@ async def test_a_file_goes_as_its_own_kind_by_link(
 
 def test_more_than_one_file_is_refused_at_accept_time() -> None:
     two = replace(
-        message(), media=(Media("https://a.example/1.jpg"), Media("https://a.example/2.jpg"))
+        message(body=None),
+        template=TemplateRef("invoice", "es", {}),
+        media=(Media("https://a.example/1.jpg"), Media("https://a.example/2.jpg")),
     )
     with pytest.raises(MessageRejected) as refused:
         provider.check_message(two, CREDENTIALS)
