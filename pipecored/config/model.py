@@ -17,6 +17,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from pydantic.alias_generators import to_camel
 
 from pipecored.channels import CHANNEL_NAME_PATTERN
+from pipecored.events.kinds import EVENT_TYPES, unknown_event_types
+from pipecored.signing import webhook_signing_key
 
 # Which channels exist is the plugins' to declare (pipecored.channels); a file names one by a
 # name of this shape, and the loader checks it is declared.
@@ -261,6 +263,49 @@ Language = Annotated[str, Field(pattern=r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{2,8})*$
 TemplateLanguage = Annotated[dict[str, Any], AfterValidator(_template_language)]
 
 
+def _webhook_secret(value: str) -> str:
+    # The one parser of a Standard Webhooks secret (whsec_<base64>, or any other text used as
+    # its bytes); its error never holds the secret.
+    webhook_signing_key(value)
+    return value
+
+
+def _event_types(value: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = unknown_event_types(value)
+    if unknown:
+        known = ", ".join(sorted(EVENT_TYPES))
+        raise ValueError(f"unknown event type {unknown[0]!r} (known: {known})")
+    return value
+
+
+class TenantWebhookConfig(Model):
+    """One endpoint of the tenant's platform that receives its events (SPEC section 8)."""
+
+    url: HttpUrl
+    secret: Annotated[str, Field(min_length=1), AfterValidator(_webhook_secret)]
+    # None: every event type
+    events: Annotated[tuple[str, ...], AfterValidator(_event_types)] | None = None
+
+    def wants(self, event_type: str) -> bool:
+        return self.events is None or event_type in self.events
+
+
+def _distinct_urls(value: tuple[TenantWebhookConfig, ...]) -> tuple[TenantWebhookConfig, ...]:
+    seen: set[str] = set()
+    for index, hook in enumerate(value):
+        if hook.url in seen:
+            raise ValueError(f"{index}.url: {hook.url} is listed twice")
+        seen.add(hook.url)
+    return value
+
+
+class OptOutConfig(Model):
+    """The tenant's own opt-out keywords (SPEC section 9); a missing list keeps the default."""
+
+    stop: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] | None = None
+    start: tuple[Annotated[str, Field(min_length=1, max_length=64)], ...] | None = None
+
+
 class TenantConfig(Model):
     name: str = Field(min_length=1)
     api_keys: tuple[ApiKey, ...] = ()
@@ -269,3 +314,5 @@ class TenantConfig(Model):
     # logical template -> language -> provider name (or "text") -> that provider's template
     templates: dict[TemplateName, dict[Language, TemplateLanguage]] = {}
     quiet_hours: QuietHoursConfig | None = None
+    webhooks: Annotated[tuple[TenantWebhookConfig, ...], AfterValidator(_distinct_urls)] = ()
+    opt_out: OptOutConfig = OptOutConfig()

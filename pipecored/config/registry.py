@@ -578,6 +578,7 @@ class TenantRegistry:
                 provider = self.providers.get(route.provider)
                 names = provider.secret_names() if provider else set(route.credentials)
                 values.update(v for k, v in route.credentials.items() if k in names)
+        values.update(hook.secret for hook in tenant.webhooks)
         return values
 
     def _notify(self, success: bool) -> None:
