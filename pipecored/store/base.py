@@ -12,9 +12,9 @@ from __future__ import annotations
 import abc
 import secrets
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 
 from pipecored.errors import PipecoreError
 from pipecored.provider import InboundMessage, StatusEvent
@@ -175,6 +175,18 @@ class AttemptOutcome:
     error_message: str | None = None
     not_before: float | None = None
     sent_at: float | None = None
+    # the moves to another route this outcome makes, in order (a ``message.failover`` event each)
+    failovers: tuple[Failover, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Failover:
+    """A message moved from one provider of its channel to another (circuit open, or its
+    route's attempts spent)."""
+
+    from_provider: str
+    to_provider: str
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,10 +226,117 @@ class SuppressionRecord:
     created_at: float
 
 
+EventState = Literal["pending", "delivered", "failed"]
+EVENT_STATES: tuple[str, ...] = get_args(EventState)
+
+
+def new_event_id() -> str:
+    """``evt_`` + 12 hex digits of milliseconds + 16 random hex digits (as message ids)."""
+    return f"evt_{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event for a tenant's platform (SPEC section 8), as it is stored: ``body`` is the
+    exact JSON posted on every attempt; ``endpoints`` the tenant's endpoint URLs subscribed to
+    its type when it is stored (each gets its own delivery and schedule). With none, the event
+    is still kept, for ``GET /messaging/events``."""
+
+    id: str
+    tenant_id: str
+    type: str
+    body: bytes
+    created_at: float
+    endpoints: tuple[str, ...] = ()
+
+
+class EventSource(Protocol):
+    """What a store asks, inside the transaction of a change, for the event that change emits:
+    the body is built from the record as the change left it."""
+
+    def message_event(
+        self,
+        event_type: str,
+        record: MessageRecord,
+        *,
+        now: float,
+        extra: Mapping[str, Any] | None = None,
+    ) -> NewEvent | None: ...
+
+    def tenant_event(
+        self, tenant_id: str, event_type: str, data: Mapping[str, Any], *, now: float
+    ) -> NewEvent | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class EventDelivery:
+    """One event to post to one endpoint, as the outbox worker claims it."""
+
+    event_id: str
+    tenant_id: str
+    endpoint: str
+    type: str
+    body: bytes
+    attempts: int  # attempts made before this one
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """How one attempt at posting an event to an endpoint ended. ``retry_at`` None with
+    ``delivered`` False: given up (the schedule is spent, or the endpoint is gone)."""
+
+    event_id: str
+    endpoint: str
+    delivered: bool
+    status_code: int | None
+    error: str | None
+    retry_at: float | None
+    finished_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointDelivery:
+    endpoint: str
+    state: EventState
+    attempts: int
+    next_attempt_at: float | None  # pending: when it is (or was) due
+    last_status_code: int | None
+    last_error: str | None
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    seq: int  # the events API's cursor
+    id: str
+    tenant_id: str
+    type: str
+    body: bytes
+    created_at: float
+    deliveries: tuple[EndpointDelivery, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """One endpoint's deliveries, for metrics and the console."""
+
+    tenant_id: str
+    endpoint: str
+    pending: int
+    failed: int  # given up
+    last_status_code: int | None
+    last_error: str | None
+    last_attempt_at: float | None
+
+
 class MessageStore(abc.ABC):
     # How many messages :meth:`open` put back in the queue because the previous process of this
     # daemon had claimed them and died (kill -9): sent again at once, not after their lease.
     taken_back: int = 0
+    # Builds the events that changes emit, stored in the change's transaction; None: no events
+    # (a store used without a gateway, as in most store tests).
+    events: EventSource | None = None
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -266,7 +385,9 @@ class MessageStore(abc.ABC):
     @abc.abstractmethod
     async def complete(self, outcome: AttemptOutcome) -> Completed | None:
         """Record an attempt and move the message, then apply the status callbacks that were
-        waiting for its provider message id; None when the lease was lost."""
+        waiting for its provider message id; None when the lease was lost. Emits
+        ``message.failover`` for each of ``outcome.failovers`` and an event for each status the
+        message reached (``message.sent``, ``.delivered``, ``.read``, ``.failed``)."""
 
     @abc.abstractmethod
     async def release(self, message_id: str, lease_token: str) -> None:
@@ -285,19 +406,28 @@ class MessageStore(abc.ABC):
         ``provider_message_id``), only forward. Returns the message and whether its status
         moved, or None when no message of this tenant matches yet (the event is then kept and
         applied when the provider id is recorded, since callbacks can overtake our own write of
-        the provider's answer)."""
+        the provider's answer). A move emits the status's event."""
 
     @abc.abstractmethod
     async def add_inbound(
-        self, tenant_id: str, channel: str, provider: str, message: InboundMessage
+        self,
+        tenant_id: str,
+        channel: str,
+        provider: str,
+        message: InboundMessage,
+        *,
+        opt_out: Literal["stop", "start"] | None = None,
     ) -> tuple[str, bool]:
         """Log an inbound message as ``received``; returns (id, created). A provider's retry of
-        the same message (same provider id) is not stored twice."""
+        the same message (same provider id) is not stored twice. With ``opt_out``, a new
+        message also suppresses its sender on this channel (``stop``) or lifts that
+        (``start``), in the same transaction. Emits ``message.received`` (and
+        ``recipient.suppressed``/``recipient.unsuppressed`` when the list changed)."""
 
     @abc.abstractmethod
     async def cancel(self, message_id: str, *, now: float) -> MessageRecord | None:
         """Cancel a ``scheduled`` or ``queued`` message (never claimed again); None when it is
-        in any other status (or unknown)."""
+        in any other status (or unknown). Emits ``message.canceled``."""
 
     @abc.abstractmethod
     async def requeue(self, message_id: str, *, now: float) -> MessageRecord | None:
@@ -325,11 +455,13 @@ class MessageStore(abc.ABC):
     async def suppress(
         self, tenant_id: str, channel: str, address: str, *, reason: str | None, now: float
     ) -> bool:
-        """Suppress an address; False when it already was (its first reason is kept)."""
+        """Suppress an address; False when it already was (its first reason is kept). Emits
+        ``recipient.suppressed`` when it was not."""
 
     @abc.abstractmethod
     async def unsuppress(self, tenant_id: str, channel: str, address: str) -> bool:
-        """Lift a suppression; False when there was none."""
+        """Lift a suppression; False when there was none. Emits ``recipient.unsuppressed``
+        when there was one."""
 
     @abc.abstractmethod
     async def suppressed_among(
@@ -342,3 +474,51 @@ class MessageStore(abc.ABC):
         self, tenant_id: str, *, channel: str | None, after_seq: int | None, limit: int
     ) -> list[SuppressionRecord]:
         """The tenant's suppressions, oldest first, after a cursor, optionally of one channel."""
+
+    # -- the events outbox (SPEC section 8) ----------------------------------------------------
+
+    @abc.abstractmethod
+    async def add_event(self, event: NewEvent) -> None:
+        """Store an event that no stored change causes (a provider's circuit opening), with a
+        pending delivery per endpoint, due at once."""
+
+    @abc.abstractmethod
+    async def claim_event_deliveries(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        per_endpoint: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[EventDelivery]:
+        """Take up to ``limit`` pending deliveries due at ``now``, the earliest due first, at
+        most ``per_endpoint`` of any one endpoint, none of the endpoints in
+        ``exclude_endpoints`` (busy at their concurrency). Each is due again at
+        ``now + lease_seconds`` unless finished before: a worker that dies mid-post leaves it
+        to be posted again (at least once)."""
+
+    @abc.abstractmethod
+    async def finish_event_delivery(self, result: DeliveryResult) -> None:
+        """Record an attempt: delivered, pending again at ``retry_at``, or failed for good."""
+
+    @abc.abstractmethod
+    async def next_event_due(self, exclude_endpoints: Collection[str] = ()) -> float | None:
+        """When the earliest pending delivery (of an endpoint not excluded) is due, or None."""
+
+    @abc.abstractmethod
+    async def list_events(
+        self, tenant_id: str, *, after_seq: int | None, limit: int
+    ) -> list[EventRecord]:
+        """The tenant's events oldest first, after a cursor, each with its deliveries."""
+
+    @abc.abstractmethod
+    async def outbox_depth(self, *, now: float) -> tuple[int, float]:
+        """(deliveries pending, age in seconds of the oldest pending delivery's event or 0)."""
+
+    @abc.abstractmethod
+    async def endpoint_health(
+        self, tenant_id: str, endpoints: Sequence[str]
+    ) -> list[EndpointHealth]:
+        """For each of the tenant's ``endpoints``: deliveries pending and given up, and how its
+        last attempt ended (none yet: None)."""

@@ -32,16 +32,25 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from dataclasses import replace as dataclass_replace
+from typing import Any, Final, Literal, TypeVar, cast
 
 import orjson
 
 from pipecored.errors import PipecoreError, StoreError
+from pipecored.events.kinds import (
+    MESSAGE_FAILOVER,
+    MESSAGE_RECEIVED,
+    RECIPIENT_SUPPRESSED,
+    RECIPIENT_UNSUPPRESSED,
+    STATUS_EVENTS,
+)
 from pipecored.provider import InboundMedia, InboundMessage, StatusEvent
+from pipecored.store import sqlite_outbox as outbox
 from pipecored.store.base import (
     EVERY_MESSAGE,
     AcceptResult,
@@ -49,12 +58,19 @@ from pipecored.store.base import (
     AttemptOutcome,
     AttemptRecord,
     Completed,
+    DeliveryResult,
+    EndpointHealth,
+    EventDelivery,
+    EventRecord,
+    EventSource,
+    Failover,
     IdempotencyClaim,
     IdempotencyConflict,
     LogFilter,
     MessageRecord,
     MessageStatus,
     MessageStore,
+    NewEvent,
     NewMessage,
     StoreStats,
     SuppressionRecord,
@@ -462,7 +478,9 @@ def _apply_pending(
     return tuple(reached)
 
 
-def _complete_tx(conn: sqlite3.Connection, outcome: AttemptOutcome, now: float) -> Completed | None:
+def _complete_tx(
+    conn: sqlite3.Connection, outcome: AttemptOutcome, now: float, events: EventSource | None
+) -> Completed | None:
     row = conn.execute(
         "SELECT seq, tenant_id, status, provider, provider_message_id, created_at, sent_at,"
         " error_code, error_message FROM messages WHERE id = ? AND lease_token = ?",
@@ -531,11 +549,45 @@ def _complete_tx(conn: sqlite3.Connection, outcome: AttemptOutcome, now: float) 
             seq,
         ),
     )
-    if provider is None or provider_message_id is None:
-        return Completed()
-    return Completed(
-        _apply_pending(conn, seq, status, row["tenant_id"], provider, provider_message_id, now)
-    )
+    deferred: tuple[str, ...] = ()
+    if provider is not None and provider_message_id is not None:
+        deferred = _apply_pending(
+            conn, seq, status, row["tenant_id"], provider, provider_message_id, now
+        )
+    if events is not None:
+        reached = ([status] if status != current else []) + list(deferred)
+        emitted: list[tuple[str, str | None, Mapping[str, Any] | None]] = [
+            (MESSAGE_FAILOVER, None, {"failover": _failover_data(f)}) for f in outcome.failovers
+        ]
+        emitted += [(STATUS_EVENTS[s], s, None) for s in reached if s in STATUS_EVENTS]
+        if emitted:
+            _emit(conn, events, seq, emitted, now)
+    return Completed(deferred)
+
+
+def _failover_data(failover: Failover) -> dict[str, str]:
+    return {
+        "from": failover.from_provider,
+        "to": failover.to_provider,
+        "reason": failover.reason,
+    }
+
+
+def _emit(
+    conn: sqlite3.Connection,
+    events: EventSource,
+    seq: int,
+    emitted: list[tuple[str, str | None, Mapping[str, Any] | None]],
+    now: float,
+) -> None:
+    """Store the events of a change to one message: each ``(type, status, extra)`` is built from
+    the message as the change left it, with ``status`` as it was when that event happened (a
+    ``message.sent`` says sent even when a held callback moved it on to delivered at once)."""
+    row = conn.execute("SELECT * FROM messages WHERE seq = ?", (seq,)).fetchone()
+    record = _record(row)
+    for event_type, status, extra in emitted:
+        at_event = record if status is None else dataclass_replace(record, status=cast(Any, status))
+        outbox.record_tx(conn, events.message_event(event_type, at_event, now=now, extra=extra))
 
 
 def _release_tx(conn: sqlite3.Connection, message_id: str, lease_token: str, now: float) -> None:
@@ -549,7 +601,12 @@ def _release_tx(conn: sqlite3.Connection, message_id: str, lease_token: str, now
 
 
 def _apply_status_tx(
-    conn: sqlite3.Connection, tenant_id: str, provider: str, event: StatusEvent, now: float
+    conn: sqlite3.Connection,
+    tenant_id: str,
+    provider: str,
+    event: StatusEvent,
+    now: float,
+    events: EventSource | None,
 ) -> AppliedStatus | None:
     row = None
     if event.message_id is not None:
@@ -567,7 +624,10 @@ def _apply_status_tx(
     if row is not None:
         status, error_code, error_message = event.status, event.error_code, event.error_message
         ended = _move(conn, row["seq"], row["status"], status, error_code, error_message, now)
-        return AppliedStatus(str(row["id"]), moved=ended != row["status"])
+        moved = ended != row["status"]
+        if moved and events is not None and ended in STATUS_EVENTS:
+            _emit(conn, events, row["seq"], [(STATUS_EVENTS[ended], None, None)], now)
+        return AppliedStatus(str(row["id"]), moved=moved)
     if event.provider_message_id is not None:
         conn.execute("DELETE FROM pending_events WHERE received_at < ?", (now - PENDING_EVENT_TTL,))
         conn.execute(
@@ -608,6 +668,8 @@ def _add_inbound_tx(
     provider: str,
     message: InboundMessage,
     now: float,
+    opt_out: str | None,
+    events: EventSource | None,
 ) -> tuple[str, bool]:
     if message.provider_message_id is not None:
         row = conn.execute(
@@ -647,7 +709,46 @@ def _add_inbound_tx(
             message.body,
         ),
     )
+    if events is not None:
+        seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
+        _emit(conn, events, seq, [(MESSAGE_RECEIVED, None, None)], now)
+    if opt_out == "stop":
+        reason = f"replied {message.body.strip()!r}" if message.body else "opt-out keyword"
+        _suppress(conn, events, tenant_id, channel, message.sender, reason, now)
+    elif opt_out == "start":
+        _unsuppress(conn, events, tenant_id, channel, message.sender, now)
     return message_id, True
+
+
+def _suppress(
+    conn: sqlite3.Connection,
+    events: EventSource | None,
+    tenant_id: str,
+    channel: str,
+    address: str,
+    reason: str | None,
+    now: float,
+) -> bool:
+    added = suppress_tx(conn, tenant_id, channel, address, reason, now)
+    if added:
+        data = {"channel": channel, "address": address, "reason": reason}
+        outbox.tenant_event_tx(conn, events, tenant_id, RECIPIENT_SUPPRESSED, data, now)
+    return added
+
+
+def _unsuppress(
+    conn: sqlite3.Connection,
+    events: EventSource | None,
+    tenant_id: str,
+    channel: str,
+    address: str,
+    now: float,
+) -> bool:
+    removed = unsuppress_tx(conn, tenant_id, channel, address)
+    if removed:
+        data = {"channel": channel, "address": address}
+        outbox.tenant_event_tx(conn, events, tenant_id, RECIPIENT_UNSUPPRESSED, data, now)
+    return removed
 
 
 def _requeue_tx(conn: sqlite3.Connection, message_id: str, now: float) -> MessageRecord | None:
@@ -793,14 +894,22 @@ def _next_due_tx(conn: sqlite3.Connection, exclude: list[tuple[str, str]]) -> fl
     return value
 
 
-def _cancel_tx(conn: sqlite3.Connection, message_id: str, now: float) -> MessageRecord | None:
+def _cancel_tx(
+    conn: sqlite3.Connection, message_id: str, now: float, events: EventSource | None
+) -> MessageRecord | None:
     row = conn.execute(
         "UPDATE messages SET status = 'canceled', not_before = NULL, updated_at = ?"
         " WHERE id = ? AND direction = 'outbound' AND status IN ('scheduled', 'queued')"
         " RETURNING *",
         (now, message_id),
     ).fetchone()
-    return None if row is None else _record(row, _attempts(conn, row["seq"]))
+    if row is None:
+        return None
+    record = _record(row, _attempts(conn, row["seq"]))
+    if events is not None:
+        event = events.message_event(STATUS_EVENTS["canceled"], record, now=now)
+        outbox.record_tx(conn, event)
+    return record
 
 
 def _ping_tx(conn: sqlite3.Connection) -> None:
@@ -1155,10 +1264,12 @@ class SQLiteStore(MessageStore):
 
     async def complete(self, outcome: AttemptOutcome) -> Completed | None:
         now = time.time()
-        return await self._write("complete", lambda conn: _complete_tx(conn, outcome, now))
+        events = self.events
+        return await self._write("complete", lambda conn: _complete_tx(conn, outcome, now, events))
 
     async def cancel(self, message_id: str, *, now: float) -> MessageRecord | None:
-        return await self._write("cancel", lambda conn: _cancel_tx(conn, message_id, now))
+        events = self.events
+        return await self._write("cancel", lambda conn: _cancel_tx(conn, message_id, now, events))
 
     async def release(self, message_id: str, lease_token: str) -> None:
         now = time.time()
@@ -1172,17 +1283,28 @@ class SQLiteStore(MessageStore):
         self, tenant_id: str, provider: str, event: StatusEvent
     ) -> AppliedStatus | None:
         now = time.time()
+        events = self.events
         return await self._write(
-            "apply_status", lambda conn: _apply_status_tx(conn, tenant_id, provider, event, now)
+            "apply_status",
+            lambda conn: _apply_status_tx(conn, tenant_id, provider, event, now, events),
         )
 
     async def add_inbound(
-        self, tenant_id: str, channel: str, provider: str, message: InboundMessage
+        self,
+        tenant_id: str,
+        channel: str,
+        provider: str,
+        message: InboundMessage,
+        *,
+        opt_out: Literal["stop", "start"] | None = None,
     ) -> tuple[str, bool]:
         now = time.time()
+        events = self.events
         return await self._write(
             "add_inbound",
-            lambda conn: _add_inbound_tx(conn, tenant_id, channel, provider, message, now),
+            lambda conn: _add_inbound_tx(
+                conn, tenant_id, channel, provider, message, now, opt_out, events
+            ),
         )
 
     async def requeue(self, message_id: str, *, now: float) -> MessageRecord | None:
@@ -1201,14 +1323,18 @@ class SQLiteStore(MessageStore):
     async def suppress(
         self, tenant_id: str, channel: str, address: str, *, reason: str | None, now: float
     ) -> bool:
+        events = self.events
         return await self._write(
             "suppress",
-            lambda conn: suppress_tx(conn, tenant_id, channel, address, reason, now),
+            lambda conn: _suppress(conn, events, tenant_id, channel, address, reason, now),
         )
 
     async def unsuppress(self, tenant_id: str, channel: str, address: str) -> bool:
+        now = time.time()
+        events = self.events
         return await self._write(
-            "unsuppress", lambda conn: unsuppress_tx(conn, tenant_id, channel, address)
+            "unsuppress",
+            lambda conn: _unsuppress(conn, events, tenant_id, channel, address, now),
         )
 
     async def suppressed_among(
@@ -1233,3 +1359,53 @@ class SQLiteStore(MessageStore):
 
     async def purge_idempotency(self, *, now: float) -> int:
         return await self._write("purge_idempotency", lambda conn: _purge_idempotency_tx(conn, now))
+
+    # -- the events outbox ----------------------------------------------------------------------
+
+    async def add_event(self, event: NewEvent) -> None:
+        await self._write("add_event", lambda conn: outbox.record_tx(conn, event))
+
+    async def claim_event_deliveries(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        per_endpoint: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[EventDelivery]:
+        excluded = sorted(set(exclude_endpoints))
+        return await self._write(
+            "claim_event_deliveries",
+            lambda conn: outbox.claim_tx(conn, now, limit, lease_seconds, per_endpoint, excluded),
+        )
+
+    async def finish_event_delivery(self, result: DeliveryResult) -> None:
+        await self._write("finish_event_delivery", lambda conn: outbox.finish_tx(conn, result))
+
+    async def next_event_due(self, exclude_endpoints: Collection[str] = ()) -> float | None:
+        excluded = sorted(set(exclude_endpoints))
+        return await self._read("next_event_due", lambda conn: outbox.next_due_tx(conn, excluded))
+
+    async def list_events(
+        self, tenant_id: str, *, after_seq: int | None, limit: int
+    ) -> list[EventRecord]:
+        def run(conn: sqlite3.Connection) -> list[EventRecord]:
+            with _snapshot(conn):
+                return outbox.list_tx(conn, tenant_id, after_seq, limit)
+
+        return await self._read("list_events", run)
+
+    async def outbox_depth(self, *, now: float) -> tuple[int, float]:
+        return await self._read("outbox_depth", lambda conn: outbox.depth_tx(conn, now))
+
+    async def endpoint_health(
+        self, tenant_id: str, endpoints: Sequence[str]
+    ) -> list[EndpointHealth]:
+        wanted = list(endpoints)
+
+        def run(conn: sqlite3.Connection) -> list[EndpointHealth]:
+            with _snapshot(conn):
+                return outbox.endpoint_health_tx(conn, tenant_id, wanted)
+
+        return await self._read("endpoint_health", run)

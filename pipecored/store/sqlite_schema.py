@@ -244,9 +244,21 @@ CREATE TABLE suppressions (
 CREATE INDEX suppressions_tenant_channel_seq ON suppressions (tenant_id, channel, seq);
 """
 
+# The outbox per endpoint: a delivery names its tenant (two tenants may post to one URL), and
+# an endpoint's state (pending and failed counts, its last attempt) is read from an index.
+_V4 = """
+ALTER TABLE outbox_deliveries ADD COLUMN tenant_id TEXT NOT NULL DEFAULT '';
+UPDATE outbox_deliveries
+    SET tenant_id = (SELECT e.tenant_id FROM outbox_events e WHERE e.id = event_id);
+CREATE INDEX outbox_deliveries_endpoint_state
+    ON outbox_deliveries (tenant_id, endpoint, state);
+CREATE INDEX outbox_deliveries_endpoint_recent
+    ON outbox_deliveries (tenant_id, endpoint, updated_at);
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3, _V4)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
