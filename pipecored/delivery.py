@@ -49,6 +49,7 @@ from pipecored.store import (
     AttemptOutcome,
     AttemptRecord,
     Completed,
+    Failover,
     MessageRecord,
     MessageStore,
 )
@@ -312,11 +313,13 @@ class DeliveryWorker:
             return
         index = choice.index
         path = [*choice.skipped, index]
-        for before, after in itertools.pairwise(path):
-            self._count_failover(
-                record, channel.routes[before].provider, channel.routes[after].provider,
-                "circuit_open",
-            )  # fmt: skip
+        failovers = tuple(
+            Failover(channel.routes[before].provider, channel.routes[after].provider,
+                     "circuit_open")
+            for before, after in itertools.pairwise(path)
+        )  # fmt: skip
+        for failover in failovers:
+            self._count_failover(record, failover)
         route = channel.routes[index]
         provider = self.providers.get(route.provider)
         if provider is None:
@@ -339,6 +342,7 @@ class DeliveryWorker:
             provider=provider.name,
             route_index=index,
             route_attempts=route_attempts + 1,
+            failovers=failovers,
         )
         if isinstance(result, SendResult):
             outcome = replace(
@@ -444,12 +448,13 @@ class DeliveryWorker:
         if decision.action == "fail":
             return replace(failed, status="failed")
         if decision.route_index != attempted.route_index:
-            self._count_failover(
-                record,
+            failover = Failover(
                 attempted.provider or "",
                 channel.routes[decision.route_index].provider,
                 failure.code,
             )
+            self._count_failover(record, failover)
+            failed = replace(failed, failovers=(*failed.failovers, failover))
         return replace(
             failed,
             status="queued",
@@ -473,20 +478,18 @@ class DeliveryWorker:
             ),
         )
 
-    def _count_failover(
-        self, record: MessageRecord, from_provider: str, to_provider: str, reason: str
-    ) -> None:
+    def _count_failover(self, record: MessageRecord, failover: Failover) -> None:
         self.metrics.failovers.labels(
-            record.tenant_id, record.channel, from_provider, to_provider
+            record.tenant_id, record.channel, failover.from_provider, failover.to_provider
         ).inc()
         log.warning(
             "delivery.failover",
             tenant=record.tenant_id,
             channel=record.channel,
             message_id=record.id,
-            from_provider=from_provider,
-            to_provider=to_provider,
-            reason=reason,
+            from_provider=failover.from_provider,
+            to_provider=failover.to_provider,
+            reason=failover.reason,
         )
 
     # -- circuits and pacing -------------------------------------------------------------------

@@ -173,6 +173,24 @@ class StatusEvent:
     occurred_at: datetime | None = None
 
 
+OptOutReason = Literal["bounce", "complaint", "unsubscribe"]
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOptOut:
+    """An address the provider says must not be sent to any more: a hard (permanent) bounce, a
+    spam complaint, or an unsubscribe. The host suppresses it for the tenant on the callback's
+    channel (SPEC section 9); a send to it is then refused with ``recipient_suppressed``.
+
+    Report it beside the message's own ``StatusEvent``: the two are separate facts (an
+    unsubscribe does not fail the message that carried the link)."""
+
+    address: str
+    reason: OptOutReason
+    provider_message_id: str | None = None
+    detail: str | None = None  # the provider's words (a bounce's diagnostic), for the list
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMedia:
     """A file a customer sent (a photo, a voice note, a document), as the provider describes
@@ -209,7 +227,7 @@ class WebhookResponse:
 
 @dataclass(frozen=True, slots=True)
 class WebhookResult:
-    events: Sequence[StatusEvent | InboundMessage] = ()
+    events: Sequence[StatusEvent | InboundMessage | RecipientOptOut] = ()
     response: WebhookResponse = field(default_factory=WebhookResponse)
 
 
