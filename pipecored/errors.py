@@ -124,6 +124,22 @@ class ValidationFailed(ApiError):
         self.field = field
 
 
+class RecipientSuppressed(ValidationFailed):
+    """A send to an address on the tenant's suppression list (SPEC section 9): 422 naming
+    every suppressed address of the send in ``addresses``."""
+
+    code = "recipient_suppressed"
+
+    def __init__(self, addresses: list[str], *, field: str = "to") -> None:
+        named = ", ".join(addresses)
+        super().__init__(
+            f"{field}: {named} opted out or bounced: on this tenant's suppression list for the"
+            " channel (remove it there to send again)",
+            field=field,
+        )
+        self.details = {"addresses": addresses}
+
+
 class RateLimited(ApiError):
     status = 429
     code = "rate_limited"

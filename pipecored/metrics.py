@@ -129,6 +129,33 @@ class Metrics:
             registry=r,
         )
 
+        # Events to the tenants' platforms (SPEC section 8). endpoint is the URL without its
+        # query (a token there stays out of the metrics).
+        self.event_deliveries = Counter(
+            "pipecore_event_deliveries_total",
+            "Attempts at posting an event to a tenant's endpoint, by outcome (delivered; retry:"
+            " failed, to be tried again; failed: given up)",
+            ["tenant", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.events_outbox_depth = Gauge(
+            "pipecore_events_outbox_depth",
+            "Event deliveries waiting to be posted (due or waiting for a retry)",
+            registry=r,
+        )
+        self.events_outbox_oldest_age = Gauge(
+            "pipecore_events_outbox_oldest_age_seconds",
+            "Age of the oldest event with a delivery still pending",
+            registry=r,
+        )
+        self.suppressions = Counter(
+            "pipecore_suppressions_total",
+            "Recipients suppressed or lifted (action: suppressed, unsuppressed), by source"
+            " (keyword, bounce, complaint, unsubscribe, api)",
+            ["tenant", "channel", "action", "source"],
+            registry=r,
+        )
+
     def config_reloaded(self, success: bool, at: float) -> None:
         self.config_reloads.inc()
         self.config_last_reload_successful.set(1 if success else 0)
@@ -155,6 +182,8 @@ class Metrics:
             self.failovers,
             self.webhooks,
             self.inbound,
+            self.event_deliveries,
+            self.suppressions,
         ):
             for labels in _series_of(metric, tenant_id):
                 metric.remove(*labels)

@@ -14,13 +14,13 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 import structlog
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
-from pipecored import templates
+from pipecored import suppressions, templates
 from pipecored.access import Principal, require_admin, require_tenant
 from pipecored.channels import ChannelSet
 from pipecored.config.loader import has_env_ref
@@ -33,6 +33,7 @@ from pipecored.errors import (
     MessageRejected,
     NotFound,
     ProviderError,
+    RecipientSuppressed,
     ServiceUnavailable,
     ValidationFailed,
     WebhookError,
@@ -42,6 +43,7 @@ from pipecored.provider import (
     InboundMessage,
     OutboundMessage,
     Provider,
+    RecipientOptOut,
     StatusEvent,
     WebhookRequest,
     WebhookResponse,
@@ -51,11 +53,14 @@ from pipecored.quiet_hours import held_until
 from pipecored.send_body import Body, TemplateSend, parse_send, validation_failed
 from pipecored.store import (
     EVERY_MESSAGE,
+    EndpointHealth,
+    EventRecord,
     IdempotencyClaim,
     IdempotencyConflict,
     LogFilter,
     MessageRecord,
     StoreStats,
+    SuppressionRecord,
     new_message_id,
 )
 
@@ -65,6 +70,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger("pipecored.service")
 
 IDEMPOTENCY_TTL = 24 * 3600.0
+# Channels whose inbound texts are read for opt-out keywords (SPEC section 9).
+OPT_OUT_CHANNELS = frozenset({"sms", "whatsapp"})
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -91,6 +98,26 @@ class ConfigChange:
 class WebhookOutcome:
     response: WebhookResponse
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionPage:
+    items: Sequence[SuppressionRecord]
+    next_after: int | None  # the seq to continue from, when there is more
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    items: Sequence[EventRecord]
+    next_after: int | None
+
+
+class SuppressionBody(Body):
+    """``POST /messaging/suppressions/{tenant}``'s body."""
+
+    channel: str
+    address: str = Field(min_length=1, max_length=320)
+    reason: str | None = Field(default=None, max_length=500)
 
 
 class ProviderSwitch(Body):
@@ -189,6 +216,7 @@ class Service:
             held = held_until(tenant.quiet_hours, channel, not_before or now)
             if held is not None:
                 not_before = held
+        await self._refuse_suppressed(tenant_id, message)
         claim = None
         if idempotency_key is not None:
             claim = _idempotency_claim(idempotency_key, channel, tenant_id, data, now)
@@ -446,16 +474,156 @@ class Service:
                         tenant_id, channel, provider_name, event.status
                     ).inc()
             elif isinstance(event, InboundMessage):
+                intent = self._opt_out_intent(tenant, channel, event)
                 _, created = await gateway.store.add_inbound(
-                    tenant_id, channel, provider_name, event
+                    tenant_id, channel, provider_name, event, opt_out=intent
                 )
                 if created:
                     gateway.metrics.inbound.labels(tenant_id, channel, provider_name).inc()
+                    if intent is not None:
+                        self._count_suppression(tenant_id, channel, intent, "keyword")
+            elif isinstance(event, RecipientOptOut):
+                await self._provider_opt_out(tenant_id, channel, provider_name, event)
         gateway.metrics.webhooks.labels(tenant_id, provider_name, "accepted").inc()
         log.info(
             "webhook.accepted", tenant=tenant_id, provider=provider_name, events=len(result.events)
         )
         return WebhookOutcome(result.response, len(result.events))
+
+    # -- suppressions (SPEC section 9) ---------------------------------------------------------
+
+    async def _refuse_suppressed(self, tenant_id: str, message: OutboundMessage) -> None:
+        """422 ``recipient_suppressed`` naming every suppressed address of the send (its to,
+        cc and bcc), before anything is stored."""
+        kind = self.channels[message.channel].kind
+        fields = {"to": message.to, "cc": message.cc, "bcc": message.bcc}
+        keys = {
+            address: suppressions.address_key(kind, address)
+            for addresses in fields.values()
+            for address in addresses
+        }
+        found = set(
+            await self.gateway.store.suppressed_among(
+                tenant_id, message.channel, list(dict.fromkeys(keys.values()))
+            )
+        )
+        if not found:
+            return
+        named = [address for address, key in keys.items() if key in found]
+        first = next(name for name, addresses in fields.items() if set(addresses) & set(named))
+        raise RecipientSuppressed(named, field=first)
+
+    def _opt_out_intent(
+        self, tenant: TenantConfig | None, channel: str, message: InboundMessage
+    ) -> Literal["stop", "start"] | None:
+        """Whether an inbound sms or whatsapp text is an opt-out keyword (or lifts one)."""
+        if channel not in OPT_OUT_CHANNELS or tenant is None or not message.body:
+            return None
+        lists = tenant.opt_out
+        keywords = (
+            suppressions.DEFAULT_KEYWORDS
+            if lists.stop is None and lists.start is None
+            else suppressions.OptOutKeywords.of(lists.stop, lists.start)
+        )
+        intent = keywords.intent(message.body)
+        return None if intent is None else intent.value
+
+    async def _provider_opt_out(
+        self, tenant_id: str, channel: str, provider: str, event: RecipientOptOut
+    ) -> None:
+        key = suppressions.address_key(self.channels[channel].kind, event.address)
+        reason = f"{event.reason} reported by {provider}"
+        if event.detail:
+            reason += f": {event.detail}"
+        added = await self.gateway.store.suppress(
+            tenant_id, channel, key, reason=reason[:500], now=time.time()
+        )
+        if added:
+            self._count_suppression(tenant_id, channel, "stop", event.reason)
+
+    def _count_suppression(self, tenant_id: str, channel: str, intent: str, source: str) -> None:
+        action = "suppressed" if intent == "stop" else "unsuppressed"
+        self.gateway.metrics.suppressions.labels(tenant_id, channel, action, source).inc()
+        log.info("suppression." + action, tenant=tenant_id, channel=channel, source=source)
+
+    def _suppression_address(self, channel: str, address: str) -> str:
+        """An address given to the suppressions API, checked as a send's would be."""
+        self._channel(channel)
+        kind = self.channels[channel].kind
+        key = suppressions.address_key(kind, address)
+        try:
+            self.channels[channel].check_address(key)
+        except ValueError as exc:
+            raise ValidationFailed(f"address: {exc}", field="address") from None
+        return key
+
+    async def suppressions(
+        self,
+        principal: Principal,
+        tenant_id: str,
+        *,
+        channel: str | None,
+        after: int | None,
+        limit: int,
+    ) -> SuppressionPage:
+        self.tenant_entry(principal, tenant_id)
+        if channel is not None:
+            self._channel(channel)
+        records = await self.gateway.store.list_suppressions(
+            tenant_id, channel=channel, after_seq=after, limit=limit + 1
+        )
+        page = records[:limit]
+        return SuppressionPage(page, page[-1].seq if len(records) > limit else None)
+
+    async def suppress(
+        self, principal: Principal, tenant_id: str, data: dict[str, Any]
+    ) -> tuple[str, str, bool]:
+        """Add an address to the tenant's list; returns (channel, address as kept, created)."""
+        self.tenant_entry(principal, tenant_id)
+        try:
+            body = SuppressionBody.model_validate(data)
+        except ValidationError as exc:
+            raise validation_failed(exc) from None
+        if body.channel not in self.channels:
+            names = ", ".join(self.channels.names)
+            raise ValidationFailed(f"channel: must be one of {names}", field="channel")
+        address = self._suppression_address(body.channel, body.address)
+        reason = body.reason or f"added through the API (key sha256:{principal.key_id})"
+        created = await self.gateway.store.suppress(
+            tenant_id, body.channel, address, reason=reason, now=time.time()
+        )
+        if created:
+            self._count_suppression(tenant_id, body.channel, "stop", "api")
+        return body.channel, address, created
+
+    async def unsuppress(
+        self, principal: Principal, tenant_id: str, channel: str, address: str
+    ) -> None:
+        self.tenant_entry(principal, tenant_id)
+        key = self._suppression_address(channel, address)
+        if not await self.gateway.store.unsuppress(tenant_id, channel, key):
+            raise NotFound(
+                f"{key} is not on the {channel} suppression list", code="suppression_not_found"
+            )
+        self._count_suppression(tenant_id, channel, "start", "api")
+
+    # -- events (SPEC section 8) ---------------------------------------------------------------
+
+    async def events(
+        self, principal: Principal, tenant_id: str, *, after: int | None, limit: int
+    ) -> EventPage:
+        """The tenant's events oldest first, with each endpoint's delivery state."""
+        self.tenant_entry(principal, tenant_id)
+        records = await self.gateway.store.list_events(tenant_id, after_seq=after, limit=limit + 1)
+        page = records[:limit]
+        return EventPage(page, page[-1].seq if len(records) > limit else None)
+
+    async def endpoints(self, principal: Principal, tenant_id: str) -> list[EndpointHealth]:
+        """The tenant's configured endpoints, each with its deliveries pending and given up and
+        its last attempt."""
+        tenant = self.tenant(principal, tenant_id)
+        urls = [hook.url for hook in tenant.webhooks]
+        return await self.gateway.store.endpoint_health(tenant_id, urls)
 
     # -- health --------------------------------------------------------------------------------
 

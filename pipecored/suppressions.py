@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Final
 
+from pipecored.mailboxes import parse_mailbox
+
 DEFAULT_STOP_KEYWORDS: Final = (
     "STOP",
     "STOPALL",
@@ -80,3 +82,15 @@ class OptOutKeywords:
 
 
 DEFAULT_KEYWORDS: Final = OptOutKeywords.of()
+
+
+def address_key(kind: str, address: str) -> str:
+    """How an address is kept on a suppression list and looked up (SPEC section 9): an email
+    address by its mailbox alone, in lower case (``Ana <Ana@Example.com>`` is
+    ``ana@example.com``), any other address as the channel stores it, a WhatsApp number
+    without Twilio's ``whatsapp:`` prefix. The same key for a send, a callback and the API."""
+    address = address.strip()
+    if kind == "email":
+        mailbox = parse_mailbox(address)
+        return (mailbox[1] if mailbox else address).lower()
+    return address.removeprefix("whatsapp:")

@@ -14,12 +14,14 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipecored.api.context import LOG_FIELDS
+from pipecored.api.events import get_events
 from pipecored.api.health import healthz, metrics, readyz
 from pipecored.api.message_log import get_logs, get_stats
 from pipecored.api.messages import cancel_message, get_message, retry_message
 from pipecored.api.openapi import openapi_json
 from pipecored.api.responses import JSONResponse
 from pipecored.api.send import send
+from pipecored.api.suppressions import add_suppression, list_suppressions, remove_suppression
 from pipecored.api.tenant_config import get_config, set_provider
 from pipecored.api.webhooks import webhook
 from pipecored.errors import (
@@ -43,6 +45,14 @@ ROUTES = [
     Route("/messaging/logs/{tenant_id}", get_logs, methods=["GET"]),
     Route("/messaging/stats/{tenant_id}", get_stats, methods=["GET"]),
     Route("/messaging/webhook/{channel}", webhook, methods=["GET", "POST"]),
+    Route("/messaging/events/{tenant_id}", get_events, methods=["GET"]),
+    Route("/messaging/suppressions/{tenant_id}", list_suppressions, methods=["GET"]),
+    Route("/messaging/suppressions/{tenant_id}", add_suppression, methods=["POST"]),
+    Route(
+        "/messaging/suppressions/{tenant_id}/{channel}/{address}",
+        remove_suppression,
+        methods=["DELETE"],
+    ),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),
@@ -60,7 +70,8 @@ def error_response(
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     field = getattr(exc, "field", None)
-    extra = {"field": field} if field else {}
+    extra: dict[str, Any] = {"field": field} if field else {}
+    extra.update(getattr(exc, "details", {}))
     return error_response(exc.status, exc.code, exc.message, exc.headers, **extra)
 
 

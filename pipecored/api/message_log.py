@@ -30,7 +30,7 @@ def _whole_number(raw: str, *, max_digits: int) -> int | None:
     return int(raw)
 
 
-def decode_cursor(cursor: str) -> int:
+def decode_cursor(cursor: str, *, field: str = "cursor") -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         seq = _whole_number(raw[1:], max_digits=18) if raw.startswith("s") else None
@@ -38,7 +38,7 @@ def decode_cursor(cursor: str) -> int:
             return seq
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise ValidationFailed("cursor: not a cursor this API returned", field="cursor")
+    raise ValidationFailed(f"{field}: not a cursor this API returned", field=field)
 
 
 def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None:
@@ -48,7 +48,7 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None
     return value
 
 
-def _limit(request: Request) -> int:
+def page_limit(request: Request) -> int:
     raw = request.query_params.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
@@ -69,7 +69,7 @@ async def get_logs(request: Request) -> JSONResponse:
         direction=_choice(request, "direction", DIRECTIONS),
     )
     page = await service.logs(
-        caller.principal, request.path_params["tenant_id"], limit=_limit(request), where=where
+        caller.principal, request.path_params["tenant_id"], limit=page_limit(request), where=where
     )
     next_cursor = encode_cursor(page.next_before) if page.next_before is not None else None
     return JSONResponse({"items": [log_item(r) for r in page.items], "nextCursor": next_cursor})

@@ -17,7 +17,7 @@ from pipecored.api.shapes import response_schemas
 from pipecored.channels import STANDARD_CHANNELS, ChannelSet
 from pipecored.config.model import TENANT_ID_PATTERN
 from pipecored.send_body import body_schema
-from pipecored.service import ProviderSwitch
+from pipecored.service import ProviderSwitch, SuppressionBody
 from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES
 
 REF = "#/components/schemas/{model}"
@@ -100,6 +100,7 @@ def _schemas(channels: ChannelSet) -> dict[str, Any]:
     return {
         **sends,
         "ConfigProvider": _config_provider_schema(names),
+        "SuppressionAdd": _suppression_add_schema(names),
         **response_schemas(REF, names),
     }
 
@@ -116,6 +117,22 @@ def _config_provider_schema(channels: list[str]) -> dict[str, Any]:
 
 
 _DOCUMENTS: dict[int, tuple[ChannelSet, dict[str, Any]]] = {}
+
+
+def _suppression_add_schema(channels: list[str]) -> dict[str, Any]:
+    schema = SuppressionBody.model_json_schema(by_alias=True)
+    schema["properties"]["channel"]["enum"] = channels
+    schema.pop("title", None)
+    for prop in schema["properties"].values():
+        prop.pop("title", None)
+    return schema
+
+
+_LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+}
 
 
 def document(channels: ChannelSet | None = None) -> dict[str, Any]:
@@ -355,6 +372,88 @@ def _document(channels: ChannelSet) -> dict[str, Any]:
                     "422": _error("tenant_id missing"),
                 },
             },
+        },
+        "/messaging/events/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's events oldest first, with their delivery to each endpoint",
+                "description": "The events its webhook endpoints receive (SPEC section 8), kept"
+                " whether or not it has any endpoint, so that a platform can also catch up by"
+                " polling: ask again with nextCursor for what came after.",
+                "security": secured,
+                "parameters": [
+                    _PATH_TENANT,
+                    {"name": "after", "in": "query", "schema": {"type": "string"}},
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": _json("A page of events", _ref("EventPage")),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant"),
+                    "422": _error("A query parameter is invalid"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
+        "/messaging/suppressions/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's suppressed addresses, oldest first",
+                "security": secured,
+                "parameters": [
+                    _PATH_TENANT,
+                    {"name": "channel", "in": "query", "schema": {"type": "string", "enum": names}},
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                    _LIMIT,
+                ],
+                "responses": {
+                    "200": _json("A page of suppressions", _ref("SuppressionPage")),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant or channel"),
+                    "422": _error("A query parameter is invalid"),
+                    "503": _error("Store unavailable"),
+                },
+            },
+            "post": {
+                "summary": "Suppress an address: sends to it are refused (recipient_suppressed)",
+                "security": secured,
+                "parameters": [_PATH_TENANT],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("SuppressionAdd")}},
+                },
+                "responses": {
+                    "201": _json("Added", _ref("Suppressed")),
+                    "200": _json(
+                        "Already on the list (its first reason is kept)", _ref("Suppressed")
+                    ),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant"),
+                    "422": _error("A field is missing or invalid (named)"),
+                    "503": _error("Store unavailable"),
+                },
+            },
+        },
+        "/messaging/suppressions/{tenant_id}/{channel}/{address}": {
+            "delete": {
+                "summary": "Lift a suppression",
+                "security": secured,
+                "parameters": [
+                    _PATH_TENANT,
+                    _path_channel(names),
+                    {
+                        "name": "address",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "204": {"description": "Lifted"},
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant or channel, or the address is not on the list"),
+                    "422": _error("The address is not one of the channel's"),
+                    "503": _error("Store unavailable"),
+                },
+            }
         },
         "/healthz": {
             "get": {

@@ -6,12 +6,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
+import orjson
+
 from pipecored.api import shapes
 from pipecored.config.model import ChannelConfig, RouteConfig, TenantConfig
 from pipecored.config.registry import TenantEntry
+from pipecored.events.worker import endpoint_label
 from pipecored.masking import mask
 from pipecored.provider import Provider
-from pipecored.store import AttemptRecord, MessageRecord, StoreStats
+from pipecored.store import (
+    AttemptRecord,
+    EventRecord,
+    MessageRecord,
+    StoreStats,
+    SuppressionRecord,
+)
 
 
 def iso(ts: float | None) -> str | None:
@@ -165,3 +174,34 @@ def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> shapes
             "issues": [str(issue) for issue in entry.error.issues],
         }
     return view
+
+
+def event_item(record: EventRecord) -> shapes.Event:
+    body = orjson.loads(record.body)
+    return {
+        "id": record.id,
+        "type": record.type,
+        "timestamp": body["timestamp"],
+        "data": body["data"],
+        "deliveries": [
+            {
+                "endpoint": endpoint_label(d.endpoint),
+                "state": d.state,
+                "attempts": d.attempts,
+                "nextAttemptAt": iso(d.next_attempt_at),
+                "lastStatusCode": d.last_status_code,
+                "lastError": d.last_error,
+                "updatedAt": iso(d.updated_at),
+            }
+            for d in record.deliveries
+        ],
+    }
+
+
+def suppression_item(record: SuppressionRecord) -> shapes.Suppression:
+    return {
+        "channel": record.channel,
+        "address": record.address,
+        "reason": record.reason,
+        "createdAt": iso(record.created_at),
+    }

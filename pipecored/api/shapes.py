@@ -153,8 +153,56 @@ class Error(TypedDict):
     error: ErrorDetail
 
 
+class EventDelivery(TypedDict):
+    endpoint: str  # the URL without its query (where a platform may keep a token)
+    state: Literal["pending", "delivered", "failed"]
+    attempts: int
+    nextAttemptAt: Timestamp
+    lastStatusCode: int | None
+    lastError: str | None
+    updatedAt: Timestamp
+
+
+class Event(TypedDict):
+    """An event as its endpoints receive it (``type``, ``timestamp``, ``data``), with its id
+    (the ``webhook-id`` header) and each endpoint's delivery."""
+
+    id: str
+    type: str
+    timestamp: str
+    data: dict[str, Any]
+    deliveries: list[EventDelivery]
+
+
+class EventPage(TypedDict):
+    items: list[Event]
+    # where to continue from (the last item's cursor, or the one given): poll with it for newer
+    nextCursor: str | None
+    hasMore: bool
+
+
+class Suppression(TypedDict):
+    channel: ChannelName
+    address: str
+    reason: str | None
+    createdAt: Timestamp
+
+
+class SuppressionPage(TypedDict):
+    items: list[Suppression]
+    nextCursor: str | None
+
+
+class Suppressed(TypedDict):
+    tenantId: str
+    channel: ChannelName
+    address: str  # as the list keeps it (an email address in lower case)
+    created: bool  # False: it was already on the list (its first reason and date are kept)
+
+
 RESPONSES: tuple[type, ...] = (Accepted, Attempt, InboundMedia, LogItem, Message, Route, Channel)
 RESPONSES += (QuietHours, TenantConfig, Stats, Error)
+RESPONSES += (EventDelivery, Event, EventPage, Suppression, SuppressionPage, Suppressed)
 
 
 def response_schemas(ref_template: str, channels: list[str]) -> dict[str, Any]:

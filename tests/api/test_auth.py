@@ -65,6 +65,30 @@ async def _get_stats(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
     return Call("GET", "/messaging/stats/acme")
 
 
+async def _get_events(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
+    return Call("GET", "/messaging/events/acme?limit=5")
+
+
+async def _list_suppressions(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
+    return Call("GET", "/messaging/suppressions/acme?channel=sms")
+
+
+async def _add_suppression(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
+    return Call(
+        "POST", "/messaging/suppressions/acme", {"channel": "sms", "address": "+34600000009"}
+    )
+
+
+async def _remove_suppression(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
+    added = await client.post(
+        "/messaging/suppressions/acme",
+        json={"channel": "sms", "address": "+34600000008"},
+        headers=auth(ACME_KEY),
+    )
+    assert added.status_code in (200, 201), added.text
+    return Call("DELETE", "/messaging/suppressions/acme/sms/+34600000008")
+
+
 # (method, route path) -> how to make a request to it that acme's own key may make
 BEARER_ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
     # value: (prepare, admin_only)
@@ -76,6 +100,13 @@ BEARER_ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
     ("GET", "/messaging/config/{tenant_id}"): (_get_config, False),
     ("GET", "/messaging/logs/{tenant_id}"): (_get_logs, False),
     ("GET", "/messaging/stats/{tenant_id}"): (_get_stats, False),
+    ("GET", "/messaging/events/{tenant_id}"): (_get_events, False),
+    ("GET", "/messaging/suppressions/{tenant_id}"): (_list_suppressions, False),
+    ("POST", "/messaging/suppressions/{tenant_id}"): (_add_suppression, False),
+    ("DELETE", "/messaging/suppressions/{tenant_id}/{channel}/{address}"): (
+        _remove_suppression,
+        False,
+    ),
 }
 # Message ids of another tenant are 404, as if absent; everything else is 403.
 HIDES_OTHERS_AS_ABSENT = {
