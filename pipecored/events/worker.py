@@ -39,7 +39,10 @@ LEASE_SECONDS = ATTEMPT_TIMEOUT_SECONDS + 20.0
 # How long the loop sleeps at most when nothing is due: events stored by another node, or a
 # wake-up lost between a check and a commit, are picked up within this.
 IDLE_POLL_SECONDS = 2.0
+MIN_IDLE_SECONDS = 0.05
 GAUGE_INTERVAL = 5.0
+# On shutdown, posts in flight get at most this long; the rest are posted again after their lease.
+STOP_GRACE_SECONDS = 2.0
 # Errors stored and shown are cut to this (an endpoint's error page is not worth keeping).
 MAX_ERROR_CHARS = 300
 
@@ -102,7 +105,9 @@ class EventWorker:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
         if self._in_flight:
-            _, pending = await asyncio.wait(list(self._in_flight), timeout=grace)
+            _, pending = await asyncio.wait(
+                list(self._in_flight), timeout=min(grace, STOP_GRACE_SECONDS)
+            )
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
@@ -135,7 +140,7 @@ class EventWorker:
                 task.add_done_callback(self._done)
             if claimed and len(self._in_flight) < MAX_IN_FLIGHT:
                 continue  # there may be more due
-            await self._sleep()
+            await self._sleep(claimed_nothing=not claimed)
 
     def _done(self, task: asyncio.Task[None]) -> None:
         delivery = self._in_flight.pop(task, None)
@@ -146,7 +151,7 @@ class EventWorker:
         if not self._stopping:
             self._wake.set()
 
-    async def _sleep(self) -> None:
+    async def _sleep(self, *, claimed_nothing: bool) -> None:
         timeout = IDLE_POLL_SECONDS
         if len(self._in_flight) < MAX_IN_FLIGHT:
             try:
@@ -155,6 +160,10 @@ class EventWorker:
                 due = None
             if due is not None:
                 timeout = max(0.0, min(timeout, due - self.clock()))
+        if claimed_nothing:
+            # something said due but the claim found nothing (a clock step, another node took
+            # it): never spin on it
+            timeout = max(timeout, MIN_IDLE_SECONDS)
         if timeout <= 0:
             return
         with contextlib.suppress(TimeoutError):
