@@ -21,6 +21,7 @@ from pipecored.store import (
     StoreStats,
     SuppressionRecord,
 )
+from pipecored.suppressions import DEFAULT_START_KEYWORDS, DEFAULT_STOP_KEYWORDS
 
 
 def iso(ts: float | None) -> str | None:
@@ -165,6 +166,20 @@ def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> shapes
             "start": quiet.start,
             "end": quiet.end,
             "channels": list(quiet.channels),
+        }
+    if config is not None and config.webhooks:
+        view["webhooks"] = [
+            {
+                "url": endpoint_label(hook.url),
+                "secret": mask(hook.secret),
+                "events": None if hook.events is None else list(hook.events),
+            }
+            for hook in config.webhooks
+        ]
+    if config is not None:
+        view["optOut"] = {
+            "stop": list(config.opt_out.stop or DEFAULT_STOP_KEYWORDS),
+            "start": list(config.opt_out.start or DEFAULT_START_KEYWORDS),
         }
     if entry.error is not None:
         view["configError"] = {

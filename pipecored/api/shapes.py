@@ -117,6 +117,17 @@ class QuietHours(TypedDict):
     channels: list[str]
 
 
+class TenantWebhook(TypedDict):
+    url: str  # without its query, as in the events API
+    secret: str  # masked
+    events: list[str] | None  # None: every event
+
+
+class OptOut(TypedDict):
+    stop: list[str]
+    start: list[str]
+
+
 class TenantConfig(TypedDict):
     tenantId: str
     name: str | None
@@ -124,6 +135,8 @@ class TenantConfig(TypedDict):
     # logical template -> language -> provider (or "text") -> that provider's template
     templates: NotRequired[dict[str, dict[str, dict[str, Any]]]]
     quietHours: NotRequired[QuietHours]
+    webhooks: NotRequired[list[TenantWebhook]]
+    optOut: NotRequired[OptOut]  # the keywords in force (the tenant's lists or the defaults)
     configError: NotRequired[ConfigError]
 
 
@@ -201,7 +214,7 @@ class Suppressed(TypedDict):
 
 
 RESPONSES: tuple[type, ...] = (Accepted, Attempt, InboundMedia, LogItem, Message, Route, Channel)
-RESPONSES += (QuietHours, TenantConfig, Stats, Error)
+RESPONSES += (QuietHours, TenantWebhook, OptOut, TenantConfig, Stats, Error)
 RESPONSES += (EventDelivery, Event, EventPage, Suppression, SuppressionPage, Suppressed)
 
 

@@ -191,3 +191,18 @@ async def test_a_dead_endpoint_does_not_hold_back_delivery(
     await asyncio.sleep(0)
     body = orjson.dumps(item)
     assert SECRET.encode() not in body
+
+
+async def test_the_config_api_shows_endpoints_masked_and_the_keywords_in_force(
+    client: httpx.AsyncClient, gateway: Gateway
+) -> None:
+    _subscribe(gateway, "https://app.example/hooks?token=abc123", events=("message.failed",))
+    response = await client.get("/messaging/config/acme", headers=auth(ACME_KEY))
+    assert response.status_code == 200, response.text
+    view = response.json()
+    [hook] = view["webhooks"]
+    assert hook["url"] == "https://app.example/hooks"
+    assert hook["events"] == ["message.failed"]
+    assert hook["secret"].startswith("****") and hook["secret"] != SECRET
+    assert SECRET not in response.text and "abc123" not in response.text
+    assert "BAJA" in view["optOut"]["stop"] and "ALTA" in view["optOut"]["start"]
