@@ -10,6 +10,7 @@ store_unavailable`` in one place.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import time
 from collections.abc import Mapping, Sequence
@@ -364,6 +365,8 @@ class Service:
                 raise Conflict(
                     f"tenant {tenant_id!r}: {exc.issues[0].message}", code="tenant_config_invalid"
                 ) from None
+            except OSError as exc:
+                raise _unwritable(exc) from None
             except ConfigError as exc:
                 issue = exc.issues[0]
                 field = _request_field(issue.path) or "tenantId"
@@ -640,6 +643,23 @@ class Service:
         if gateway.accepting:
             checks["delivery"] = gateway.worker.unwritten == 0
         return all(checks.values()) and gateway.accepting, checks
+
+
+def _unwritable(exc: OSError) -> Conflict | ServiceUnavailable:
+    """The tenant's file could not be written: a read-only config dir (a Kubernetes ConfigMap,
+    a shared volume mounted read-only) is the operator's choice, said as 409
+    ``config_read_only``; anything else (a full disk) is a 503 to try again. Nothing changed."""
+    log.warning("config.write_failed", error=exc.strerror, errno=exc.errno)
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return Conflict(
+            "the configuration directory is read-only on this node: change the tenant's file"
+            " where it is kept (the ConfigMap or shared volume) instead",
+            code="config_read_only",
+        )
+    return ServiceUnavailable(
+        f"the tenant's file could not be written ({exc.strerror}); nothing was changed",
+        code="config_write_failed",
+    )
 
 
 def _path_and_query(url: str) -> str:
