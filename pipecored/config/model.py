@@ -163,6 +163,14 @@ def _store_url(value: str) -> str:
     return value
 
 
+class ConfigWatchConfig(Model):
+    """How the config dir is watched. Network file systems (NFS, SMB, some container volumes)
+    send no change events: there, poll instead (read at start; a change needs a restart)."""
+
+    force_polling: bool = False
+    poll_interval: Duration = Field(default=1.0, gt=0)
+
+
 class DaemonConfig(Model):
     server: ServerConfig = ServerConfig()
     store: Annotated[str, AfterValidator(_store_url)] = "sqlite:///pipecored.db"
@@ -171,13 +179,14 @@ class DaemonConfig(Model):
     delivery: DeliveryConfig = DeliveryConfig()
     alerts: AlertsConfig = AlertsConfig()
     logging: LoggingConfig = LoggingConfig()
+    config_watch: ConfigWatchConfig = ConfigWatchConfig()
     # Each plugin's own settings, by the name it registers under (a provider's or an alert
     # receiver's ``name``); the plugin validates them itself.
     plugins: dict[str, dict[str, Any]] = {}
 
 
 # Keys whose change needs a restart: the listening socket and the database.
-RESTART_KEYS = ("server.host", "server.port", "store")
+RESTART_KEYS = ("server.host", "server.port", "store", "config_watch")
 
 
 class RouteConfig(Model):

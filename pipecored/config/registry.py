@@ -448,6 +448,7 @@ class TenantRegistry:
             new = new.model_copy(
                 update={
                     "store": old.store,
+                    "config_watch": old.config_watch,
                     "server": new.server.model_copy(
                         update={"host": old.server.host, "port": old.server.port}
                     ),

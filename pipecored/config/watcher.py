@@ -30,6 +30,9 @@ STEP_MS = 20
 
 async def watch_config(registry: TenantRegistry, stop: asyncio.Event) -> None:
     root = registry.config_dir.resolve()
+    watch = registry.snapshot.daemon.config_watch
+    if watch.force_polling:
+        log.info("config.watch_polling", interval_seconds=watch.poll_interval)
     batches = watchfiles.awatch(
         root,
         debounce=DEBOUNCE_MS,
@@ -38,6 +41,9 @@ async def watch_config(registry: TenantRegistry, stop: asyncio.Event) -> None:
         recursive=True,
         watch_filter=None,
         ignore_permission_denied=True,
+        # None leaves watchfiles' own WATCHFILES_FORCE_POLLING environment variable in charge
+        force_polling=True if watch.force_polling else None,
+        poll_delay_ms=round(watch.poll_interval * 1000),
     )
     # watchfiles sets up the OS watch at the first step of the iteration. A file written
     # between the registry's load and that moment (the daemon opens its store and its socket in

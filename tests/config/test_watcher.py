@@ -51,3 +51,35 @@ async def test_a_slow_file_is_parsed_while_the_loop_keeps_serving(
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(watcher, timeout=10)
     assert released_by_the_loop == [True]
+
+
+async def test_force_polling_picks_up_changes(
+    tmp_path: Path, all_providers: dict[str, Provider], probe: type[ProbeProvider]
+) -> None:
+    """For network file systems that send no change events (configWatch.forcePolling): the dir
+    is polled, and a new tenant file is live within a poll or two."""
+    cfg = ConfigDir(tmp_path / "config")
+    (cfg.path / "tenants").mkdir(parents=True)
+    settings = default_daemon_settings(tmp_path / "x.db")
+    cfg.write_daemon({**settings, "configWatch": {"forcePolling": True, "pollInterval": "200ms"}})
+    registry = TenantRegistry(cfg.path, all_providers, env={})
+    registry.load()
+    assert registry.snapshot.daemon.config_watch.force_polling
+
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_config(registry, stop))
+    try:
+        await asyncio.sleep(0.5)  # the first poll has seen the empty dir
+        cfg.write_tenant(
+            "polled",
+            {
+                "name": "Polled",
+                "apiKeys": ["polled-key-01"],
+                "channels": {"sms": {"provider": "probe"}},
+            },
+        )
+        await eventually(lambda: registry.snapshot.tenant("polled") is not None)
+    finally:
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(watcher, timeout=10)
