@@ -27,7 +27,7 @@ import structlog
 
 from pipecored import templates
 from pipecored.circuit import CircuitBreakers, CircuitChange, CircuitKey
-from pipecored.config.model import ChannelConfig, RateLimitConfig, RouteConfig
+from pipecored.config.model import ChannelConfig, RouteConfig
 from pipecored.config.registry import TenantRegistry
 from pipecored.errors import StoreError
 from pipecored.message import from_record
@@ -43,7 +43,6 @@ from pipecored.policy import (
 from pipecored.provider import Provider, SendResult
 from pipecored.provider_calls import scrub_secrets
 from pipecored.provider_context import CallTarget, send_context
-from pipecored.ratelimit import TokenBucket
 from pipecored.routing import Wait, choose_route
 from pipecored.store import (
     AttemptOutcome,
@@ -90,7 +89,9 @@ class DeliveryWorker:
         self._gauge_task: asyncio.Task[None] | None = None
         self.circuits = CircuitBreakers(clock=clock)
         self.circuits.listeners.append(self._circuit_changed)
-        self._buckets: dict[tuple[str, str], tuple[RateLimitConfig, TokenBucket]] = {}
+        # per rate-limited (tenant, channel): until when its sends are reserved (the last
+        # reservation's send time), from which claims leave it out while it is far ahead
+        self._reserved_until: dict[tuple[str, str], float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -197,7 +198,10 @@ class DeliveryWorker:
     def _throttled(self) -> dict[tuple[str, str], float]:
         """The (tenant, channel) pairs whose rate limit has more than :data:`MAX_RATE_BACKLOG`
         of sends reserved, each with the seconds until it is back under it."""
-        waits = {pair: b.backlog() - MAX_RATE_BACKLOG for pair, (_, b) in self._buckets.items()}
+        now = self.clock()
+        waits = {
+            pair: until - now - MAX_RATE_BACKLOG for pair, until in self._reserved_until.items()
+        }
         return {pair: wait for pair, wait in waits.items() if wait > 0}
 
     def _done(self, task: asyncio.Task[None]) -> None:
@@ -517,16 +521,18 @@ class DeliveryWorker:
         )
 
     async def _pace(self, tenant_id: str, channel_name: str, channel: ChannelConfig) -> None:
+        """Wait for this send's slot under the channel's rate limit. The slot is reserved in the
+        store, so that the limit holds for every daemon sharing it (SPEC section 12)."""
         limit = channel.rate_limit
         pair = (tenant_id, channel_name)
         if limit is None:
-            self._buckets.pop(pair, None)
+            self._reserved_until.pop(pair, None)
             return
-        current = self._buckets.get(pair)
-        if current is None or current[0] != limit:
-            current = (limit, TokenBucket(limit.per_second, limit.burst))
-            self._buckets[pair] = current
-        wait = current[1].reserve()
+        now = self.clock()
+        wait = await self.store.reserve_rate(
+            f"{tenant_id}/{channel_name}", per_second=limit.per_second, burst=limit.burst, now=now
+        )
+        self._reserved_until[pair] = now + wait
         if wait > 0:
             await asyncio.sleep(wait)
 
@@ -549,8 +555,8 @@ class DeliveryWorker:
 
     def forget_tenant(self, tenant_id: str) -> None:
         self.circuits.forget_tenant(tenant_id)
-        for pair in [p for p in self._buckets if p[0] == tenant_id]:
-            del self._buckets[pair]
+        for pair in [p for p in self._reserved_until if p[0] == tenant_id]:
+            del self._reserved_until[pair]
 
     async def _finish(self, record: MessageRecord, outcome: AttemptOutcome) -> None:
         if outcome.status == "queued" and outcome.not_before is not None:

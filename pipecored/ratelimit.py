@@ -111,3 +111,22 @@ class FailedAuthThrottle:
         if len(self._limits) >= self.MAX_ADDRESSES:
             self._limits.forget_rested()
         self._limits.take(address, limit)
+
+
+def gcra_reserve(
+    tat: float | None, now: float, *, per_second: float, burst: int
+) -> tuple[float, float]:
+    """Reserve the next send of a rate limit kept as one number, its theoretical arrival time
+    (GCRA, the generic cell rate algorithm: a token bucket of ``burst`` tokens refilled at
+    ``per_second``). Returns ``(new_tat, wait)``: the number to keep, and how long this send
+    waits before it may go (0: now). The reservation is made whatever the wait, as
+    :meth:`TokenBucket.reserve` does.
+
+    One number per limit is what lets several daemons share a limit through their database
+    (``UPDATE ... SET tat = ... RETURNING``); the SQLite store keeps it in memory, since one
+    daemon owns that file."""
+    interval = 1.0 / per_second
+    tolerance = (burst - 1) * interval
+    start = now if tat is None else max(tat, now)
+    wait = max(0.0, start - tolerance - now)
+    return start + interval, wait

@@ -16,6 +16,12 @@ attempt from the live ``pipecored.yaml`` (its ``alerts`` section and the receive
 
 Delivery to receivers is at least once: a retried webhook batch goes again to every configured
 URL, and Alertmanager gets firing alerts re-sent every ``resend_interval`` while they last.
+
+Several daemons sharing a PostgreSQL store each see a provider fail and open their own circuit.
+Alertmanager deduplicates what they send by labels; a receiver without ``repeat`` (the webhook
+receiver, most plugins) would get one copy per node, so the dispatcher is given the store's
+``claim_once`` and sends only the first node's firing, and the first node's resolution, of a
+(receiver, tenant, channel, provider) within :data:`CLUSTER_DEDUP_SECONDS`.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import contextlib
 import random
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Literal
@@ -51,8 +57,12 @@ log = structlog.get_logger("pipecored.alerts")
 RESEND_INTERVAL = 60.0
 QUEUE_LIMIT = 1000  # per receiver; beyond it an alert is dropped and counted as failed
 STOP_GRACE = 5.0  # how long stop() lets queued alerts (the shutdown resolves) go out
+# Within this, the same notification from another node of a cluster is not sent again.
+CLUSTER_DEDUP_SECONDS = 300.0
 
-AlertResult = Literal["sent", "failed", "retried"]
+AlertResult = Literal["sent", "failed", "retried", "deduplicated"]
+# The store's claim_once, for a cluster: (key, until, now) -> whether this node is the first.
+Claim = Callable[[str, float, float], Awaitable[bool]]
 
 
 def collect_alert_receivers(pm: pluggy.PluginManager) -> tuple[AlertReceiver, ...]:
@@ -119,6 +129,7 @@ class AlertDispatcher:
         retry: RetryPolicy = RetryPolicy(),
         resend_interval: float = RESEND_INTERVAL,
         rng: Callable[[float, float], float] = random.uniform,
+        claim: Claim | None = None,
     ) -> None:
         self._lanes = [_Lane(r) for r in receivers]
         self._snapshot = snapshot
@@ -128,6 +139,7 @@ class AlertDispatcher:
         self.retry = retry
         self.resend_interval = resend_interval
         self._rng = rng
+        self._claim = claim
         self._firing: dict[CircuitKey, Alert] = {}
         self._resend_task: asyncio.Task[None] | None = None
         self._stopped = False
@@ -240,8 +252,23 @@ class AlertDispatcher:
         settings = MappingProxyType(daemon.plugins.get(receiver.name, {}))
         return AlertContext(daemon.alerts, self._http, self.resend_interval, settings)
 
+    async def _first_in_cluster(self, receiver: AlertReceiver, alert: Alert) -> bool:
+        """Whether this node is the one to send this notification (always, alone)."""
+        if self._claim is None or receiver.repeat:
+            return True
+        key = "|".join(("alert", receiver.name, alert.status, *alert.key))
+        now = time.time()
+        try:
+            return await self._claim(key, now + CLUSTER_DEDUP_SECONDS, now)
+        except Exception:  # the store is down: a duplicate beats a lost alert
+            log.warning("alert.dedup_unavailable", receiver=receiver.name)
+            return True
+
     async def _deliver(self, receiver: AlertReceiver, alert: Alert) -> None:
         policy = self.retry
+        if not await self._first_in_cluster(receiver, alert):
+            self._count(receiver, "deduplicated")
+            return
         for attempt in range(1, policy.attempts + 1):
             ctx = self._context(receiver)
             try:

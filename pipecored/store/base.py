@@ -337,6 +337,9 @@ class MessageStore(abc.ABC):
     # Builds the events that changes emit, stored in the change's transaction; None: no events
     # (a store used without a gateway, as in most store tests).
     events: EventSource | None = None
+    # Whether several daemons may share this store (PostgreSQL): alert notifications are then
+    # deduplicated through it (claim_once). Rate limits always go through reserve_rate.
+    shared: bool = False
 
     @abc.abstractmethod
     async def open(self) -> None:
@@ -522,3 +525,18 @@ class MessageStore(abc.ABC):
     ) -> list[EndpointHealth]:
         """For each of the tenant's ``endpoints``: deliveries pending and given up, and how its
         last attempt ended (none yet: None)."""
+
+    # -- coordination between the daemons sharing a store (SPEC section 12) --------------------
+
+    @abc.abstractmethod
+    async def reserve_rate(self, key: str, *, per_second: float, burst: int, now: float) -> float:
+        """Reserve the next send under the rate limit ``key`` (a tenant's channel), for every
+        daemon on this store; returns how long this send waits (0: now). The semantics are
+        :func:`pipecored.ratelimit.gcra_reserve`'s on one number per key; a change of
+        ``per_second`` or ``burst`` applies from the next reservation."""
+
+    @abc.abstractmethod
+    async def claim_once(self, key: str, *, until: float, now: float) -> bool:
+        """True for the first caller of ``key`` until ``until``; False for everyone else (on
+        any daemon sharing the store) until then. After ``until`` the key may be claimed
+        again."""

@@ -50,6 +50,7 @@ from pipecored.events.kinds import (
     STATUS_EVENTS,
 )
 from pipecored.provider import InboundMedia, InboundMessage, StatusEvent
+from pipecored.ratelimit import gcra_reserve
 from pipecored.store import sqlite_outbox as outbox
 from pipecored.store.base import (
     EVERY_MESSAGE,
@@ -983,6 +984,10 @@ class SQLiteStore(MessageStore):
         self._write_failing = False
         # messages a previous process of this daemon had claimed, put back at open
         self.taken_back = 0
+        # One daemon owns the file (the owner lock), so what the daemons sharing a store would
+        # coordinate through it is kept here, in memory: rate limits' arrival times, claims.
+        self._rate_tats: dict[str, float] = {}
+        self._claims: dict[str, float] = {}
 
     @property
     def commits(self) -> int:
@@ -1409,3 +1414,19 @@ class SQLiteStore(MessageStore):
                 return outbox.endpoint_health_tx(conn, tenant_id, wanted)
 
         return await self._read("endpoint_health", run)
+
+    # -- coordination (one daemon per file: in memory) ----------------------------------------
+
+    async def reserve_rate(self, key: str, *, per_second: float, burst: int, now: float) -> float:
+        tat, wait = gcra_reserve(self._rate_tats.get(key), now, per_second=per_second, burst=burst)
+        self._rate_tats[key] = tat
+        return wait
+
+    async def claim_once(self, key: str, *, until: float, now: float) -> bool:
+        held = self._claims.get(key)
+        if held is not None and held > now:
+            return False
+        if len(self._claims) > 10_000:
+            self._claims = {k: t for k, t in self._claims.items() if t > now}
+        self._claims[key] = until
+        return True

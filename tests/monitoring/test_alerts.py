@@ -671,3 +671,40 @@ async def test_a_receiver_whose_enabled_raises_fails_that_alert_and_keeps_its_qu
     dispatcher.circuit_changed(change("closed"))
     await asyncio.wait_for(dispatcher.flush(), 5)
     assert counts(metrics) == {("broken", "failed"): 1.0, ("broken", "sent"): 1.0}
+
+
+async def test_nodes_sharing_a_store_notify_a_webhook_once_and_alertmanager_from_each(
+    endpoint: tuple[FakeServer, Script], make_dispatcher: Any, tmp_path: Any
+) -> None:
+    """Two daemons on one store (a cluster) both see the provider fail: the webhook receiver
+    gets one firing and one resolution, through the store's claim_once; Alertmanager, which
+    deduplicates by labels itself, hears from both."""
+    from pipecored.store.sqlite import SQLiteStore
+
+    server, _ = endpoint
+    store = SQLiteStore(str(tmp_path / "shared.db"))  # its claims are what the nodes share
+    await store.open()
+    try:
+        alerts = AlertsConfig(
+            alertmanager=AlertmanagerConfig(url=f"{server.url}/am"),
+            webhooks=(AlertWebhookConfig(url=f"{server.url}/hook"),),
+        )
+
+        async def claim(key: str, until: float, now: float) -> bool:
+            return await store.claim_once(key, until=until, now=now)
+
+        nodes = [make_dispatcher(Settings.of(alerts), claim=claim) for _ in range(2)]
+        for dispatcher, _ in nodes:
+            dispatcher.circuit_changed(change("open"))
+        for dispatcher, _ in nodes:
+            dispatcher.circuit_changed(change("closed", at=OPENED + 42))
+        for dispatcher, _ in nodes:
+            await dispatcher.flush()
+
+        hooks = [json.loads(r.body)["status"] for r in server.requests if r.path == "/hook"]
+        assert hooks == ["firing", "resolved"]
+        assert len([r for r in server.requests if r.path.startswith("/am")]) == 4
+        deduplicated = sum(counts(m).get(("webhook", "deduplicated"), 0) for _, m in nodes)
+        assert deduplicated == 2
+    finally:
+        await store.close()
