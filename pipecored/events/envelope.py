@@ -7,10 +7,11 @@ event each time. Only the timestamp and the signature are new on a retry.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from pipecored.signing import webhook_headers, webhook_signing_key
 
@@ -20,7 +21,9 @@ def event_body(event_type: str, occurred_at: float, data: Mapping[str, Any]) -> 
     (no ``\\u`` escapes: tenants write Spanish and emoji)."""
     timestamp = datetime.fromtimestamp(occurred_at, UTC).isoformat().replace("+00:00", "Z")
     document = {"type": event_type, "timestamp": timestamp, "data": dict(data)}
-    return json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # orjson: compact UTF-8 with text as written, as json.dumps(ensure_ascii=False) would give,
+    # in a fraction of the time (this runs inside the store's write transaction)
+    return orjson.dumps(document)
 
 
 def signed_headers(
