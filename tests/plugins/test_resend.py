@@ -24,6 +24,7 @@ from pipecored import (
     Provider,
     ProviderError,
     ProviderTimeout,
+    RecipientOptOut,
     StatusEvent,
     WebhookContext,
     WebhookPayloadError,
@@ -484,11 +485,11 @@ async def test_status_mapping(event_type: str, status: str | None, code: str | N
     result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
 
     assert result.response.status == 200
+    statuses = [e for e in result.events if isinstance(e, StatusEvent)]
     if status is None:
         assert result.events == []
         return
-    [event] = result.events
-    assert isinstance(event, StatusEvent)
+    [event] = statuses
     assert (event.status, event.provider_message_id, event.error_code) == (status, "e-1", code)
     assert (event.error_message is not None) == (status == "failed")
 
@@ -511,9 +512,41 @@ async def test_failures_carry_resends_reason(event_type: str, message: str) -> N
 
     result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
 
-    [event] = result.events
-    assert isinstance(event, StatusEvent)
+    [event] = [e for e in result.events if isinstance(e, StatusEvent)]
     assert event.error_message == message
+
+
+@pytest.mark.parametrize(
+    ("event_type", "bounce_type", "reason"),
+    [
+        pytest.param("email.bounced", "Permanent", "bounce", id="hard-bounce"),
+        pytest.param("email.bounced", "Transient", None, id="soft-bounce"),
+        pytest.param("email.bounced", "Undetermined", None, id="undetermined-bounce"),
+        pytest.param("email.complained", None, "complaint", id="complaint"),
+        pytest.param("email.failed", None, None, id="failed"),
+        pytest.param("email.suppressed", None, None, id="resends-own-list"),
+        pytest.param("email.delivered", None, None, id="delivered"),
+    ],
+)
+async def test_hard_bounces_and_complaints_opt_every_recipient_out(
+    event_type: str, bounce_type: str | None, reason: str | None
+) -> None:
+    """SPEC section 9: the host suppresses what these name, for the tenant and channel."""
+    payload = email_event(event_type, "e-1", to=("ana@example.com", "Begoña@Example.com"))
+    if bounce_type is not None:
+        payload["data"]["bounce"]["type"] = bounce_type
+    headers, body = webhook(SECRET, payload)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    opt_outs = [e for e in result.events if isinstance(e, RecipientOptOut)]
+    if reason is None:
+        assert opt_outs == []
+        return
+    assert [(o.address, o.reason, o.provider_message_id) for o in opt_outs] == [
+        ("ana@example.com", reason, "e-1"),
+        ("Begoña@Example.com", reason, "e-1"),
+    ]
 
 
 async def test_a_received_email_is_an_inbound_message() -> None:

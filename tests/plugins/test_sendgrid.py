@@ -24,6 +24,7 @@ from pipecored import (
     Provider,
     ProviderError,
     ProviderTimeout,
+    RecipientOptOut,
     StatusEvent,
     WebhookContext,
     WebhookPayloadError,
@@ -494,6 +495,12 @@ async def test_a_signed_batch_is_applied_in_order() -> None:
             error_message="550 5.1.1 The email account that you tried to reach does not exist.",
             occurred_at=moment,
         ),
+        RecipientOptOut(
+            address="cliente@example.com",
+            reason="bounce",
+            provider_message_id="X2",
+            detail="550 5.1.1 The email account that you tried to reach does not exist.",
+        ),
     ]
 
 
@@ -612,15 +619,51 @@ async def test_status_mapping(
     result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
 
     assert result.response.status == 200
+    statuses = [e for e in result.events if isinstance(e, StatusEvent)]
     if status is None:
-        assert result.events == []
+        assert statuses == []
         return
-    [status_event] = result.events
-    assert isinstance(status_event, StatusEvent)
+    [status_event] = statuses
     assert (status_event.status, status_event.error_code, status_event.error_message) == (
         status,
         code,
         message,
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "extra", "reason"),
+    [
+        pytest.param("bounce", {}, "bounce", id="bounce"),
+        pytest.param("spamreport", {}, "complaint", id="spamreport"),
+        pytest.param("unsubscribe", {}, "unsubscribe", id="unsubscribe"),
+        pytest.param("group_unsubscribe", {"asm_group_id": 7}, "unsubscribe", id="group-unsub"),
+        pytest.param("bounce", {"type": "blocked"}, None, id="blocked-is-temporary"),
+        pytest.param("blocked", {}, None, id="blocked"),
+        pytest.param("dropped", {"reason": "Bounced Address"}, None, id="dropped"),
+        pytest.param("deferred", {}, None, id="deferred"),
+        pytest.param("group_resubscribe", {"asm_group_id": 7}, None, id="group-resub"),
+        pytest.param("delivered", {}, None, id="delivered"),
+    ],
+)
+async def test_hard_bounces_complaints_and_unsubscribes_opt_the_address_out(
+    name: str, extra: dict[str, Any], reason: str | None
+) -> None:
+    """SPEC section 9: the host suppresses what these name, for the tenant and channel."""
+    payload = event(name, "X1", email="Begoña@Example.com", pipecore_message_id="msg_a", **extra)
+    headers, body = SIGNER.webhook([payload])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    opt_outs = [e for e in result.events if isinstance(e, RecipientOptOut)]
+    if reason is None:
+        assert opt_outs == []
+        return
+    [opt_out] = opt_outs
+    assert (opt_out.address, opt_out.reason, opt_out.provider_message_id) == (
+        "Begoña@Example.com",
+        reason,
+        "X1",
     )
 
 

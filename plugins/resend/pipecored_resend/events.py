@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pipecored import (
     DeliveryStatus,
     InboundMessage,
+    RecipientOptOut,
     StatusEvent,
     WebhookPayloadError,
     parse_mailbox,
@@ -86,7 +87,37 @@ def received_body(email: dict[str, Any]) -> str:
     return text_of(email.get("text")) or text_of(email.get("html")) or ""
 
 
-def parse(body: bytes) -> list[StatusEvent | InboundMessage]:
+def _opt_outs(event_type: str, data: dict[str, Any], email_id: str) -> list[RecipientOptOut]:
+    """The addresses a hard bounce or a complaint takes off the tenant's list (SPEC section 9):
+    a bounce only when Resend calls it Permanent (a full mailbox or a greylisting is Transient,
+    and the next email may well arrive)."""
+    if event_type == "email.complained":
+        reason: Literal["bounce", "complaint"] = "complaint"
+        detail = None
+    elif event_type == "email.bounced":
+        bounce = data.get("bounce")
+        if not isinstance(bounce, dict) or bounce.get("type") != "Permanent":
+            return []
+        reason = "bounce"
+        detail = text_of(bounce.get("message"))
+    else:
+        return []
+    recipients = data.get("to")
+    addresses = (
+        [a for a in recipients if isinstance(a, str) and a] if isinstance(recipients, list) else []
+    )
+    return [
+        RecipientOptOut(
+            address=address,
+            reason=reason,
+            provider_message_id=email_id,
+            detail=detail[:200] if detail else None,
+        )
+        for address in addresses
+    ]
+
+
+def parse(body: bytes) -> list[StatusEvent | InboundMessage | RecipientOptOut]:
     """The events in one verified Resend callback; event types we do not track give none."""
     try:
         payload = json.loads(body)
@@ -116,12 +147,11 @@ def parse(body: bytes) -> list[StatusEvent | InboundMessage]:
                 occurred_at=occurred_at,
             )
         ]
-    return [
-        StatusEvent(
-            status="failed",
-            provider_message_id=email_id,
-            error_code=_FAILURES[event_type],
-            error_message=_failure_message(event_type, data),
-            occurred_at=occurred_at,
-        )
-    ]
+    failed = StatusEvent(
+        status="failed",
+        provider_message_id=email_id,
+        error_code=_FAILURES[event_type],
+        error_message=_failure_message(event_type, data),
+        occurred_at=occurred_at,
+    )
+    return [failed, *_opt_outs(event_type, data, email_id)]

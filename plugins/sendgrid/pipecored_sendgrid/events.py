@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
-from pipecored import DeliveryStatus, StatusEvent, WebhookPayloadError
+from pipecored import DeliveryStatus, RecipientOptOut, StatusEvent, WebhookPayloadError
 
 # The custom arg that every send carries: our message id, echoed in every event.
 MESSAGE_ID_ARG = "pipecore_message_id"
@@ -22,6 +22,14 @@ _PROGRESS: dict[str, DeliveryStatus] = {
     "open": "read",
 }
 _FAILURES = frozenset({"bounce", "dropped", "spamreport", "blocked"})
+# Events that take the address off the tenant's list (SPEC section 9). A "bounce" of type
+# "blocked" is a temporary refusal (a reputation block, a full mailbox): not one of them.
+_OPT_OUTS: dict[str, Literal["bounce", "complaint", "unsubscribe"]] = {
+    "bounce": "bounce",
+    "spamreport": "complaint",
+    "unsubscribe": "unsubscribe",
+    "group_unsubscribe": "unsubscribe",
+}
 
 
 def provider_message_id(sg_message_id: object) -> str | None:
@@ -82,7 +90,24 @@ def _status(event: dict[str, Any]) -> StatusEvent | None:
     )
 
 
-def parse(body: bytes) -> list[StatusEvent]:
+def _opt_out(event: dict[str, Any]) -> RecipientOptOut | None:
+    name = event.get("event")
+    reason = _OPT_OUTS.get(name) if isinstance(name, str) else None
+    if reason is None or (name == "bounce" and event.get("type") == "blocked"):
+        return None
+    address = _text(event.get("email"))
+    if address is None:
+        return None
+    detail = _text(event.get("reason")) if name == "bounce" else None
+    return RecipientOptOut(
+        address=address,
+        reason=reason,
+        provider_message_id=provider_message_id(event.get("sg_message_id")),
+        detail=detail[:200] if detail else None,
+    )
+
+
+def parse(body: bytes) -> list[StatusEvent | RecipientOptOut]:
     """The status events in one verified callback; events we do not track give none."""
     try:
         payload = json.loads(body)
@@ -90,11 +115,14 @@ def parse(body: bytes) -> list[StatusEvent]:
         raise WebhookPayloadError("the body is not JSON") from None
     if not isinstance(payload, list):
         raise WebhookPayloadError("the body is not a JSON array of events")
-    statuses: list[StatusEvent] = []
+    events: list[StatusEvent | RecipientOptOut] = []
     for event in payload:
         if not isinstance(event, dict):
             raise WebhookPayloadError("an event is not a JSON object")
         status = _status(event)
         if status is not None:
-            statuses.append(status)
-    return statuses
+            events.append(status)
+        opt_out = _opt_out(event)
+        if opt_out is not None:
+            events.append(opt_out)
+    return events
