@@ -112,6 +112,16 @@ def test_the_dashboard_has_a_tenant_variable_over_accepted_messages() -> None:
         pytest.param("Webhook callbacks/s by result", "pipecore_webhooks_total", id="webhooks"),
         pytest.param("Config reloads", "pipecore_config_reloads_total", id="reloads"),
         pytest.param("Alerts sent to receivers", "pipecore_alerts_total", id="alerts"),
+        pytest.param(
+            "Events posted to platforms/s by endpoint and outcome",
+            "pipecore_event_deliveries_total",
+            id="events",
+        ),
+        pytest.param(
+            "Events outbox: depth and oldest age",
+            "pipecore_events_outbox_oldest_age_seconds",
+            id="outbox",
+        ),
     ],
 )
 def test_the_dashboard_has_the_panel(title: str, metric: str) -> None:
@@ -126,6 +136,7 @@ def test_panels_filter_by_tenant_except_where_the_metric_has_no_tenant() -> None
         "pipecore_queue_",
         "pipecore_config_",
         "pipecore_alerts_total",
+        "pipecore_events_outbox_",
     )
     for panel in _dashboard()["panels"]:
         for target in panel["targets"]:
