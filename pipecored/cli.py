@@ -29,6 +29,7 @@ from pipecored.errors import ConfigError, PipecoreError
 from pipecored.gateway import Gateway
 from pipecored.logs import configure_logging
 from pipecored.plugins import LoadedProviders, load_providers
+from pipecored.store import migrate_store
 
 KEY_PREFIX = "pck_"  # recognisable in a leaked-secret scan
 
@@ -62,6 +63,15 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--config", type=Path, default=Path("config"), help="config dir")
 
     commands.add_parser("plugins", help="list the loaded providers")
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the store's schema up to date",
+        description="Apply the store's schema migrations (SQLite or PostgreSQL, as pipecored.yaml's"
+        " store says). A daemon also does this when it starts, under the same lock; run it"
+        " before an upgrade's rolling restart to see it done once.",
+    )
+    migrate.add_argument("--config", type=Path, default=Path("config"), help="config dir")
 
     keys = commands.add_parser("keys", help="API keys")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
@@ -340,8 +350,29 @@ def cmd_keys_new(tenant: str | None) -> int:
     return 0
 
 
+def cmd_migrate(config_dir: Path) -> int:
+    try:
+        daemon = load_daemon_config(config_dir, env=os.environ)
+    except ConfigError as exc:
+        for issue in exc.issues:
+            print(issue, file=sys.stderr)
+        return 1
+    try:
+        before, after = asyncio.run(migrate_store(daemon.store, base_dir=str(config_dir)))
+    except PipecoreError as exc:
+        print(f"pipecored: {exc}", file=sys.stderr)
+        return 1
+    if before == after:
+        print(f"store schema is up to date (version {after})")
+    else:
+        print(f"store schema migrated from version {before} to {after}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "migrate":
+        return cmd_migrate(args.config)
     if args.command == "serve":
         return cmd_serve(args.config, args.host, args.port)
     if args.command == "check":

@@ -105,7 +105,12 @@ class Gateway:
 
     async def start(self) -> None:
         daemon = self.registry.snapshot.daemon
-        self._store = open_store(daemon.store, base_dir=str(self.config_dir))
+        self._store = open_store(
+            daemon.store,
+            base_dir=str(self.config_dir),
+            pool_min=daemon.store_pool.min_size,
+            pool_max=daemon.store_pool.max_size,
+        )
         events = TenantEvents(lambda: self.registry.snapshot)
         self._store.events = events
         await self._store.open()
@@ -141,6 +146,10 @@ class Gateway:
             metrics=self.metrics,
         )
         events.listeners.append(self._event_worker.wake_threadsafe(asyncio.get_running_loop()))
+        # Several daemons on one database: another node's accept or event wakes this one's
+        # workers (PostgreSQL's LISTEN/NOTIFY).
+        self._store.on_work(self._worker.wake)
+        self._store.on_work(self._event_worker.wake)
         self._worker.circuits.listeners.append(self._circuit_event)
         self._alerts.start()
         self._worker.start()

@@ -154,8 +154,13 @@ class LoggingConfig(Model):
 
 
 def _store_url(value: str) -> str:
+    if value.startswith(("postgresql://", "postgres://")):
+        return value  # libpq's URI; the driver names what is wrong with it when it connects
     if not value.startswith("sqlite:///"):
-        raise ValueError("expected sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        raise ValueError(
+            "expected sqlite:///relative/path.db, sqlite:////absolute/path.db or"
+            " postgresql://user@host:port/database"
+        )
     path = value.removeprefix("sqlite:///")
     # A relative path stays inside the config dir; an absolute one (sqlite:////...) is explicit.
     if not path.startswith("/") and ".." in PurePosixPath(path).parts:
@@ -171,9 +176,17 @@ class ConfigWatchConfig(Model):
     poll_interval: Duration = Field(default=1.0, gt=0)
 
 
+class StorePoolConfig(Model):
+    """Connections a daemon keeps to PostgreSQL (not used with SQLite)."""
+
+    min_size: int = Field(default=2, ge=1, le=100)
+    max_size: int = Field(default=10, ge=1, le=500)
+
+
 class DaemonConfig(Model):
     server: ServerConfig = ServerConfig()
     store: Annotated[str, AfterValidator(_store_url)] = "sqlite:///pipecored.db"
+    store_pool: StorePoolConfig = StorePoolConfig()
     auth: AuthConfig = AuthConfig()
     providers: dict[str, ProviderDefaults] = {}
     delivery: DeliveryConfig = DeliveryConfig()
@@ -186,7 +199,7 @@ class DaemonConfig(Model):
 
 
 # Keys whose change needs a restart: the listening socket and the database.
-RESTART_KEYS = ("server.host", "server.port", "store", "config_watch")
+RESTART_KEYS = ("server.host", "server.port", "store", "store_pool", "config_watch")
 
 
 class RouteConfig(Model):

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import structlog
 
@@ -448,6 +449,7 @@ class TenantRegistry:
             new = new.model_copy(
                 update={
                     "store": old.store,
+                    "store_pool": old.store_pool,
                     "config_watch": old.config_watch,
                     "server": new.server.model_copy(
                         update={"host": old.server.host, "port": old.server.port}
@@ -553,6 +555,10 @@ class TenantRegistry:
         for hook in daemon.alerts.webhooks:
             if hook.secret:
                 secrets.add(hook.secret)
+        # a PostgreSQL URL's password (postgresql://user:password@host/db)
+        password = urlsplit(daemon.store).password
+        if password:
+            secrets.add(unquote(password))
         secrets.discard("")
         self.snapshot = ConfigSnapshot(daemon, tenants, keys, frozenset(secrets))
 

@@ -52,19 +52,38 @@ __all__ = [
     "NewMessage",
     "StoreStats",
     "SuppressionRecord",
+    "migrate_store",
     "new_event_id",
     "new_message_id",
     "open_store",
 ]
 
 
-def open_store(url: str, *, base_dir: str) -> MessageStore:
-    """Build the store named by a SQLAlchemy-style URL (``sqlite:///relative``, ``sqlite:////abs``).
+def open_store(url: str, *, base_dir: str, pool_min: int = 2, pool_max: int = 10) -> MessageStore:
+    """Build the store named by its URL: ``sqlite:///relative`` (to ``base_dir``, the config
+    dir), ``sqlite:////absolute``, or ``postgresql://user@host:port/database`` (also
+    ``postgres://``), with a pool of ``pool_min`` to ``pool_max`` connections."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from pipecored.store.postgres import PostgresStore
 
-    Relative SQLite paths are relative to ``base_dir`` (the config directory).
-    """
+        return PostgresStore(url, min_connections=pool_min, max_connections=max(pool_min, pool_max))
     from pipecored.store.sqlite import SQLiteStore, sqlite_path
 
     if url.startswith("sqlite://"):
         return SQLiteStore(sqlite_path(url, base_dir=base_dir))
-    raise ValueError(f"unsupported store URL scheme: {url.split(':', 1)[0]!r} (supported: sqlite)")
+    raise ValueError(
+        f"unsupported store URL scheme: {url.split(':', 1)[0]!r} (supported: sqlite, postgresql)"
+    )
+
+
+async def migrate_store(url: str, *, base_dir: str) -> tuple[int, int]:
+    """Apply the schema migrations of the store named by ``url``; returns the versions before and
+    after. SQLite's are run by opening the file (which takes its owner lock: not while a daemon
+    has it open); PostgreSQL's under the advisory lock every starting daemon takes too."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from pipecored.store.postgres.schema import migrate_url
+
+        return await migrate_url(url)
+    from pipecored.store.sqlite import migrate_file, sqlite_path
+
+    return await migrate_file(sqlite_path(url, base_dir=base_dir))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import secrets
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
@@ -330,6 +330,55 @@ class EndpointHealth:
     last_attempt_at: float | None
 
 
+@dataclass(frozen=True, slots=True)
+class ActivityBucket:
+    """A tenant's outbound messages accepted in ``[start, start + bucket_seconds)`` and where
+    they stand now (the console's charts): counted as :meth:`MessageStore.stats` counts them.
+
+    Latency is from acceptance to the provider's acceptance, over the bucket's messages that
+    reached a provider. Computed from every such message while the bucket holds up to
+    :data:`ACTIVITY_EXACT_LATENCY` messages; above that from a sample spread evenly over the
+    bucket's time (``latency_sampled``), so that a chart's cost does not grow with the traffic.
+    """
+
+    start: float
+    accepted: int
+    sent: int  # still at sent (no delivery receipt yet)
+    delivered: int  # delivered or read
+    failed: int
+    latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
+    latency_sampled: bool = False
+
+    @property
+    def delivery_rate(self) -> float | None:
+        """As in stats: (delivered + read) / (sent + delivered + read + failed)."""
+        settled = self.sent + self.delivered + self.failed
+        return self.delivered / settled if settled else None
+
+
+# Activity buckets are whole hours (the stores keep hourly counts), at most a month of them.
+ACTIVITY_HOUR = 3600
+MAX_ACTIVITY_BUCKETS = 744
+# A bucket with at most this many messages has its latency percentiles from all of them.
+ACTIVITY_EXACT_LATENCY = 512
+
+
+def activity_starts(*, since: float, until: float, bucket_seconds: int) -> list[float]:
+    """The buckets :meth:`MessageStore.activity` answers: aligned to multiples of
+    ``bucket_seconds`` since the epoch (UTC), from the one holding ``since`` to the one holding
+    ``until``. ValueError for a bucket that is not whole hours, or too many buckets."""
+    if bucket_seconds <= 0 or bucket_seconds % ACTIVITY_HOUR:
+        raise ValueError("bucket_seconds must be a positive multiple of 3600")
+    first = int(since // bucket_seconds)
+    last = int(until // bucket_seconds)
+    if last < first:
+        return []
+    if last - first + 1 > MAX_ACTIVITY_BUCKETS:
+        raise ValueError(f"at most {MAX_ACTIVITY_BUCKETS} buckets")
+    return [float(b * bucket_seconds) for b in range(first, last + 1)]
+
+
 class MessageStore(abc.ABC):
     # How many messages :meth:`open` put back in the queue because the previous process of this
     # daemon had claimed them and died (kill -9): sent again at once, not after their lease.
@@ -528,6 +577,11 @@ class MessageStore(abc.ABC):
 
     # -- coordination between the daemons sharing a store (SPEC section 12) --------------------
 
+    def on_work(self, listener: Callable[[], None]) -> None:
+        """Have ``listener`` called when a daemon sharing this store made work (an accept, a
+        retry, an event to post, a dead node's messages put back), so that idle workers start
+        at once. A store one daemon owns never calls it: that daemon wakes its own workers."""
+
     @abc.abstractmethod
     async def reserve_rate(self, key: str, *, per_second: float, burst: int, now: float) -> float:
         """Reserve the next send under the rate limit ``key`` (a tenant's channel), for every
@@ -540,3 +594,13 @@ class MessageStore(abc.ABC):
         """True for the first caller of ``key`` until ``until``; False for everyone else (on
         any daemon sharing the store) until then. After ``until`` the key may be claimed
         again."""
+
+    # -- the console's charts ----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def activity(
+        self, tenant_id: str, *, since: float, until: float, bucket_seconds: int
+    ) -> list[ActivityBucket]:
+        """The tenant's outbound messages per bucket (see :func:`activity_starts`), oldest
+        first, every bucket present (empty ones with zeros). Read from indexes only: its cost
+        depends on the number of buckets, not on the number of messages."""

@@ -78,7 +78,7 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
-from pipecored.store.sqlite_schema import migrate
+from pipecored.store.sqlite_schema import SCHEMA_VERSION, migrate
 from pipecored.store.sqlite_suppressions import (
     list_suppressions_tx,
     suppress_tx,
@@ -86,7 +86,7 @@ from pipecored.store.sqlite_suppressions import (
     unsuppress_tx,
 )
 
-__all__ = ["MAX_BATCH", "SQLiteStore", "sqlite_path"]
+__all__ = ["MAX_BATCH", "SQLiteStore", "migrate_file", "sqlite_path"]
 
 _T = TypeVar("_T")
 
@@ -1430,3 +1430,23 @@ class SQLiteStore(MessageStore):
             self._claims = {k: t for k, t in self._claims.items() if t > now}
         self._claims[key] = until
         return True
+
+
+async def migrate_file(path: str) -> tuple[int, int]:
+    """``pipecored migrate`` on SQLite: open the store (which migrates it under its owner lock)
+    and close it; (version before, version after)."""
+    before = await asyncio.to_thread(_file_version, path)
+    store = SQLiteStore(path)
+    await store.open()
+    await store.close()
+    return before, SCHEMA_VERSION
+
+
+def _file_version(path: str) -> int:
+    if not os.path.exists(path):
+        return 0
+    conn = sqlite3.connect(path)
+    try:
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        conn.close()

@@ -1,0 +1,1193 @@
+"""The message store on PostgreSQL, for one daemon or several sharing one database.
+
+Each call runs in a transaction of its own on a pooled connection (psycopg 3, async). What the
+SQLite store gets from being the file's only writer, this store gets from PostgreSQL:
+
+- **Claims** take due rows with ``FOR UPDATE SKIP LOCKED``: two nodes never claim one message
+  and never wait for each other. A lease names its node (``lease_node``).
+- **Heartbeats**: every node writes its heartbeat every :data:`HEARTBEAT_SECONDS`; one whose
+  heartbeat is :data:`NODE_DEAD_SECONDS` old is dead (kill -9, a lost machine), and the first
+  node to notice puts its leased messages back in the queue, within about 20 s rather than at
+  the end of their lease.
+- **LISTEN/NOTIFY**: a write that makes work (an accept, a retry, a taken-back lease, an event
+  to post) notifies ``pipecored_work``; every node's listener wakes its idle workers at once.
+- **Stats** come from ``message_counts`` plus the insert-only ``message_count_deltas`` that a
+  trigger writes on every status move, folded into the counts by one node at a time.
+- **Rate limits and alert claims** are rows every node updates in one statement.
+
+Byte-exact text: payloads and addresses are stored as ``text`` (the database is UTF-8; jsonb would
+reorder keys and normalize numbers), event bodies as ``bytea``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import secrets
+import time
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Final, Literal, cast
+
+import orjson
+import psycopg
+import psycopg_pool
+import structlog
+from psycopg.rows import dict_row
+
+from pipecored.errors import StoreError
+from pipecored.events.kinds import (
+    MESSAGE_FAILOVER,
+    MESSAGE_RECEIVED,
+    RECIPIENT_SUPPRESSED,
+    RECIPIENT_UNSUPPRESSED,
+    STATUS_EVENTS,
+)
+from pipecored.provider import InboundMessage, StatusEvent
+from pipecored.store.base import (
+    EVERY_MESSAGE,
+    AcceptResult,
+    AppliedStatus,
+    AttemptOutcome,
+    AttemptRecord,
+    Completed,
+    DeliveryResult,
+    EndpointDelivery,
+    EndpointHealth,
+    EventDelivery,
+    EventRecord,
+    Failover,
+    IdempotencyClaim,
+    IdempotencyConflict,
+    LogFilter,
+    MessageRecord,
+    MessageStore,
+    NewEvent,
+    NewMessage,
+    StoreStats,
+    SuppressionRecord,
+    moves_forward,
+    new_message_id,
+)
+from pipecored.store.postgres.schema import migrate
+from pipecored.store.sqlite import inbound_media_json
+
+log = structlog.get_logger("pipecored.store")
+
+Conn = psycopg.AsyncConnection[dict[str, Any]]
+
+NOTIFY_CHANNEL: Final = "pipecored_work"
+_NOTIFY: Final = "NOTIFY pipecored_work"
+_LISTEN: Final = "LISTEN pipecored_work"
+HEARTBEAT_SECONDS: Final = 5.0
+NODE_DEAD_SECONDS: Final = 15.0
+PENDING_EVENT_TTL: Final = 24 * 3600.0
+_HOUR: Final = 3600
+# advisory lock keys of the work one node at a time does
+_FOLD_LOCK: Final = 0x70697065636F7201
+
+_PLAIN_COLUMNS: Final = (
+    "id", "seq", "tenant_id", "channel", "direction", "provider", "sender", "status",
+    "attempt_count", "provider_message_id", "error_code", "error_message", "created_at",
+    "updated_at", "sent_at", "not_before", "route_index", "route_attempts", "lease_token",
+    "body_preview",
+)  # fmt: skip
+
+_NEW_OUTBOUND: Final[dict[str, Any]] = {
+    "direction": "outbound",
+    "provider": None,
+    "attempt_count": 0,
+    "provider_message_id": None,
+    "error_code": None,
+    "error_message": None,
+    "sent_at": None,
+    "route_index": 0,
+    "route_attempts": 0,
+    "lease_token": None,
+}
+
+
+def _json(value: object) -> str:
+    return orjson.dumps(value).decode("utf-8")
+
+
+def _record(row: Mapping[str, Any], attempts: tuple[AttemptRecord, ...] = ()) -> MessageRecord:
+    return MessageRecord(
+        **{column: row[column] for column in _PLAIN_COLUMNS},
+        to=orjson.loads(row["to_json"]),
+        payload=orjson.loads(row["payload_json"]),
+        attempts=attempts,
+    )
+
+
+def _error(op: str, exc: BaseException) -> StoreError:
+    error = StoreError(f"{op} failed: {type(exc).__name__}: {exc}".strip())
+    error.__cause__ = exc
+    return error
+
+
+class PostgresStore(MessageStore):
+    """:class:`MessageStore` on a PostgreSQL database (see the module docstring)."""
+
+    shared = True
+
+    def __init__(self, url: str, *, min_connections: int = 2, max_connections: int = 10) -> None:
+        self.url = url
+        self.node_id = f"node-{secrets.token_hex(6)}"
+        self._pool = psycopg_pool.AsyncConnectionPool(
+            url,
+            min_size=min_connections,
+            max_size=max_connections,
+            open=False,
+            kwargs={"autocommit": True, "row_factory": dict_row},
+            name="pipecored",
+        )
+        self._state = "new"
+        self._tasks: list[asyncio.Task[None]] = []
+        # told when another node (or this one) made work: an accept, a retry, an event
+        self._work_listeners: list[Callable[[], None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._state != "new":
+            raise StoreError(f"open failed: store is {self._state}")
+        self._state = "opening"
+        try:
+            async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                await migrate(conn)
+            await self._pool.open(wait=True, timeout=30)
+            now = time.time()
+            async with self._tx("open") as conn:
+                await conn.execute(
+                    "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (%s, %s, %s)",
+                    (self.node_id, now, now),
+                )
+            self.taken_back = await self._take_back_dead(now)
+        except StoreError:
+            self._state = "new"
+            await self._pool.close()
+            raise
+        except Exception as exc:
+            self._state = "new"
+            await self._pool.close()
+            raise _error("open", exc) from exc
+        self._state = "open"
+        self._tasks = [
+            asyncio.create_task(self._listen(), name="store-listen"),
+            asyncio.create_task(self._heartbeat(), name="store-heartbeat"),
+        ]
+
+    async def close(self) -> None:
+        if self._state != "open":
+            self._state = "closed"
+            return
+        self._state = "closed"
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            async with self._pool.connection(timeout=5) as conn:
+                await conn.execute("DELETE FROM nodes WHERE node_id = %s", (self.node_id,))
+        await self._pool.close()
+
+    @contextlib.asynccontextmanager
+    async def _tx(self, op: str) -> Any:
+        """A connection in a transaction; any database error is a StoreError naming ``op``."""
+        if self._state not in ("open", "opening"):
+            raise StoreError(f"{op} failed: store is not open")
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                yield conn
+        except (StoreError, IdempotencyConflict):
+            raise
+        except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
+            raise _error(op, exc) from exc
+
+    async def _read(self, op: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
+        async with self._tx(op) as conn:
+            cur = await conn.execute(sql, params)
+            return list(await cur.fetchall())
+
+    # -- the nodes -----------------------------------------------------------------------------
+
+    def on_work(self, listener: Callable[[], None]) -> None:
+        self._work_listeners.append(listener)
+
+    def _wake(self) -> None:
+        for listener in self._work_listeners:
+            listener()
+
+    async def _listen(self) -> None:
+        """Wake this node's workers on every ``pipecored_work`` notification; reconnect after a
+        lost connection."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
+                    await conn.execute(_LISTEN)
+                    async for _ in conn.notifies():
+                        self._wake()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("store.listen_lost", error=str(exc))
+                await asyncio.sleep(1.0)
+
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            try:
+                now = time.time()
+                async with self._tx("heartbeat") as conn:
+                    await conn.execute(
+                        "INSERT INTO nodes (node_id, started_at, heartbeat_at) VALUES (%s, %s, %s)"
+                        " ON CONFLICT (node_id) DO UPDATE SET heartbeat_at = EXCLUDED.heartbeat_at",
+                        (self.node_id, now, now),
+                    )
+                taken = await self._take_back_dead(now)
+                if taken:
+                    log.warning("store.dead_node_leases_taken_back", count=taken)
+                await self._fold_counts()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("store.heartbeat_failed", error=str(exc))
+
+    async def _take_back_dead(self, now: float) -> int:
+        """Put back in the queue what nodes that stopped beating had leased, and forget them.
+        Those calls may have reached the provider: at least once, as promised."""
+        async with self._tx("take_back") as conn:
+            cur = await conn.execute(
+                "DELETE FROM nodes WHERE heartbeat_at < %s AND node_id <> %s RETURNING node_id",
+                (now - NODE_DEAD_SECONDS, self.node_id),
+            )
+            dead = [row["node_id"] for row in await cur.fetchall()]
+            if not dead:
+                return 0
+            cur = await conn.execute(
+                "UPDATE messages SET status = 'queued', lease_until = NULL, lease_token = NULL,"
+                " lease_node = NULL, updated_at = %s"
+                " WHERE status = 'sending' AND lease_node = ANY(%s)",
+                (now, dead),
+            )
+            taken = cur.rowcount
+            if taken:
+                await conn.execute(_NOTIFY)
+            return int(taken)
+
+    async def _fold_counts(self) -> None:
+        """Fold the count deltas into the per-hour counts, one node at a time."""
+        async with self._tx("fold_counts") as conn:
+            cur = await conn.execute("SELECT pg_try_advisory_xact_lock(%s) AS ok", (_FOLD_LOCK,))
+            row = await cur.fetchone()
+            if row is None or not row["ok"]:
+                return
+            await conn.execute(
+                "WITH moved AS (DELETE FROM message_count_deltas RETURNING *)"
+                " INSERT INTO message_counts (tenant_id, hour, status, channel, provider, n,"
+                " measured) SELECT tenant_id, hour, status, channel, provider, sum(n),"
+                " sum(measured)"
+                " FROM moved GROUP BY tenant_id, hour, status, channel, provider"
+                " ON CONFLICT (tenant_id, hour, status, channel, provider) DO UPDATE"
+                " SET n = message_counts.n + EXCLUDED.n,"
+                " measured = message_counts.measured + EXCLUDED.measured"
+            )
+            await conn.execute("DELETE FROM message_counts WHERE n = 0")
+
+    # -- events ----------------------------------------------------------------------------------
+
+    async def _record_event(self, conn: Conn, event: NewEvent | None) -> None:
+        if event is None:
+            return
+        await conn.execute(
+            "INSERT INTO outbox_events (id, tenant_id, type, body, created_at)"
+            " VALUES (%s, %s, %s, %s, %s)",
+            (event.id, event.tenant_id, event.type, event.body, event.created_at),
+        )
+        endpoints = list(dict.fromkeys(event.endpoints))
+        if endpoints:
+            async with conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO outbox_deliveries (event_id, tenant_id, endpoint, state, attempts,"
+                    " next_attempt_at, updated_at) VALUES (%s, %s, %s, 'pending', 0, %s, %s)",
+                    [
+                        (event.id, event.tenant_id, e, event.created_at, event.created_at)
+                        for e in endpoints
+                    ],
+                )
+            await conn.execute(_NOTIFY)
+
+    async def _emit(
+        self,
+        conn: Conn,
+        seq: int,
+        emitted: Sequence[tuple[str, str | None, Mapping[str, Any] | None]],
+        now: float,
+    ) -> None:
+        events = self.events
+        if events is None or not emitted:
+            return
+        cur = await conn.execute("SELECT * FROM messages WHERE seq = %s", (seq,))
+        row = await cur.fetchone()
+        assert row is not None
+        record = _record(row)
+        for event_type, status, extra in emitted:
+            at_event = record if status is None else replace(record, status=cast(Any, status))
+            await self._record_event(
+                conn, events.message_event(event_type, at_event, now=now, extra=extra)
+            )
+
+    async def _tenant_event(
+        self, conn: Conn, tenant_id: str, event_type: str, data: Mapping[str, Any], now: float
+    ) -> None:
+        if self.events is not None:
+            await self._record_event(
+                conn, self.events.tenant_event(tenant_id, event_type, data, now=now)
+            )
+
+    # -- MessageStore: messages ------------------------------------------------------------------
+
+    async def ping(self) -> None:
+        await self._read("ping", "SELECT 1")
+
+    async def accept(
+        self, message: NewMessage, idempotency: IdempotencyClaim | None = None
+    ) -> AcceptResult:
+        async with self._tx("accept") as conn:
+            if idempotency is not None:
+                replayed = await self._claim_key(conn, message, idempotency)
+                if replayed is not None:
+                    return AcceptResult(replayed, replayed=True)
+            cur = await conn.execute(
+                "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
+                " created_at, updated_at, not_before, payload_json)"
+                " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                (
+                    message.id,
+                    message.tenant_id,
+                    message.channel,
+                    _json(message.to),
+                    message.sender,
+                    "scheduled" if message.scheduled else "queued",
+                    message.created_at,
+                    message.created_at,
+                    message.not_before,
+                    _json(message.payload),
+                ),
+            )
+            row = await cur.fetchone()
+            assert row is not None
+            await conn.execute(_NOTIFY)
+        return AcceptResult(
+            MessageRecord(
+                **_NEW_OUTBOUND,
+                id=message.id,
+                seq=row["seq"],
+                tenant_id=message.tenant_id,
+                channel=message.channel,
+                to=message.to if isinstance(message.to, str) else list(message.to),
+                sender=message.sender,
+                status="scheduled" if message.scheduled else "queued",
+                created_at=message.created_at,
+                updated_at=message.created_at,
+                not_before=message.not_before,
+                payload=message.payload,
+            ),
+            replayed=False,
+        )
+
+    async def _claim_key(
+        self, conn: Conn, message: NewMessage, claim: IdempotencyClaim
+    ) -> MessageRecord | None:
+        """Take the key for this message in the accept's transaction, or return the message it
+        already names. Two nodes racing on one key: the second waits on the first's row."""
+        cur = await conn.execute(
+            "INSERT INTO idempotency (tenant_id, key, request_hash, message_id, expires_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (tenant_id, key) DO NOTHING RETURNING key",
+            (message.tenant_id, claim.key, claim.request_hash, message.id, claim.expires_at),
+        )
+        if await cur.fetchone() is not None:
+            return None
+        cur = await conn.execute(
+            "SELECT request_hash, message_id, expires_at FROM idempotency"
+            " WHERE tenant_id = %s AND key = %s FOR UPDATE",
+            (message.tenant_id, claim.key),
+        )
+        row = await cur.fetchone()
+        if row is not None and row["expires_at"] > message.created_at:
+            if row["request_hash"] != claim.request_hash:
+                raise IdempotencyConflict(row["message_id"])
+            existing = await self._get(conn, row["message_id"])
+            if existing is not None:
+                return existing
+        await conn.execute(
+            "UPDATE idempotency SET request_hash = %s, message_id = %s, expires_at = %s"
+            " WHERE tenant_id = %s AND key = %s",
+            (claim.request_hash, message.id, claim.expires_at, message.tenant_id, claim.key),
+        )
+        return None
+
+    async def _get(self, conn: Conn, message_id: str) -> MessageRecord | None:
+        cur = await conn.execute("SELECT * FROM messages WHERE id = %s", (message_id,))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        cur = await conn.execute(
+            "SELECT provider, started_at, outcome, http_status, error_code, error_message,"
+            " duration_ms FROM attempts WHERE message_seq = %s ORDER BY started_at, id",
+            (row["seq"],),
+        )
+        attempts = tuple(AttemptRecord(**a) for a in await cur.fetchall())
+        return _record(row, attempts)
+
+    async def get(self, message_id: str) -> MessageRecord | None:
+        async with self._tx("get") as conn:
+            return await self._get(conn, message_id)
+
+    async def claim(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        exclude: Collection[tuple[str, str]] = (),
+    ) -> list[MessageRecord]:
+        pairs = sorted(set(exclude))
+        rows = await self._read(
+            "claim",
+            "UPDATE messages SET status = 'sending', lease_until = %(lease)s,"
+            " lease_token = md5(random()::text || clock_timestamp()::text),"
+            " lease_node = %(node)s, updated_at = %(now)s"
+            " WHERE seq IN (SELECT seq FROM messages"
+            "  WHERE status IN ('queued', 'sending', 'scheduled') AND ("
+            "   (status IN ('queued', 'scheduled')"
+            "    AND (not_before IS NULL OR not_before <= %(now)s))"
+            "   OR (status = 'sending' AND lease_until < %(now)s))"
+            "  AND (tenant_id, channel) NOT IN"
+            "   (SELECT * FROM unnest(%(tenants)s::text[], %(channels)s::text[]))"
+            "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            " RETURNING *",
+            {
+                "now": now,
+                "lease": now + lease_seconds,
+                "node": self.node_id,
+                "limit": limit,
+                "tenants": [t for t, _ in pairs],
+                "channels": [c for _, c in pairs],
+            },
+        )
+        return sorted((_record(r) for r in rows), key=lambda r: r.seq)
+
+    async def complete(self, outcome: AttemptOutcome) -> Completed | None:
+        now = time.time()
+        async with self._tx("complete") as conn:
+            cur = await conn.execute(
+                "SELECT seq, tenant_id, status, provider, provider_message_id, created_at,"
+                " sent_at, error_code, error_message FROM messages"
+                " WHERE id = %s AND lease_token = %s FOR UPDATE",
+                (outcome.message_id, outcome.lease_token),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            seq: int = row["seq"]
+            attempt = outcome.attempt
+            if attempt is not None:
+                await conn.execute(
+                    "INSERT INTO attempts (message_seq, provider, started_at, outcome,"
+                    " http_status, error_code, error_message, duration_ms)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        seq,
+                        attempt.provider,
+                        attempt.started_at,
+                        attempt.outcome,
+                        attempt.http_status,
+                        attempt.error_code,
+                        attempt.error_message,
+                        attempt.duration_ms,
+                    ),
+                )
+            current: str = row["status"]
+            if current in ("queued", "sending") or moves_forward(current, outcome.status):
+                status: str = outcome.status
+                error_code, error_message = outcome.error_code, outcome.error_message
+            else:
+                status = current
+                error_code, error_message = row["error_code"], row["error_message"]
+            sent_at = row["sent_at"]
+            latency_ms = None
+            if outcome.status in ("sent", "delivered"):
+                sent_at = outcome.sent_at if outcome.sent_at is not None else now
+                latency_ms = (sent_at - row["created_at"]) * 1000
+            provider = outcome.provider if outcome.provider is not None else row["provider"]
+            provider_message_id = (
+                outcome.provider_message_id
+                if outcome.provider_message_id is not None
+                else row["provider_message_id"]
+            )
+            await conn.execute(
+                "UPDATE messages SET status = %s, provider = %s, route_index = %s,"
+                " route_attempts = %s, error_code = %s, error_message = %s, not_before = %s,"
+                " provider_message_id = %s, sent_at = %s,"
+                " latency_ms = COALESCE(%s, latency_ms), attempt_count = attempt_count + %s,"
+                " lease_until = NULL, lease_token = NULL, lease_node = NULL, updated_at = %s"
+                " WHERE seq = %s",
+                (
+                    status,
+                    provider,
+                    outcome.route_index,
+                    outcome.route_attempts,
+                    error_code,
+                    error_message,
+                    outcome.not_before,
+                    provider_message_id,
+                    sent_at,
+                    latency_ms,
+                    0 if attempt is None else 1,
+                    now,
+                    seq,
+                ),
+            )
+            deferred: tuple[str, ...] = ()
+            if provider is not None and provider_message_id is not None:
+                deferred = await self._apply_pending(
+                    conn, seq, status, row["tenant_id"], provider, provider_message_id, now
+                )
+            if self.events is not None:
+                reached = ([status] if status != current else []) + list(deferred)
+                emitted: list[tuple[str, str | None, Mapping[str, Any] | None]] = [
+                    (MESSAGE_FAILOVER, None, {"failover": _failover(f)}) for f in outcome.failovers
+                ]
+                emitted += [(STATUS_EVENTS[s], s, None) for s in reached if s in STATUS_EVENTS]
+                await self._emit(conn, seq, emitted, now)
+            if status == "queued":
+                await conn.execute(_NOTIFY)
+        return Completed(deferred)
+
+    async def _move(
+        self,
+        conn: Conn,
+        seq: int,
+        current: str,
+        new: str,
+        error_code: str | None,
+        error_message: str | None,
+        now: float,
+    ) -> str:
+        if not moves_forward(current, new):
+            return current
+        if new == "failed":
+            await conn.execute(
+                "UPDATE messages SET status = 'failed', error_code = %s, error_message = %s,"
+                " updated_at = %s WHERE seq = %s",
+                (error_code, error_message, now, seq),
+            )
+        else:
+            await conn.execute(
+                "UPDATE messages SET status = %s, updated_at = %s WHERE seq = %s", (new, now, seq)
+            )
+        return new
+
+    async def _apply_pending(
+        self,
+        conn: Conn,
+        seq: int,
+        status: str,
+        tenant_id: str,
+        provider: str,
+        provider_message_id: str,
+        now: float,
+    ) -> tuple[str, ...]:
+        key = (tenant_id, provider, provider_message_id)
+        cur = await conn.execute(
+            "DELETE FROM pending_events WHERE tenant_id = %s AND provider = %s"
+            " AND provider_message_id = %s RETURNING id, status, error_code, error_message",
+            key,
+        )
+        events = sorted(await cur.fetchall(), key=lambda e: e["id"])
+        reached: list[str] = []
+        for event in events:
+            moved = await self._move(
+                conn, seq, status, event["status"], event["error_code"], event["error_message"], now
+            )
+            if moved != status:
+                reached.append(moved)
+            status = moved
+        return tuple(reached)
+
+    async def release(self, message_id: str, lease_token: str) -> None:
+        async with self._tx("release") as conn:
+            await conn.execute(
+                "UPDATE messages SET status = CASE status WHEN 'sending' THEN 'queued'"
+                " ELSE status END, lease_until = NULL, lease_token = NULL, lease_node = NULL,"
+                " updated_at = %s WHERE id = %s AND lease_token = %s",
+                (time.time(), message_id, lease_token),
+            )
+            await conn.execute(_NOTIFY)
+
+    async def next_due(self, exclude: Collection[tuple[str, str]] = ()) -> float | None:
+        pairs = sorted(set(exclude))
+        rows = await self._read(
+            "next_due",
+            "SELECT min(CASE status WHEN 'sending' THEN lease_until"
+            " ELSE COALESCE(not_before, created_at) END) AS due FROM messages"
+            " WHERE status IN ('queued', 'sending', 'scheduled') AND (tenant_id, channel) NOT IN"
+            " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            ([t for t, _ in pairs], [c for _, c in pairs]),
+        )
+        due = rows[0]["due"]
+        return None if due is None else float(due)
+
+    async def apply_status(
+        self, tenant_id: str, provider: str, event: StatusEvent
+    ) -> AppliedStatus | None:
+        now = time.time()
+        async with self._tx("apply_status") as conn:
+            row = None
+            if event.message_id is not None:
+                cur = await conn.execute(
+                    "SELECT seq, id, status FROM messages WHERE id = %s AND tenant_id = %s"
+                    " AND direction = 'outbound' FOR UPDATE",
+                    (event.message_id, tenant_id),
+                )
+                row = await cur.fetchone()
+            if row is None and event.provider_message_id is not None:
+                cur = await conn.execute(
+                    "SELECT seq, id, status FROM messages WHERE tenant_id = %s AND provider = %s"
+                    " AND provider_message_id = %s AND direction = 'outbound'"
+                    " ORDER BY seq DESC LIMIT 1 FOR UPDATE",
+                    (tenant_id, provider, event.provider_message_id),
+                )
+                row = await cur.fetchone()
+            if row is not None:
+                ended = await self._move(
+                    conn,
+                    row["seq"],
+                    row["status"],
+                    event.status,
+                    event.error_code,
+                    event.error_message,
+                    now,
+                )
+                moved = ended != row["status"]
+                if moved and ended in STATUS_EVENTS:
+                    await self._emit(conn, row["seq"], [(STATUS_EVENTS[ended], None, None)], now)
+                return AppliedStatus(str(row["id"]), moved=moved)
+            if event.provider_message_id is not None:
+                await conn.execute(
+                    "DELETE FROM pending_events WHERE received_at < %s", (now - PENDING_EVENT_TTL,)
+                )
+                await conn.execute(
+                    "INSERT INTO pending_events (tenant_id, provider, provider_message_id, status,"
+                    " error_code, error_message, occurred_at, received_at)"
+                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                    (
+                        tenant_id,
+                        provider,
+                        event.provider_message_id,
+                        event.status,
+                        event.error_code,
+                        event.error_message,
+                        None if event.occurred_at is None else event.occurred_at.timestamp(),
+                        now,
+                    ),
+                )
+            return None
+
+    async def add_inbound(
+        self,
+        tenant_id: str,
+        channel: str,
+        provider: str,
+        message: InboundMessage,
+        *,
+        opt_out: Literal["stop", "start"] | None = None,
+    ) -> tuple[str, bool]:
+        now = time.time()
+        payload: dict[str, object] = {
+            "from": message.sender,
+            "to": message.recipient,
+            "body": message.body,
+        }
+        if message.subject is not None:
+            payload["subject"] = message.subject
+        if message.occurred_at is not None:
+            payload["occurred_at"] = message.occurred_at.isoformat()
+        if message.media:
+            payload["media"] = [inbound_media_json(m) for m in message.media]
+        message_id = new_message_id()
+        async with self._tx("add_inbound") as conn:
+            cur = await conn.execute(
+                "INSERT INTO messages (id, tenant_id, channel, direction, provider, to_json,"
+                " sender, status, provider_message_id, created_at, updated_at, payload_json,"
+                " body_preview) VALUES (%s, %s, %s, 'inbound', %s, %s, %s, 'received', %s, %s,"
+                " %s, %s, %s) ON CONFLICT (tenant_id, provider, provider_message_id)"
+                " WHERE direction = 'inbound' AND provider_message_id IS NOT NULL DO NOTHING"
+                " RETURNING seq",
+                (
+                    message_id,
+                    tenant_id,
+                    channel,
+                    provider,
+                    _json(message.recipient),
+                    message.sender,
+                    message.provider_message_id,
+                    now,
+                    now,
+                    _json(payload),
+                    message.body,
+                ),
+            )
+            row = await cur.fetchone()
+            if row is None:  # the provider's retry of a message already stored
+                cur = await conn.execute(
+                    "SELECT id FROM messages WHERE tenant_id = %s AND provider = %s"
+                    " AND provider_message_id = %s AND direction = 'inbound' LIMIT 1",
+                    (tenant_id, provider, message.provider_message_id),
+                )
+                existing = await cur.fetchone()
+                assert existing is not None
+                return str(existing["id"]), False
+            await self._emit(conn, row["seq"], [(MESSAGE_RECEIVED, None, None)], now)
+            if opt_out == "stop":
+                reason = f"replied {message.body.strip()!r}" if message.body else "opt-out keyword"
+                await self._suppress(conn, tenant_id, channel, message.sender, reason, now)
+            elif opt_out == "start":
+                await self._unsuppress(conn, tenant_id, channel, message.sender, now)
+        return message_id, True
+
+    async def cancel(self, message_id: str, *, now: float) -> MessageRecord | None:
+        async with self._tx("cancel") as conn:
+            cur = await conn.execute(
+                "UPDATE messages SET status = 'canceled', not_before = NULL, updated_at = %s"
+                " WHERE id = %s AND direction = 'outbound' AND status IN ('scheduled', 'queued')"
+                " RETURNING seq",
+                (now, message_id),
+            )
+            row = await cur.fetchone()
+            if row is None:
+                return None
+            record = await self._get(conn, message_id)
+            assert record is not None
+            if self.events is not None:
+                await self._record_event(
+                    conn, self.events.message_event(STATUS_EVENTS["canceled"], record, now=now)
+                )
+            return record
+
+    async def requeue(self, message_id: str, *, now: float) -> MessageRecord | None:
+        async with self._tx("requeue") as conn:
+            cur = await conn.execute(
+                "UPDATE messages SET status = 'queued', not_before = NULL, route_index = 0,"
+                " route_attempts = 0, error_code = NULL, error_message = NULL,"
+                " lease_until = NULL, lease_token = NULL, lease_node = NULL, updated_at = %s"
+                " WHERE id = %s AND direction = 'outbound' AND status = 'failed' RETURNING seq",
+                (now, message_id),
+            )
+            if await cur.fetchone() is None:
+                return None
+            await conn.execute(_NOTIFY)
+            return await self._get(conn, message_id)
+
+    async def list_messages(
+        self, tenant_id: str, *, limit: int, where: LogFilter = EVERY_MESSAGE
+    ) -> list[MessageRecord]:
+        terms = ["tenant_id = %s"]
+        params: list[object] = [tenant_id]
+        for column, value in (
+            ("seq <", where.before_seq),
+            ("channel =", where.channel),
+            ("status =", where.status),
+            ("direction =", where.direction),
+        ):
+            if value is not None:
+                terms.append(f"{column} %s")
+                params.append(value)
+        params.append(limit)
+        rows = await self._read(
+            "list_messages",
+            f"SELECT * FROM messages WHERE {' AND '.join(terms)} ORDER BY seq DESC LIMIT %s",
+            params,
+        )
+        return [_record(r) for r in rows]
+
+    async def stats(self, tenant_id: str, *, since: float | None = None) -> StoreStats:
+        by_status: dict[str, int] = {}
+        by_channel: dict[str, int] = {}
+        by_provider: dict[str, int] = {}
+        measured = 0
+        first_hour = -(2**62) if since is None else math.ceil(since / _HOUR)
+        async with self._tx("stats") as conn:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur = await conn.execute(
+                "SELECT status, channel, provider, sum(n)::bigint AS n,"
+                " sum(measured)::bigint AS measured FROM ("
+                " SELECT status, channel, provider, n, measured FROM message_counts"
+                "  WHERE tenant_id = %(t)s AND hour >= %(h)s"
+                " UNION ALL SELECT status, channel, provider, n, measured"
+                "  FROM message_count_deltas WHERE tenant_id = %(t)s AND hour >= %(h)s) AS c"
+                " GROUP BY status, channel, provider HAVING sum(n) > 0",
+                {"t": tenant_id, "h": first_hour},
+            )
+            groups = list(await cur.fetchall())
+            if since is not None and since < first_hour * _HOUR:
+                cur = await conn.execute(
+                    "SELECT status, channel, COALESCE(provider, '') AS provider, count(*) AS n,"
+                    " count(latency_ms) AS measured FROM messages WHERE tenant_id = %(t)s"
+                    " AND created_at >= %(s)s AND created_at < (%(h)s + 1) * 3600"
+                    " AND floor(created_at / 3600) < %(h)s AND direction = 'outbound'"
+                    " GROUP BY status, channel, COALESCE(provider, '')",
+                    {"t": tenant_id, "s": since, "h": first_hour},
+                )
+                groups += list(await cur.fetchall())
+            for g in groups:
+                n = int(g["n"])
+                measured += int(g["measured"])
+                by_status[g["status"]] = by_status.get(g["status"], 0) + n
+                by_channel[g["channel"]] = by_channel.get(g["channel"], 0) + n
+                if g["provider"]:
+                    by_provider[g["provider"]] = by_provider.get(g["provider"], 0) + n
+
+            async def percentile(p: float) -> float | None:
+                if measured == 0:
+                    return None
+                rank = min(measured - 1, max(0, math.ceil(p * measured) - 1))
+                order, offset = (
+                    ("ASC", rank)
+                    if rank <= measured // 2
+                    else (
+                        "DESC",
+                        measured - 1 - rank,
+                    )
+                )
+                cur = await conn.execute(
+                    "SELECT latency_ms FROM messages WHERE tenant_id = %s"
+                    " AND latency_ms IS NOT NULL AND (%s::float8 IS NULL OR created_at >= %s)"
+                    f" ORDER BY latency_ms {order} LIMIT 1 OFFSET %s",
+                    (tenant_id, since, since, offset),
+                )
+                row = await cur.fetchone()
+                return None if row is None else float(row["latency_ms"])
+
+            latency = {
+                "p50": await percentile(0.50),
+                "p95": await percentile(0.95),
+                "p99": await percentile(0.99),
+            }
+        done = sum(by_status.get(s, 0) for s in ("delivered", "read"))
+        settled = done + by_status.get("sent", 0) + by_status.get("failed", 0)
+        return StoreStats(
+            total=sum(by_status.values()),
+            by_status=by_status,
+            by_channel=by_channel,
+            by_provider=by_provider,
+            delivery_rate=done / settled if settled else None,
+            latency_ms=latency,
+        )
+
+    async def queue_depth(self, *, now: float) -> tuple[int, float]:
+        rows = await self._read(
+            "queue_depth",
+            "SELECT count(*) AS n, min(created_at) AS oldest FROM messages"
+            " WHERE status IN ('queued', 'sending', 'scheduled') AND status <> 'scheduled'",
+        )
+        oldest = rows[0]["oldest"]
+        return int(rows[0]["n"]), 0.0 if oldest is None else max(0.0, now - oldest)
+
+    async def purge_idempotency(self, *, now: float) -> int:
+        async with self._tx("purge_idempotency") as conn:
+            cur = await conn.execute("DELETE FROM idempotency WHERE expires_at <= %s", (now,))
+            return int(cur.rowcount)
+
+    # -- suppressions --------------------------------------------------------------------------
+
+    async def _suppress(
+        self,
+        conn: Conn,
+        tenant_id: str,
+        channel: str,
+        address: str,
+        reason: str | None,
+        now: float,
+    ) -> bool:
+        cur = await conn.execute(
+            "INSERT INTO suppressions (tenant_id, channel, address, reason, created_at)"
+            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING RETURNING seq",
+            (tenant_id, channel, address, reason, now),
+        )
+        added = await cur.fetchone() is not None
+        if added:
+            data = {"channel": channel, "address": address, "reason": reason}
+            await self._tenant_event(conn, tenant_id, RECIPIENT_SUPPRESSED, data, now)
+        return added
+
+    async def _unsuppress(
+        self, conn: Conn, tenant_id: str, channel: str, address: str, now: float
+    ) -> bool:
+        cur = await conn.execute(
+            "DELETE FROM suppressions WHERE tenant_id = %s AND channel = %s AND address = %s",
+            (tenant_id, channel, address),
+        )
+        removed = cur.rowcount == 1
+        if removed:
+            data = {"channel": channel, "address": address}
+            await self._tenant_event(conn, tenant_id, RECIPIENT_UNSUPPRESSED, data, now)
+        return removed
+
+    async def suppress(
+        self, tenant_id: str, channel: str, address: str, *, reason: str | None, now: float
+    ) -> bool:
+        async with self._tx("suppress") as conn:
+            return await self._suppress(conn, tenant_id, channel, address, reason, now)
+
+    async def unsuppress(self, tenant_id: str, channel: str, address: str) -> bool:
+        async with self._tx("unsuppress") as conn:
+            return await self._unsuppress(conn, tenant_id, channel, address, time.time())
+
+    async def suppressed_among(
+        self, tenant_id: str, channel: str, addresses: Collection[str]
+    ) -> list[str]:
+        wanted = list(dict.fromkeys(addresses))
+        if not wanted:
+            return []
+        rows = await self._read(
+            "suppressed_among",
+            "SELECT address FROM suppressions WHERE tenant_id = %s AND channel = %s"
+            " AND address = ANY(%s)",
+            (tenant_id, channel, wanted),
+        )
+        found = {r["address"] for r in rows}
+        return [a for a in wanted if a in found]
+
+    async def list_suppressions(
+        self, tenant_id: str, *, channel: str | None, after_seq: int | None, limit: int
+    ) -> list[SuppressionRecord]:
+        rows = await self._read(
+            "list_suppressions",
+            "SELECT seq, tenant_id, channel, address, reason, created_at FROM suppressions"
+            " WHERE tenant_id = %s AND seq > %s AND (%s::text IS NULL OR channel = %s)"
+            " ORDER BY seq LIMIT %s",
+            (tenant_id, after_seq or 0, channel, channel, limit),
+        )
+        return [SuppressionRecord(**r) for r in rows]
+
+    # -- the events outbox -----------------------------------------------------------------------
+
+    async def add_event(self, event: NewEvent) -> None:
+        async with self._tx("add_event") as conn:
+            await self._record_event(conn, event)
+
+    async def claim_event_deliveries(
+        self,
+        *,
+        now: float,
+        limit: int,
+        lease_seconds: float,
+        per_endpoint: int,
+        exclude_endpoints: Collection[str] = (),
+    ) -> list[EventDelivery]:
+        rows = await self._read(
+            "claim_event_deliveries",
+            "WITH due AS (SELECT event_id, endpoint FROM ("
+            "  SELECT event_id, endpoint, next_attempt_at, row_number() OVER"
+            "   (PARTITION BY endpoint ORDER BY next_attempt_at) AS rank"
+            "  FROM outbox_deliveries WHERE state = 'pending' AND next_attempt_at <= %(now)s"
+            "  AND NOT (endpoint = ANY(%(busy)s))) d WHERE rank <= %(per)s"
+            "  ORDER BY next_attempt_at LIMIT %(limit)s),"
+            " locked AS (SELECT d.event_id, d.endpoint FROM outbox_deliveries d"
+            "  JOIN due USING (event_id, endpoint) WHERE d.state = 'pending'"
+            "  AND d.next_attempt_at <= %(now)s FOR UPDATE OF d SKIP LOCKED)"
+            " UPDATE outbox_deliveries o SET next_attempt_at = %(lease)s"
+            " FROM locked, outbox_events e"
+            " WHERE o.event_id = locked.event_id AND o.endpoint = locked.endpoint"
+            " AND e.id = o.event_id"
+            " RETURNING o.event_id, o.tenant_id, o.endpoint, o.attempts, e.type, e.body,"
+            " e.created_at",
+            {
+                "now": now,
+                "lease": now + lease_seconds,
+                "per": per_endpoint,
+                "limit": limit,
+                "busy": sorted(set(exclude_endpoints)),
+            },
+        )
+        return sorted(
+            (
+                EventDelivery(
+                    event_id=r["event_id"],
+                    tenant_id=r["tenant_id"],
+                    endpoint=r["endpoint"],
+                    type=r["type"],
+                    body=bytes(r["body"]),
+                    attempts=r["attempts"],
+                    created_at=r["created_at"],
+                )
+                for r in rows
+            ),
+            key=lambda d: (d.created_at, d.event_id),
+        )
+
+    async def finish_event_delivery(self, result: DeliveryResult) -> None:
+        if result.delivered:
+            state, next_at = "delivered", None
+        elif result.retry_at is not None:
+            state, next_at = "pending", result.retry_at
+        else:
+            state, next_at = "failed", None
+        async with self._tx("finish_event_delivery") as conn:
+            await conn.execute(
+                "UPDATE outbox_deliveries SET state = %s, attempts = attempts + 1,"
+                " next_attempt_at = %s, last_status_code = %s, last_error = %s, updated_at = %s"
+                " WHERE event_id = %s AND endpoint = %s AND state = 'pending'",
+                (
+                    state,
+                    next_at,
+                    result.status_code,
+                    result.error,
+                    result.finished_at,
+                    result.event_id,
+                    result.endpoint,
+                ),
+            )
+
+    async def next_event_due(self, exclude_endpoints: Collection[str] = ()) -> float | None:
+        rows = await self._read(
+            "next_event_due",
+            "SELECT min(next_attempt_at) AS due FROM outbox_deliveries WHERE state = 'pending'"
+            " AND NOT (endpoint = ANY(%s))",
+            (sorted(set(exclude_endpoints)),),
+        )
+        due = rows[0]["due"]
+        return None if due is None else float(due)
+
+    async def list_events(
+        self, tenant_id: str, *, after_seq: int | None, limit: int
+    ) -> list[EventRecord]:
+        """Oldest first in commit order: by transaction id, then seq, and only events whose
+        transaction is older than every transaction still running, so that an event committed
+        late can never fall behind a cursor already handed out."""
+        async with self._tx("list_events") as conn:
+            after_tx = None
+            if after_seq is not None:
+                cur = await conn.execute(
+                    "SELECT tx FROM outbox_events WHERE seq = %s", (after_seq,)
+                )
+                found = await cur.fetchone()
+                after_tx = None if found is None else found["tx"]
+            if after_seq is None:
+                position, params = "", []
+            elif after_tx is None:  # pruned by retention: the seq alone
+                position, params = " AND seq > %s", [after_seq]
+            else:
+                position, params = " AND (tx, seq) > (%s::xid8, %s)", [after_tx, after_seq]
+            cur = await conn.execute(
+                "SELECT seq, id, tenant_id, type, body, created_at FROM outbox_events"
+                " WHERE tenant_id = %s AND tx < pg_snapshot_xmin(pg_current_snapshot())"
+                f"{position} ORDER BY tx, seq LIMIT %s",
+                [tenant_id, *params, limit],
+            )
+            events = list(await cur.fetchall())
+            if not events:
+                return []
+            cur = await conn.execute(
+                "SELECT event_id, endpoint, state, attempts, next_attempt_at, last_status_code,"
+                " last_error, updated_at FROM outbox_deliveries WHERE event_id = ANY(%s)"
+                " ORDER BY endpoint",
+                ([e["id"] for e in events],),
+            )
+            deliveries: dict[str, list[EndpointDelivery]] = {}
+            for d in await cur.fetchall():
+                deliveries.setdefault(d["event_id"], []).append(
+                    EndpointDelivery(
+                        endpoint=d["endpoint"],
+                        state=d["state"],
+                        attempts=d["attempts"],
+                        next_attempt_at=d["next_attempt_at"] if d["state"] == "pending" else None,
+                        last_status_code=d["last_status_code"],
+                        last_error=d["last_error"],
+                        updated_at=d["updated_at"],
+                    )
+                )
+        return [
+            EventRecord(
+                seq=e["seq"],
+                id=e["id"],
+                tenant_id=e["tenant_id"],
+                type=e["type"],
+                body=bytes(e["body"]),
+                created_at=e["created_at"],
+                deliveries=tuple(deliveries.get(e["id"], ())),
+            )
+            for e in events
+        ]
+
+    async def outbox_depth(self, *, now: float) -> tuple[int, float]:
+        rows = await self._read(
+            "outbox_depth",
+            "SELECT count(*) AS n, min(e.created_at) AS oldest FROM outbox_deliveries d"
+            " JOIN outbox_events e ON e.id = d.event_id WHERE d.state = 'pending'",
+        )
+        oldest = rows[0]["oldest"]
+        return int(rows[0]["n"]), 0.0 if oldest is None else max(0.0, now - float(oldest))
+
+    async def endpoint_health(
+        self, tenant_id: str, endpoints: Sequence[str]
+    ) -> list[EndpointHealth]:
+        health = []
+        async with self._tx("endpoint_health") as conn:
+            for endpoint in dict.fromkeys(endpoints):
+                cur = await conn.execute(
+                    "SELECT state, count(*) AS n FROM outbox_deliveries WHERE tenant_id = %s"
+                    " AND endpoint = %s AND state IN ('pending', 'failed') GROUP BY state",
+                    (tenant_id, endpoint),
+                )
+                counts = {r["state"]: int(r["n"]) for r in await cur.fetchall()}
+                cur = await conn.execute(
+                    "SELECT last_status_code, last_error, updated_at FROM outbox_deliveries"
+                    " WHERE tenant_id = %s AND endpoint = %s AND attempts > 0"
+                    " ORDER BY updated_at DESC LIMIT 1",
+                    (tenant_id, endpoint),
+                )
+                last = await cur.fetchone()
+                health.append(
+                    EndpointHealth(
+                        tenant_id=tenant_id,
+                        endpoint=endpoint,
+                        pending=counts.get("pending", 0),
+                        failed=counts.get("failed", 0),
+                        last_status_code=None if last is None else last["last_status_code"],
+                        last_error=None if last is None else last["last_error"],
+                        last_attempt_at=None if last is None else last["updated_at"],
+                    )
+                )
+        return health
+
+    # -- coordination ------------------------------------------------------------------------------
+
+    async def reserve_rate(self, key: str, *, per_second: float, burst: int, now: float) -> float:
+        interval = 1.0 / per_second
+        rows = await self._read(
+            "reserve_rate",
+            "INSERT INTO rate_limits (key, tat) VALUES (%(key)s, %(now)s + %(i)s)"
+            " ON CONFLICT (key) DO UPDATE SET tat = GREATEST(rate_limits.tat, %(now)s) + %(i)s"
+            " RETURNING tat",
+            {"key": key, "now": now, "i": interval},
+        )
+        start = float(rows[0]["tat"]) - interval
+        return max(0.0, start - (burst - 1) * interval - now)
+
+    async def claim_once(self, key: str, *, until: float, now: float) -> bool:
+        rows = await self._read(
+            "claim_once",
+            "INSERT INTO claims (key, until) VALUES (%(key)s, %(until)s)"
+            " ON CONFLICT (key) DO UPDATE SET until = EXCLUDED.until"
+            " WHERE claims.until <= %(now)s RETURNING key",
+            {"key": key, "until": until, "now": now},
+        )
+        return bool(rows)
+
+
+def _failover(failover: Failover) -> dict[str, str]:
+    return {"from": failover.from_provider, "to": failover.to_provider, "reason": failover.reason}
