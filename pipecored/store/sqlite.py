@@ -55,6 +55,7 @@ from pipecored.store import sqlite_outbox as outbox
 from pipecored.store.base import (
     EVERY_MESSAGE,
     AcceptResult,
+    ActivityBucket,
     AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
@@ -75,9 +76,11 @@ from pipecored.store.base import (
     NewMessage,
     StoreStats,
     SuppressionRecord,
+    activity_starts,
     moves_forward,
     new_message_id,
 )
+from pipecored.store.sqlite_activity import activity_tx
 from pipecored.store.sqlite_schema import SCHEMA_VERSION, migrate
 from pipecored.store.sqlite_suppressions import (
     list_suppressions_tx,
@@ -1430,6 +1433,20 @@ class SQLiteStore(MessageStore):
             self._claims = {k: t for k, t in self._claims.items() if t > now}
         self._claims[key] = until
         return True
+
+    # -- the console's charts -------------------------------------------------------------------
+
+    async def activity(
+        self, tenant_id: str, *, since: float, until: float, bucket_seconds: int
+    ) -> list[ActivityBucket]:
+        # a bad window is the caller's error (ValueError), not the store's
+        activity_starts(since=since, until=until, bucket_seconds=bucket_seconds)
+
+        def run(conn: sqlite3.Connection) -> list[ActivityBucket]:
+            with _snapshot(conn):
+                return activity_tx(conn, tenant_id, since, until, bucket_seconds)
+
+        return await self._read("activity", run)
 
 
 async def migrate_file(path: str) -> tuple[int, int]:
