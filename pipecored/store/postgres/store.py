@@ -46,8 +46,11 @@ from pipecored.events.kinds import (
 )
 from pipecored.provider import InboundMessage, StatusEvent
 from pipecored.store.base import (
+    ACTIVITY_EXACT_LATENCY,
+    ACTIVITY_HOUR,
     EVERY_MESSAGE,
     AcceptResult,
+    ActivityBucket,
     AppliedStatus,
     AttemptOutcome,
     AttemptRecord,
@@ -67,6 +70,7 @@ from pipecored.store.base import (
     NewMessage,
     StoreStats,
     SuppressionRecord,
+    activity_starts,
     moves_forward,
     new_message_id,
 )
@@ -1164,6 +1168,85 @@ class PostgresStore(MessageStore):
                 )
         return health
 
+    # -- the console's charts ----------------------------------------------------------------------
+
+    async def activity(
+        self, tenant_id: str, *, since: float, until: float, bucket_seconds: int
+    ) -> list[ActivityBucket]:
+        starts = activity_starts(since=since, until=until, bucket_seconds=bucket_seconds)
+        if not starts:
+            return []
+        hours_per_bucket = bucket_seconds // ACTIVITY_HOUR
+        first_hour = int(starts[0]) // ACTIVITY_HOUR
+        end_hour = int(starts[-1]) // ACTIVITY_HOUR + hours_per_bucket
+        counts: dict[float, dict[str, int]] = {start: {} for start in starts}
+        measured: dict[float, int] = dict.fromkeys(starts, 0)
+        async with self._tx("activity") as conn:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur = await conn.execute(
+                "SELECT hour, status, sum(n)::bigint AS n, sum(measured)::bigint AS measured"
+                " FROM (SELECT hour, status, n, measured FROM message_counts"
+                "  WHERE tenant_id = %(t)s AND hour >= %(a)s AND hour < %(b)s"
+                "  UNION ALL SELECT hour, status, n, measured FROM message_count_deltas"
+                "  WHERE tenant_id = %(t)s AND hour >= %(a)s AND hour < %(b)s) AS c"
+                " GROUP BY hour, status",
+                {"t": tenant_id, "a": first_hour, "b": end_hour},
+            )
+            for row in await cur.fetchall():
+                start = float((int(row["hour"]) // hours_per_bucket) * bucket_seconds)
+                if start not in counts:
+                    continue
+                by_status = counts[start]
+                by_status[row["status"]] = by_status.get(row["status"], 0) + int(row["n"])
+                measured[start] += int(row["measured"])
+            latencies = {
+                start: await self._bucket_latencies(
+                    conn, tenant_id, start, start + bucket_seconds, measured[start]
+                )
+                for start in starts
+                if measured[start] > 0
+            }
+        buckets = []
+        for start in starts:
+            by_status = counts[start]
+            values, sampled = latencies.get(start, ([], False))
+            buckets.append(
+                ActivityBucket(
+                    start=start,
+                    accepted=sum(by_status.values()),
+                    sent=by_status.get("sent", 0),
+                    delivered=by_status.get("delivered", 0) + by_status.get("read", 0),
+                    failed=by_status.get("failed", 0),
+                    latency_p50_ms=_nearest_rank(values, 0.50),
+                    latency_p95_ms=_nearest_rank(values, 0.95),
+                    latency_sampled=sampled,
+                )
+            )
+        return buckets
+
+    async def _bucket_latencies(
+        self, conn: Conn, tenant_id: str, start: float, end: float, measured: int
+    ) -> tuple[list[float], bool]:
+        """Every latency of the bucket while it has few; else a sample of them spread evenly
+        over its time (a few after each of 64 points), from the (tenant, created_at) index."""
+        if measured <= ACTIVITY_EXACT_LATENCY:
+            cur = await conn.execute(
+                "SELECT latency_ms FROM messages WHERE tenant_id = %s AND created_at >= %s"
+                " AND created_at < %s AND latency_ms IS NOT NULL",
+                (tenant_id, start, end),
+            )
+            return sorted(float(r["latency_ms"]) for r in await cur.fetchall()), False
+        points = 64
+        per_point = ACTIVITY_EXACT_LATENCY // points
+        cur = await conn.execute(
+            "SELECT s.latency_ms FROM generate_series(0, %(n)s - 1) AS g(i),"
+            " LATERAL (SELECT latency_ms FROM messages WHERE tenant_id = %(t)s"
+            "  AND created_at >= %(a)s + g.i * (%(b)s - %(a)s) / %(n)s AND created_at < %(b)s"
+            "  AND latency_ms IS NOT NULL ORDER BY created_at LIMIT %(k)s) AS s",
+            {"n": points, "t": tenant_id, "a": start, "b": end, "k": per_point},
+        )
+        return sorted(float(r["latency_ms"]) for r in await cur.fetchall()), True
+
     # -- coordination ------------------------------------------------------------------------------
 
     async def reserve_rate(self, key: str, *, per_second: float, burst: int, now: float) -> float:
@@ -1191,3 +1274,10 @@ class PostgresStore(MessageStore):
 
 def _failover(failover: Failover) -> dict[str, str]:
     return {"from": failover.from_provider, "to": failover.to_provider, "reason": failover.reason}
+
+
+def _nearest_rank(values: Sequence[float], p: float) -> float | None:
+    """The nearest-rank percentile of sorted ``values`` (as stats computes it)."""
+    if not values:
+        return None
+    return values[min(len(values) - 1, max(0, math.ceil(p * len(values)) - 1))]
