@@ -228,13 +228,19 @@ def tenant_yaml(i: int, provider_url: str, name: str | None = None) -> str:
 
 
 def write_config(
-    root: Path, *, db: Path, provider_url: str, tenants: int, delivery: dict[str, Any] | None = None
+    root: Path,
+    *,
+    db: Path | str,
+    provider_url: str,
+    tenants: int,
+    delivery: dict[str, Any] | None = None,
 ) -> Path:
     """A config dir with ``tenants`` tenant files whose sms channel goes to ``provider_url``.
-    The database lives outside the config dir, as in the tests."""
+    ``db`` is a SQLite file outside the config dir, as in the tests, or a store URL
+    (``postgresql://...``)."""
     (root / "tenants").mkdir(parents=True)
     daemon = {
-        "store": f"sqlite:///{db}",
+        "store": db if isinstance(db, str) else f"sqlite:///{db}",
         "auth": {"adminKeys": [ADMIN_KEY]},
         "delivery": {"timeout": "10s", **(delivery or {})},
         "logging": {"level": "info", "format": "json"},
@@ -288,16 +294,15 @@ def start_fake_provider(procs: Procs, work: Workdir, name: str, delay: float) ->
     return proc, port
 
 
-def start_bare(
-    procs: Procs, work: Workdir, app: str = "bench.bare_app:app", db: Path | None = None
+def start_app(
+    procs: Procs, work: Workdir, app: str, env: dict[str, str] | None = None, name: str = ""
 ) -> tuple[Proc, int]:
-    """One of the ceilings on the daemon's uvicorn settings: ``bench.bare_app`` (the bare
-    endpoint) or ``bench.durable_app`` (the same plus pipecored's store, in ``db``)."""
+    """One of the baselines on the daemon's uvicorn settings (uvloop, httptools, no access
+    log): ``bench.bare_app`` (the bare endpoint), ``bench.durable_app`` (the same plus
+    pipecored's store, in ``BENCH_DB``) or ``bench.floor_app`` (the minimal durable gateway);
+    ``env`` adds to the environment."""
     port = free_port()
-    name = app.partition(":")[0].rpartition(".")[2]
-    env = child_env(work.plugin_site)
-    if db is not None:
-        env["BENCH_DB"] = str(db)
+    name = name or app.partition(":")[0].rpartition(".")[2]
     proc = procs.start(
         name,
         [
@@ -306,7 +311,7 @@ def start_bare(
             *("--loop", "uvloop", "--http", "httptools", "--no-access-log"),
             *("--log-level", "warning"),
         ],
-        env=env,
+        env={**child_env(work.plugin_site), **(env or {})},
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

@@ -61,35 +61,69 @@ def _parse(tool: str, output: str) -> LoadResult:
     raise RuntimeError(f"{tool} printed no result:\n{output[-2000:]}")
 
 
-def run_load(
-    port: int, key: str, *, connections: int, duration: float, force_python: bool = False
-) -> LoadResult:
-    """Load ``POST /messaging/send/sms`` for ``duration`` seconds (bounded: the tool stops by
-    itself, and is killed 30 s after it should have)."""
+def _argv(
+    port: int, key: str, connections: int, duration: float
+) -> tuple[str, list[str], dict[str, str]]:
     body = json.dumps(SEND_BODY)
-    wrk = None if force_python else shutil.which("wrk")
+    wrk = shutil.which("wrk")
     if wrk is not None:
         argv = [
             wrk,
             *("-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "10s"),
             *("-s", str(LUA), f"http://{HOST}:{port}{PATH}"),
         ]
-        env = {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
-        tool = "wrk"
-    else:
-        argv = [
-            sys.executable,
-            *("-m", "bench.loadgen", "--port", str(port), "--key", key),
-            *("--connections", str(connections), "--duration", str(duration)),
-        ]
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        tool = "python-loadgen"
-    done = subprocess.run(
-        argv, env=env, capture_output=True, text=True, timeout=duration + 30, check=False
+        return "wrk", argv, {**os.environ, "BENCH_BODY": body, "BENCH_KEY": key}
+    argv = [
+        sys.executable,
+        *("-m", "bench.loadgen", "--port", str(port), "--key", key),
+        *("--connections", str(connections), "--duration", str(duration)),
+    ]
+    return "python-loadgen", argv, {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def run_load(port: int, key: str, *, connections: int, duration: float) -> LoadResult:
+    """Load ``POST /messaging/send/sms`` for ``duration`` seconds (bounded: the tool stops by
+    itself, and is killed 30 s after it should have)."""
+    return run_loads([port], key, connections=connections, duration=duration)
+
+
+def run_loads(ports: list[int], key: str, *, connections: int, duration: float) -> LoadResult:
+    """The same load split over several daemons (nodes sharing one store) at once, the
+    connections shared out evenly: one generator process per port, all started together.
+    Requests add up; the latencies given are the worst node's (percentiles of separate runs
+    do not combine)."""
+    share = max(1, connections // len(ports))
+    started = []
+    for port in ports:
+        tool, argv, env = _argv(port, key, share, duration)
+        proc = subprocess.Popen(
+            argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        started.append((tool, proc))
+    results = []
+    try:
+        for tool, proc in started:
+            out, err = proc.communicate(timeout=duration + 30)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{tool} failed ({proc.returncode}):\n{out}\n{err}")
+            results.append(_parse(tool, out))
+    finally:
+        for _, proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    if len(results) == 1:
+        return results[0]
+    return LoadResult(
+        tool=results[0].tool,
+        requests=sum(r.requests for r in results),
+        seconds=max(r.seconds for r in results),
+        p50_ms=max(r.p50_ms for r in results),
+        p99_ms=max(r.p99_ms for r in results),
+        max_ms=max(r.max_ms for r in results),
+        non2xx=sum(r.non2xx for r in results),
+        socket_errors=sum(r.socket_errors for r in results),
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"{tool} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return _parse(tool, done.stdout)
 
 
 # -- the fallback generator --------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -30,20 +29,24 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
-@dataclass
 class CpuWindow:
-    """CPU used by a process between ``start()`` and ``stop()``, as a share of one core."""
+    """CPU used by one or more processes (the nodes of one system) between ``start()`` and
+    ``stop()``: ``seconds`` in all, ``share`` of one core over the window."""
 
-    pid: int
-    _cpu0: float = 0.0
-    _t0: float = 0.0
-    share: float = 0.0
+    def __init__(self, *pids: int) -> None:
+        self.pids = pids
+        self._cpu0 = self._t0 = 0.0
+        self.seconds = self.elapsed = self.share = 0.0
+
+    def _now(self) -> float:
+        return sum(cpu_seconds(pid) for pid in self.pids)
 
     def start(self) -> CpuWindow:
-        self._cpu0, self._t0 = cpu_seconds(self.pid), time.monotonic()
+        self._cpu0, self._t0 = self._now(), time.monotonic()
         return self
 
     def stop(self) -> float:
-        elapsed = time.monotonic() - self._t0
-        self.share = (cpu_seconds(self.pid) - self._cpu0) / elapsed if elapsed > 0 else 0.0
+        self.elapsed = time.monotonic() - self._t0
+        self.seconds = self._now() - self._cpu0
+        self.share = self.seconds / self.elapsed if self.elapsed > 0 else 0.0
         return self.share

@@ -1,23 +1,20 @@
-"""The four measurements: accept, delivery, tenants, reads."""
+"""The throughput phases, each against a floor or baseline run in the same benchmark (issue 19):
+accept with deliveries held against the floor accept-only, sustained sending while delivering
+against the floor delivering, and delivery at 100 ms provider latency against raw aiohttp."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from urllib.parse import quote
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import aiohttp
 
 from bench.common import (
-    ADMIN_KEY,
     HOST,
     PROVIDER_TOKEN,
     SEND_BODY,
@@ -25,237 +22,301 @@ from bench.common import (
     Workdir,
     http_json,
     http_request,
-    rss_mb,
-    start_bare,
-    start_daemon,
+    start_app,
     start_fake_provider,
-    tenant_id,
     tenant_key,
-    tenant_yaml,
-    wait_ready,
-    write_config,
 )
-from bench.loadgen import LoadResult, run_load
-from bench.measure import CpuWindow, percentile
+from bench.measure import CpuWindow
 from bench.profiling import Recorder
 from bench.results import Results, Row
-
-
-@dataclass(frozen=True)
-class Sizes:
-    accept_seconds: float
-    warmup_seconds: float
-    connections: int
-    delivery_n: int
-    apprise_n: int
-    provider_delay: float
-    tenant_counts: tuple[int, ...]
-    edit_trials: int
-    big_tenant_messages: int
-    other_tenant_messages: int
-    read_tenants: int
-    read_requests: int
-    profile_seconds: float
-    phase_timeout: float  # the longest any one wait of a phase may take
-
-
-FULL = Sizes(
-    accept_seconds=10,
-    warmup_seconds=2,
-    connections=32,
-    delivery_n=4000,
-    apprise_n=4000,
-    provider_delay=0.1,
-    tenant_counts=(1000, 10000),
-    edit_trials=5,
-    big_tenant_messages=1_000_000,
-    other_tenant_messages=2_000,
-    read_tenants=100,
-    read_requests=300,
-    profile_seconds=8,
-    phase_timeout=180,
+from bench.sizes import Sizes
+from bench.systems import (
+    AcceptRun,
+    SustainedRun,
+    System,
+    accept_run,
+    start_floor,
+    start_pipecored,
+    sustained_run,
 )
-
-SMOKE = Sizes(
-    accept_seconds=1,
-    warmup_seconds=0.5,
-    connections=8,
-    delivery_n=100,
-    apprise_n=40,
-    provider_delay=0.1,
-    tenant_counts=(20, 100),
-    edit_trials=2,
-    big_tenant_messages=3_000,
-    other_tenant_messages=50,
-    read_tenants=5,
-    read_requests=20,
-    profile_seconds=1,
-    phase_timeout=60,
-)
-
-
-def _provider_url(port: int) -> str:
-    return f"http://{HOST}:{port}"
-
-
-def _daemon(
-    procs: Procs, work: Workdir, config: Path, name: str, timeout: float
-) -> tuple[int, int]:
-    proc, port = start_daemon(procs, work, config, name)
-    wait_ready(proc, port, "/readyz", timeout)
-    return proc.pid, port
-
-
-# -- 1. accept ---------------------------------------------------------------------------------
 
 HOLD_SECONDS = 3600.0  # how long the "held" provider takes to answer: past the end of the run
+FLOOR = "floor"
+
+_R = TypeVar("_R")
 
 
-def _one_tenant_daemon(
-    procs: Procs, work: Workdir, sizes: Sizes, name: str, provider_delay: float
-) -> tuple[int, int, int]:
-    """A fake provider answering after ``provider_delay`` s and a daemon with one tenant sending
-    to it, in a fresh folder called ``name``; returns the daemon's pid and port and the
-    provider's port."""
-    _, provider_port = start_fake_provider(procs, work, f"{name}-provider", provider_delay)
-    folder = work.fresh(name)
-    config = write_config(
-        folder / "config",
-        db=folder / "pipecored.db",
-        provider_url=_provider_url(provider_port),
-        tenants=1,
-    )
-    pid, port = _daemon(procs, work, config, f"{name}-daemon", sizes.phase_timeout)
-    return pid, port, provider_port
+def alternate(rounds: int, runs: Sequence[tuple[str, Callable[[], _R]]]) -> dict[str, list[_R]]:
+    """Each run ``rounds`` times, interleaved (A B A B), so that a noisy minute on the shared
+    machine falls on both sides rather than on one."""
+    out: dict[str, list[_R]] = {name: [] for name, _ in runs}
+    for _ in range(rounds):
+        for name, run in runs:
+            out[name].append(run())
+    return out
+
+
+def spread(values: Sequence[float], fmt: str = ",.0f") -> str:
+    return " / ".join(format(v, fmt) for v in values)
+
+
+def rounds_note(rounds: int) -> str:
+    return f"best of {rounds} alternating rounds" if rounds > 1 else "one round"
+
+
+# -- 1. accept, deliveries held ----------------------------------------------------------------
 
 
 def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None:
-    print("accept: POST /messaging/send/sms, closed loop", flush=True)
-    conns, seconds = sizes.connections, sizes.accept_seconds
+    """pipecored with a provider that holds every call (so no delivery competes: the API and
+    the store alone) against the floor accept-only; bare Starlette and bare + pipecored's store
+    beside them, without targets."""
+    print("accept: POST /messaging/send/sms, closed loop, deliveries held", flush=True)
+    conns, seconds, warm = sizes.connections, sizes.accept_seconds, sizes.warmup_seconds
     key = tenant_key(0)
     with Procs(work.logs) as procs:
-        pid, port, _ = _one_tenant_daemon(procs, work, sizes, "accept", provider_delay=0.0)
-        run_load(port, key, connections=conns, duration=sizes.warmup_seconds)
-        cpu = CpuWindow(pid).start()
-        ours = run_load(port, key, connections=conns, duration=seconds)
-        cpu.stop()
+        _, held_provider = start_fake_provider(procs, work, "accept-provider", HOLD_SECONDS)
+        ours = start_pipecored(
+            procs, work, "accept", held_provider, key=key, timeout=sizes.phase_timeout
+        )
+        floor = start_floor(procs, work, "accept-floor", held_provider, deliver=False, key=key)
+
+        def run(system: System) -> Callable[[], AcceptRun]:
+            return lambda: accept_run(system, connections=conns, seconds=seconds, warmup=warm)
+
+        runs = alternate(sizes.rounds, [(FLOOR, run(floor)), ("pipecored", run(ours))])
         profile_data = None
         if profile:
             recorder = Recorder(
-                "accept (32 connections, delivery running)",
-                pid,
+                f"accept, deliveries held ({conns} connections)",
+                ours.pids[0],
                 sizes.profile_seconds,
                 work.path / "profile-accept.txt",
             )
-            run_load(port, key, connections=conns, duration=sizes.profile_seconds + 1)
+            accept_run(ours, connections=conns, seconds=sizes.profile_seconds + 1, warmup=0)
             profile_data = recorder.finish()
-        auth = {"Authorization": f"Bearer {key}"}
-        stored = http_json(port, "GET", f"/messaging/stats/{tenant_id(0)}", headers=auth)["total"]
 
-        _, bare_port = start_bare(procs, work)
-        run_load(bare_port, key, connections=conns, duration=sizes.warmup_seconds)
-        bare = run_load(bare_port, key, connections=conns, duration=seconds)
-
+        bare_proc, bare_port = start_app(procs, work, "bench.bare_app:app")
+        bare = accept_run(
+            System("bare", [bare_port], [bare_proc.pid], 0, lambda: (0, 0), key),
+            connections=conns,
+            seconds=seconds,
+            warmup=warm,
+        )
         db = work.fresh("durable") / "durable.db"
-        _, durable_port = start_bare(procs, work, "bench.durable_app:app", db)
-        run_load(durable_port, key, connections=conns, duration=sizes.warmup_seconds)
-        durable = run_load(durable_port, key, connections=conns, duration=seconds)
-
-    # The same load with a provider that holds every call: no delivery competes with the
-    # accepts, so this is the API and the store alone.
-    with Procs(work.logs) as procs:
-        _, port, _ = _one_tenant_daemon(procs, work, sizes, "accept-held", HOLD_SECONDS)
-        run_load(port, key, connections=conns, duration=sizes.warmup_seconds)
-        held = run_load(port, key, connections=conns, duration=seconds)
+        durable_proc, durable_port = start_app(
+            procs, work, "bench.durable_app:app", {"BENCH_DB": str(db)}
+        )
+        durable = accept_run(
+            System("durable", [durable_port], [durable_proc.pid], 0, lambda: (0, 0), key),
+            connections=conns,
+            seconds=seconds,
+            warmup=warm,
+        )
 
     if profile_data is not None:
         results.profiles.append(profile_data)
-    _accept_rows(results, ours, bare, conns, cpu.share, stored)
-    results.add(
-        _beside_bare(
-            f"sends/s at {conns} connections, deliveries held",
-            held,
-            bare,
-            "the provider holds every call, so no delivery competes: API and store alone",
-        )
-    )
-    results.add(
-        _beside_bare(
-            f"sends/s at {conns} connections, bare endpoint + store",
-            durable,
-            bare,
-            "no gateway: the bare endpoint storing each body through pipecored's SQLite store"
-            " (WAL, synchronous=FULL, group commit) before its 202, so what durability alone"
-            " leaves of the ceiling",
-        )
-    )
-
-
-def _beside_bare(metric: str, load: LoadResult, bare: LoadResult, what: str) -> Row:
-    """A row with no target of its own: another load's rate beside the bare ceiling's."""
-    return Row(
-        "1 accept",
-        metric,
-        load.rate,
-        "/s",
-        bare.rate,
-        "bare Starlette",
-        note=(
-            f"{what}; p50 {load.p50_ms:.1f} ms, p99 {load.p99_ms:.1f} ms;"
-            f" {load.non2xx + load.socket_errors} non-2xx"
-        ),
-    )
+    _accept_rows(results, conns, runs["pipecored"], runs[FLOOR], bare, durable)
 
 
 def _accept_rows(
-    results: Results, ours: LoadResult, bare: LoadResult, conns: int, cpu: float, stored: int
+    results: Results,
+    conns: int,
+    ours: list[AcceptRun],
+    floor: list[AcceptRun],
+    bare: AcceptRun,
+    durable: AcceptRun,
 ) -> None:
-    ratio = ours.rate / bare.rate if bare.rate else 0.0
+    section, n = "1 accept", len(ours)
+    rate, floor_rate = max(r.load.rate for r in ours), max(r.load.rate for r in floor)
+    p99, floor_p99 = min(r.load.p99_ms for r in ours), min(r.load.p99_ms for r in floor)
     results.add(
         Row(
-            "1 accept",
-            f"sends/s at {conns} connections",
-            ours.rate,
+            section,
+            f"sends/s at {conns} connections, deliveries held",
+            rate,
             "/s",
-            bare.rate,
-            "bare Starlette",
-            "≥ 0.5 x bare",
-            ratio >= 0.5,
-            f"{ours.tool}; daemon CPU {cpu:.0%} of a core; {stored:,} messages stored",
+            floor_rate,
+            "floor, accept-only",
+            "≥ 0.85 x floor",
+            rate >= 0.85 * floor_rate,
+            f"{rounds_note(n)}: {spread([r.load.rate for r in ours])} against"
+            f" {spread([r.load.rate for r in floor])}; the provider holds every call, so no"
+            " delivery competes: the API and the store alone",
         )
     )
-    results.add(Row("1 accept", "latency p50", ours.p50_ms, "ms", bare.p50_ms, "bare Starlette"))
     results.add(
         Row(
-            "1 accept",
-            "latency p99",
-            ours.p99_ms,
+            section,
+            "latency p99, deliveries held",
+            p99,
             "ms",
-            bare.p99_ms,
-            "bare Starlette",
-            "≤ 10 ms",
-            ours.p99_ms <= 10,
+            floor_p99,
+            "floor, accept-only",
+            "≤ 1.5 x floor",
+            p99 <= 1.5 * floor_p99,
+            f"p50 {min(r.load.p50_ms for r in ours):.1f} ms against"
+            f" {min(r.load.p50_ms for r in floor):.1f} ms",
         )
     )
-    errors = ours.non2xx + ours.socket_errors
+    cpu = min(r.cpu_us_per_message for r in ours)
+    floor_cpu = min(r.cpu_us_per_message for r in floor)
     results.add(
         Row(
-            "1 accept",
+            section,
+            "CPU per accepted message, deliveries held",
+            cpu,
+            "µs",
+            floor_cpu,
+            "floor, accept-only",
+            note="the daemon's user + system CPU (/proc) over the load, per 202",
+        )
+    )
+    errors = sum(r.load.non2xx + r.load.socket_errors for r in ours)
+    results.add(
+        Row(
+            section,
             "non-2xx answers + socket errors",
             errors,
             "",
-            bare.non2xx + bare.socket_errors,
-            "bare Starlette",
-            "0",
-            errors == 0,
-            f"of {ours.requests:,} requests",
+            target="0",
+            ok=errors == 0,
+            note=f"of {sum(r.load.requests for r in ours):,} requests",
+        )
+    )
+    results.add(
+        Row(
+            section,
+            f"sends/s at {conns} connections, bare Starlette",
+            bare.load.rate,
+            "/s",
+            floor_rate,
+            "floor, accept-only",
+            note=(
+                "the stack's ceiling: parse the JSON and answer 202, nothing stored;"
+                f" p99 {bare.load.p99_ms:.1f} ms, {bare.cpu_us_per_message:.0f} µs CPU per request"
+            ),
+        )
+    )
+    results.add(
+        Row(
+            section,
+            f"sends/s at {conns} connections, bare + pipecored's store",
+            durable.load.rate,
+            "/s",
+            floor_rate,
+            "floor, accept-only",
+            note=(
+                "the bare endpoint storing each body through pipecored's SQLiteStore (its"
+                " schema, indexes and triggers) with no gateway work: the store's share of the"
+                f" gap; p99 {durable.load.p99_ms:.1f} ms,"
+                f" {durable.cpu_us_per_message:.0f} µs CPU per request"
+            ),
         )
     )
 
 
-# -- 2. delivery -------------------------------------------------------------------------------
+# -- 2. sustained: sending while delivering ----------------------------------------------------
 
 
+def sustained(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None:
+    """wrk sends for ``accept_seconds`` while the system delivers to a provider answering at
+    once, until everything stored has reached the provider: messages per second end to end and
+    CPU per message, pipecored against the floor delivering."""
+    print("sustained: sends while delivering to a 0 ms provider, until all delivered", flush=True)
+    conns, key = sizes.connections, tenant_key(0)
+    with Procs(work.logs) as procs:
+        _, ours_provider = start_fake_provider(procs, work, "sustained-provider", 0.0)
+        _, floor_provider = start_fake_provider(procs, work, "sustained-floor-provider", 0.0)
+        ours = start_pipecored(
+            procs, work, "sustained", ours_provider, key=key, timeout=sizes.phase_timeout
+        )
+        floor = start_floor(procs, work, "sustained-floor", floor_provider, deliver=True, key=key)
+        runs = alternate(
+            sizes.rounds,
+            [(FLOOR, _sustained(floor, sizes)), ("pipecored", _sustained(ours, sizes))],
+        )
+        profile_data = None
+        if profile:
+            recorder = Recorder(
+                f"sustained (sends for {sizes.profile_seconds:g} s while delivering)",
+                ours.pids[0],
+                sizes.profile_seconds,
+                work.path / "profile-sustained.txt",
+            )
+            sustained_run(
+                ours,
+                connections=conns,
+                seconds=sizes.profile_seconds,
+                warmup=0,
+                timeout=sizes.phase_timeout,
+            )
+            profile_data = recorder.finish()
+    if profile_data is not None:
+        results.profiles.append(profile_data)
+    sustained_rows(results, "2 sustained", sizes, runs["pipecored"], runs[FLOOR], targets=True)
+
+
+def _sustained(system: System, sizes: Sizes) -> Callable[[], SustainedRun]:
+    return lambda: sustained_run(
+        system,
+        connections=sizes.connections,
+        seconds=sizes.accept_seconds,
+        warmup=sizes.warmup_seconds,
+        timeout=sizes.phase_timeout,
+    )
+
+
+def sustained_rows(
+    results: Results,
+    section: str,
+    sizes: Sizes,
+    ours: list[SustainedRun],
+    floor: list[SustainedRun],
+    *,
+    targets: bool,
+    label: str = "",
+) -> None:
+    rate, floor_rate = max(r.rate for r in ours), max(r.rate for r in floor)
+    best = max(ours, key=lambda r: r.rate)
+    results.add(
+        Row(
+            section,
+            f"delivered/s end to end, sends for {sizes.accept_seconds:g} s{label}",
+            rate,
+            "/s",
+            floor_rate,
+            "floor, delivering",
+            "≥ 0.6 x floor" if targets else "",
+            rate >= 0.6 * floor_rate if targets else None,
+            f"{rounds_note(len(ours))}: {spread([r.rate for r in ours])} against"
+            f" {spread([r.rate for r in floor])}; best round: {best.stored:,} stored,"
+            f" {best.delivered:,} provider requests in {best.seconds:.1f} s, sends accepted at"
+            f" {best.load.rate:,.0f}/s (p99 {best.load.p99_ms:.1f} ms,"
+            f" {best.load.non2xx + best.load.socket_errors} non-2xx)",
+        )
+    )
+    cpu = min(r.cpu_us_per_message for r in ours)
+    floor_cpu = min(r.cpu_us_per_message for r in floor)
+    results.add(
+        Row(
+            section,
+            f"CPU per message end to end{label}",
+            cpu,
+            "µs",
+            floor_cpu,
+            "floor, delivering",
+            "≤ 1.6 x floor" if targets else "",
+            cpu <= 1.6 * floor_cpu if targets else None,
+            "accept + claim + provider call + complete: user + system CPU (/proc) of every"
+            " daemon process from the first send until nothing is pending, per message"
+            f" delivered; {spread([r.cpu_us_per_message for r in ours])} against"
+            f" {spread([r.cpu_us_per_message for r in floor])} µs",
+        )
+    )
+
+
+# -- 3. delivery at 100 ms provider latency ----------------------------------------------------
 async def _post_all(
     urls_and_bodies: Iterator[tuple[str, bytes, dict[str, str]]], limit: int
 ) -> int:
@@ -309,8 +370,9 @@ def _pipecored_delivery(
     return _rate(n, t0, stats), accept_rate, int(stats["count"])
 
 
-def _raw_aiohttp(fake_port: int, n: int, timeout: float) -> float:
-    """The same provider requests the httpjson plugin makes, 256 in flight, from plain aiohttp."""
+def _raw_aiohttp(fake_port: int, n: int, timeout: float) -> tuple[float, float]:
+    """The same provider requests the httpjson plugin makes, 256 in flight, from plain aiohttp;
+    returns (requests/s, CPU µs per request, of this process: it runs the loop itself)."""
     url = f"http://{HOST}:{fake_port}/messages"
     headers = {"Content-Type": "application/json", "Authorization": f"Bearer {PROVIDER_TOKEN}-0"}
 
@@ -326,9 +388,10 @@ def _raw_aiohttp(fake_port: int, n: int, timeout: float) -> float:
             yield url, json.dumps(payload).encode(), headers
 
     http_request(fake_port, "POST", "/reset")
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), time.process_time()
     asyncio.run(asyncio.wait_for(_post_all(requests(), 256), timeout))
-    return _rate(n, t0, _wait_delivered(fake_port, n, 5))
+    cpu = time.process_time() - cpu0
+    return _rate(n, t0, _wait_delivered(fake_port, n, 5)), 1e6 * cpu / n
 
 
 def _apprise(fake_port: int, n: int, timeout: float) -> float | None:
@@ -362,311 +425,82 @@ def delivery(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> No
     n = sizes.delivery_n
     print(f"delivery: {n} messages to a provider answering in {sizes.provider_delay:g} s")
     with Procs(work.logs) as procs:
-        pid, port, fake_port = _one_tenant_daemon(
-            procs, work, sizes, "delivery", sizes.provider_delay
+        _, fake_port = start_fake_provider(procs, work, "delivery-provider", sizes.provider_delay)
+        ours = start_pipecored(
+            procs, work, "delivery", fake_port, key=tenant_key(0), timeout=sizes.phase_timeout
         )
-        cpu = CpuWindow(pid).start()
-        ours, accept_rate, received = _pipecored_delivery(port, fake_port, n, sizes.phase_timeout)
-        cpu.stop()
+
+        def pipecored_run() -> tuple[float, float, int, float]:
+            cpu = CpuWindow(*ours.pids).start()
+            rate, accept_rate, received = _pipecored_delivery(
+                ours.ports[0], fake_port, n, sizes.phase_timeout
+            )
+            cpu.stop()
+            return rate, accept_rate, received, 1e6 * cpu.seconds / max(1, received)
+
+        runs = alternate(
+            sizes.rounds,
+            [
+                ("raw", lambda: _raw_aiohttp(fake_port, n, sizes.phase_timeout)),
+                ("pipecored", pipecored_run),
+            ],
+        )
         profile_data = None
         if profile:
+            best = max(r[0] for r in runs["pipecored"])
             recorder = Recorder(
                 f"delivery ({n} messages, provider answering in {sizes.provider_delay:g} s)",
-                pid,
-                max(1.0, n / max(ours, 1.0)),
+                ours.pids[0],
+                max(1.0, n / max(best, 1.0)),
                 work.path / "profile-delivery.txt",
             )
-            _pipecored_delivery(port, fake_port, n, sizes.phase_timeout)
+            _pipecored_delivery(ours.ports[0], fake_port, n, sizes.phase_timeout)
             profile_data = recorder.finish()
-        raw = _raw_aiohttp(fake_port, n, sizes.phase_timeout)
         with_apprise = _apprise(fake_port, sizes.apprise_n, sizes.phase_timeout)
 
     if profile_data is not None:
         results.profiles.append(profile_data)
+    section = "3 delivery"
+    rate, accept_rate, received, _ = max(runs["pipecored"])
+    raw_rate, raw_cpu = max(r[0] for r in runs["raw"]), min(r[1] for r in runs["raw"])
     results.add(
         Row(
-            "2 delivery",
-            f"delivered/s end to end ({n:,} messages)",
-            ours,
+            section,
+            f"delivered/s end to end ({n:,} messages, 256 in flight)",
+            rate,
             "/s",
-            raw,
+            raw_rate,
             "raw aiohttp, 256 in flight",
-            "≥ 0.6 x raw aiohttp",
-            ours >= 0.6 * raw,
-            f"accepts ran at {accept_rate:,.0f}/s; the provider got {received:,} requests;"
-            f" daemon CPU {cpu.share:.0%} of a core",
+            "≥ 0.8 x raw aiohttp",
+            rate >= 0.8 * raw_rate,
+            f"{rounds_note(sizes.rounds)}: {spread([r[0] for r in runs['pipecored']])}"
+            f" against {spread([r[0] for r in runs['raw']])}; best round: sends accepted at"
+            f" {accept_rate:,.0f}/s, the provider got {received:,} requests",
+        )
+    )
+    results.add(
+        Row(
+            section,
+            "CPU per message delivered",
+            min(r[3] for r in runs["pipecored"]),
+            "µs",
+            raw_cpu,
+            "raw aiohttp",
+            note="the daemon's (accept and delivery) against the raw loop's own process",
         )
     )
     if with_apprise is None:
-        results.add(Row("2 delivery", "Apprise json://", None, "/s", note="apprise not installed"))
+        results.add(Row(section, "Apprise json://", None, "/s", note="apprise not installed"))
     else:
         results.add(
             Row(
-                "2 delivery",
+                section,
                 f"pipecored vs Apprise json:// ({sizes.apprise_n:,} notifications)",
-                ours,
+                rate,
                 "/s",
                 with_apprise,
                 "Apprise async_notify",
                 "ahead of Apprise",
-                ours > with_apprise,
+                rate > with_apprise,
             )
         )
-
-
-# -- 3. tenants --------------------------------------------------------------------------------
-
-
-def _edit_live(port: int, config: Path, index: int, trials: int, timeout: float) -> list[float]:
-    """Rewrite one tenant file with a new name; time until GET /messaging/config shows it."""
-    path = config / "tenants" / f"{tenant_id(index)}.yaml"
-    provider_url = next(
-        line.split(":", 1)[1].strip()
-        for line in path.read_text().splitlines()
-        if line.strip().startswith("baseUrl:")
-    )
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    times: list[float] = []
-    for trial in range(trials):
-        name = f"Edited {trial} {uuid.uuid4().hex[:6]}"
-        t0 = time.monotonic()
-        path.write_text(tenant_yaml(index, provider_url, name=name), encoding="utf-8")
-        deadline = t0 + timeout
-        while time.monotonic() < deadline:
-            view = http_json(port, "GET", f"/messaging/config/{tenant_id(index)}", headers=headers)
-            if view.get("name") == name:
-                times.append((time.monotonic() - t0) * 1000)
-                break
-            time.sleep(0.002)
-        else:
-            times.append(float("nan"))
-        time.sleep(0.3)
-    return times
-
-
-def tenants(work: Workdir, sizes: Sizes, results: Results) -> None:
-    print(f"tenants: startup, memory and hot reload with {sizes.tenant_counts} tenant files")
-    largest = max(sizes.tenant_counts)
-    with Procs(work.logs) as procs:
-        _, fake_port = start_fake_provider(procs, work, "tenants-provider", 0.0)
-        for count in sizes.tenant_counts:
-            folder = work.fresh(f"tenants-{count}")
-            config = write_config(
-                folder / "config",
-                db=folder / "pipecored.db",
-                provider_url=_provider_url(fake_port),
-                tenants=count,
-            )
-            t0 = time.monotonic()
-            proc, port = start_daemon(procs, work, config, f"tenants-{count}-daemon")
-            startup = wait_ready(proc, port, "/readyz", sizes.phase_timeout) - t0
-            time.sleep(1.0)  # let the watcher settle before editing
-            rss, peak = rss_mb(proc.pid)
-            edits = _edit_live(port, config, count // 2, sizes.edit_trials, timeout=10)
-            load = None
-            if count == largest:
-                run_load(port, tenant_key(1), connections=sizes.connections, duration=1)
-                load = run_load(
-                    port,
-                    tenant_key(1),
-                    connections=sizes.connections,
-                    duration=max(1.0, sizes.accept_seconds / 2),
-                )
-            proc.stop()
-
-            section = "3 tenants"
-            results.add(
-                Row(
-                    section,
-                    f"startup to /readyz, {count:,} tenants",
-                    startup,
-                    "s",
-                    target="≤ 5 s",
-                    ok=startup <= 5,
-                )
-            )
-            results.add(
-                Row(
-                    section,
-                    f"RSS after start, {count:,} tenants",
-                    rss,
-                    "MiB",
-                    target="≤ 200 MiB",
-                    ok=rss <= 200,
-                    note=f"peak (VmHWM) {peak:.0f} MiB",
-                )
-            )
-            worst = max(edits)
-            results.add(
-                Row(
-                    section,
-                    f"tenant edit live, {count:,} tenants (median of {len(edits)})",
-                    percentile(edits, 50),
-                    "ms",
-                    target="≤ 200 ms",
-                    ok=worst <= 200,
-                    note=f"worst {worst:.0f} ms; the watcher debounces 50 ms",
-                )
-            )
-            if load is not None:
-                results.add(
-                    Row(
-                        section,
-                        f"sends/s with {count:,} tenants loaded",
-                        load.rate,
-                        "/s",
-                        note=f"p99 {load.p99_ms:.1f} ms; {load.non2xx} non-2xx; compare with 1",
-                    )
-                )
-
-
-# -- 4. reads ----------------------------------------------------------------------------------
-
-_COLUMNS = (
-    "id, tenant_id, channel, direction, provider, to_json, sender, status, attempt_count,"
-    " provider_message_id, created_at, updated_at, sent_at, route_index, route_attempts,"
-    " payload_json, body_preview, latency_ms"
-)
-
-
-def _rows(big: int, others: int, tenants: int, now: float) -> Iterator[tuple[object, ...]]:
-    """Messages of the last 30 days: tenant 0 holds ``big``, each other tenant ``others``,
-    interleaved as they would arrive. All settled (nothing for the delivery worker to claim)."""
-    total = big + others * (tenants - 1)
-    span = 30 * 24 * 3600.0
-    other_every = total / max(1, others * (tenants - 1)) if others else 0
-    payload = json.dumps({"to": [SEND_BODY["to"]], "body": SEND_BODY["body"]})
-    to_json = json.dumps([SEND_BODY["to"]])
-    statuses = ("delivered",) * 14 + ("read",) * 3 + ("sent", "failed")
-    next_other, other_i = other_every, 0
-    for i in range(total):
-        if others and i >= next_other and other_i < others * (tenants - 1):
-            tenant = 1 + other_i % (tenants - 1)
-            other_i += 1
-            next_other += other_every
-        else:
-            tenant = 0
-        created = now - span + span * i / total
-        status = statuses[i % len(statuses)]
-        latency = None if status in ("sent", "failed") else 400.0 + (i * 7919) % 5000
-        yield (
-            f"msg_{i:012x}{uuid.uuid4().hex[:12]}",
-            tenant_id(tenant),
-            "sms",
-            "outbound",
-            "httpjson",
-            to_json,
-            "+15550000000",
-            status,
-            1,
-            f"fp-{i}",
-            created,
-            created + 1.0,
-            created + 0.5,
-            0,
-            1,
-            payload,
-            None,
-            latency,
-        )
-
-
-def generate_database(path: Path, big: int, others: int, tenants: int) -> int:
-    """The store's own schema (SQLiteStore.open runs the migrations), then bulk inserts in big
-    transactions; the triggers keep the per-hour counts as they would in the daemon."""
-    from pipecored.store.sqlite import SQLiteStore
-
-    async def create() -> None:
-        store = SQLiteStore(str(path))
-        await store.open()
-        await store.close()
-
-    asyncio.run(create())
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("PRAGMA synchronous = OFF")
-    conn.execute("PRAGMA cache_size = -262144")  # 256 MiB
-    placeholders = ", ".join("?" * len(_COLUMNS.split(",")))
-    sql = f"INSERT INTO messages ({_COLUMNS}) VALUES ({placeholders})"
-    batch: list[tuple[object, ...]] = []
-    inserted = 0
-    for row in _rows(big, others, tenants, time.time()):
-        batch.append(row)
-        if len(batch) >= 50_000:
-            conn.execute("BEGIN")
-            conn.executemany(sql, batch)
-            conn.execute("COMMIT")
-            inserted += len(batch)
-            batch.clear()
-    if batch:
-        conn.execute("BEGIN")
-        conn.executemany(sql, batch)
-        conn.execute("COMMIT")
-        inserted += len(batch)
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    conn.execute("ANALYZE")
-    conn.close()
-    return inserted
-
-
-async def _latencies(port: int, paths: list[str], warmup: int) -> list[float]:
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
-    out: list[float] = []
-    connector = aiohttp.TCPConnector(limit=1)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        for i, path in enumerate(paths):
-            t0 = time.perf_counter()
-            async with session.get(f"http://{HOST}:{port}{path}", headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"GET {path}: HTTP {response.status}")
-            if i >= warmup:
-                out.append((time.perf_counter() - t0) * 1000)
-    return out
-
-
-def reads(work: Workdir, sizes: Sizes, results: Results) -> None:
-    big, others, count = sizes.big_tenant_messages, sizes.other_tenant_messages, sizes.read_tenants
-    print(f"reads: logs and stats for a tenant with {big:,} messages among {count} tenants")
-    folder = work.fresh("reads")
-    db = folder / "pipecored.db"
-    t0 = time.monotonic()
-    total = generate_database(db, big, others, count)
-    generated = time.monotonic() - t0
-    print(f"  generated {total:,} messages in {generated:.1f} s", flush=True)
-    with Procs(work.logs) as procs:
-        _, fake_port = start_fake_provider(procs, work, "reads-provider", 0.0)
-        config = write_config(
-            folder / "config", db=db, provider_url=_provider_url(fake_port), tenants=count
-        )
-        _, port = _daemon(procs, work, config, "reads-daemon", sizes.phase_timeout)
-        warm, n = 10, sizes.read_requests
-        tenant = tenant_id(0)
-        since = quote((datetime.now(UTC) - timedelta(days=1)).isoformat())
-        cases = {
-            "GET /messaging/logs/{t}?limit=50": f"/messaging/logs/{tenant}?limit=50",
-            "GET /messaging/stats/{t}": f"/messaging/stats/{tenant}",
-            "GET /messaging/stats/{t}?since=24 h ago": f"/messaging/stats/{tenant}?since={since}",
-        }
-        measured = {
-            label: asyncio.run(_latencies(port, [path] * (warm + n), warm))
-            for label, path in cases.items()
-        }
-    targets = {"logs": 20.0, "stats": 200.0}
-    for label, values in measured.items():
-        limit = targets["logs" if "/logs/" in label else "stats"]
-        p99 = percentile(values, 99)
-        results.add(
-            Row(
-                "4 reads",
-                f"{label} p50 / p99",
-                percentile(values, 50),
-                "ms",
-                target=f"≤ {limit:g} ms (p99)",
-                ok=p99 <= limit,
-                note=f"p99 {p99:.1f} ms over {len(values)} requests",
-            )
-        )
-    results.notes.append(
-        f"Reads: tenant {tenant} holds {big:,} of {total:,} messages ({count} tenants), generated"
-        f" straight into SQLite with the store's schema in {generated:.0f} s."
-    )

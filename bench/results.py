@@ -171,11 +171,11 @@ it: the benchmark shares the machine with whatever else runs there, so compare r
 baselines measured in the same run rather than absolute numbers across runs.
 
 Every process runs on this one machine over loopback: `pipecored serve` (SQLite, WAL,
-`synchronous=FULL`, group commit), the fake provider (aiohttp on uvloop, `POST /messages` ->
-`201 {{"id"}}`), the ceilings (the bare Starlette app, alone and with the store), the load
-generator and the benchmark itself. The daemon runs as it really does: its delivery worker sends
-each accepted message to the fake provider while the accept load goes on, and it logs at `info`
-(JSON lines to a file).
+`synchronous=FULL`, group commit; PostgreSQL in section 4), the fake providers (aiohttp on
+uvloop, `POST /messages` -> `201 {{"id"}}`), the floor (`bench/floor_app.py`: a minimal durable
+gateway, see below), the baselines, the load generator and the benchmark itself. The daemon logs
+at `info` (JSON lines to a file). Each target is a ratio to a floor run in the same benchmark,
+alternately with pipecored; the floor is printed beside each figure.
 
 ## Results
 

@@ -18,12 +18,13 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import phases
+from bench import phases, postgres, scale
 from bench.common import ROOT, Workdir, install_plugin, stop_on_sigterm
 from bench.measure import load_average
 from bench.results import Results, format_row, render_markdown
+from bench.sizes import FULL, SMOKE
 
-PHASES = ("accept", "delivery", "tenants", "reads")
+PHASES = ("accept", "sustained", "delivery", "postgres", "tenants", "reads")
 DOC = ROOT / "docs" / "PERFORMANCE.md"
 
 
@@ -37,10 +38,17 @@ def _parser() -> argparse.ArgumentParser:
         "--profile",
         action=argparse.BooleanOptionalAction,
         default=None,
-        help="py-spy the daemon during accept and delivery (default: on, off with --smoke)",
+        help="py-spy the daemon in accept, sustained and delivery (default: on, off with --smoke)",
     )
     parser.add_argument(
         "--output", type=Path, help=f"write the Markdown report here (full run: {DOC})"
+    )
+    parser.add_argument(
+        "--postgres",
+        metavar="DSN|off",
+        default=postgres.server_dsn(),
+        help="the PostgreSQL server to make the PostgreSQL rows' databases on (default"
+        f" $BENCH_POSTGRES_DSN or {postgres.DEFAULT_DSN}); off: leave the phase out",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
@@ -49,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    sizes = phases.SMOKE if args.smoke else phases.FULL
+    sizes = SMOKE if args.smoke else FULL
     profile = (not args.smoke) if args.profile is None else args.profile
     chosen = args.only or list(PHASES)
     output = args.output if args.output is not None else (None if args.smoke else DOC)
@@ -71,12 +79,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Workdir(folder, install_plugin(folder / "plugin-site"))
         if "accept" in chosen:
             phases.accept(work, sizes, results, profile)
+        if "sustained" in chosen:
+            phases.sustained(work, sizes, results, profile)
         if "delivery" in chosen:
             phases.delivery(work, sizes, results, profile)
+        if "postgres" in chosen and args.postgres != "off":
+            postgres.postgres(work, sizes, results, args.postgres)
         if "tenants" in chosen:
-            phases.tenants(work, sizes, results)
+            scale.tenants(work, sizes, results)
         if "reads" in chosen:
-            phases.reads(work, sizes, results)
+            scale.reads(work, sizes, results)
     except KeyboardInterrupt:
         print("interrupted; every process started was stopped", file=sys.stderr)
         return 130
