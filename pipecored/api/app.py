@@ -10,7 +10,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipecored.api.context import LOG_FIELDS
@@ -24,6 +24,7 @@ from pipecored.api.send import send
 from pipecored.api.suppressions import add_suppression, list_suppressions, remove_suppression
 from pipecored.api.tenant_config import get_config, set_provider
 from pipecored.api.webhooks import webhook
+from pipecored.console import console_root, create_console
 from pipecored.errors import (
     ApiError,
     PipecoreError,
@@ -181,8 +182,10 @@ class GatewayLifespan:
 
 
 def create_app(gateway: Gateway) -> Starlette:
+    # The web console (HTML, its own sessions and error pages) beside the API routes.
+    console = [Route("/console", console_root), Mount("/console", app=create_console(gateway))]
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *console],
         exception_handlers={
             ApiError: _api_error,
             StoreError: _store_error,
