@@ -110,6 +110,7 @@ class Gateway:
             base_dir=str(self.config_dir),
             pool_min=daemon.store_pool.min_size,
             pool_max=daemon.store_pool.max_size,
+            retention=daemon.store_retention,
         )
         events = TenantEvents(lambda: self.registry.snapshot)
         self._store.events = events

@@ -393,3 +393,23 @@ def one_tenant_config(
         },
     )
     return cfg
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A PostgreSQL database of the test's own, dropped after it (tests/pg.py): skipped, saying
+    why, without ``PIPECORED_TEST_POSTGRES_DSN``; a failure where ``PIPECORED_TEST_REQUIRE``
+    names postgres (CI)."""
+    from tests.pg import postgres_database
+
+    with postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A daemon's ``store:`` for an end-to-end test that runs on both stores: a SQLite file in
+    the test's directory, or a database of the test's own (as :func:`postgres_url`)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'pipecored.db'}"
+    return str(request.getfixturevalue("postgres_url"))

@@ -13,7 +13,7 @@ import zoneinfo
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
 from pydantic.alias_generators import to_camel
 
 from pipecored.channels import CHANNEL_NAME_PATTERN
@@ -183,10 +183,23 @@ class StorePoolConfig(Model):
     max_size: int = Field(default=10, ge=1, le=500)
 
 
+def _store_retention(value: float | None, info: ValidationInfo) -> float | None:
+    if value is None:
+        return None
+    store = info.data.get("store", "")
+    if not str(store).startswith(("postgresql://", "postgres://")):
+        raise ValueError("applied by the PostgreSQL store only: SQLite keeps every message")
+    if value < 3600:
+        raise ValueError("expected at least 1h (e.g. 90d)")
+    return value
+
+
 class DaemonConfig(Model):
     server: ServerConfig = ServerConfig()
     store: Annotated[str, AfterValidator(_store_url)] = "sqlite:///pipecored.db"
     store_pool: StorePoolConfig = StorePoolConfig()
+    # How long finished messages and events are kept (e.g. 90d); unset: forever
+    store_retention: Annotated[Duration | None, AfterValidator(_store_retention)] = None
     auth: AuthConfig = AuthConfig()
     providers: dict[str, ProviderDefaults] = {}
     delivery: DeliveryConfig = DeliveryConfig()
@@ -199,7 +212,14 @@ class DaemonConfig(Model):
 
 
 # Keys whose change needs a restart: the listening socket and the database.
-RESTART_KEYS = ("server.host", "server.port", "store", "store_pool", "config_watch")
+RESTART_KEYS = (
+    "server.host",
+    "server.port",
+    "store",
+    "store_pool",
+    "store_retention",
+    "config_watch",
+)
 
 
 class RouteConfig(Model):

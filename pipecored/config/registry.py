@@ -450,6 +450,7 @@ class TenantRegistry:
                 update={
                     "store": old.store,
                     "store_pool": old.store_pool,
+                    "store_retention": old.store_retention,
                     "config_watch": old.config_watch,
                     "server": new.server.model_copy(
                         update={"host": old.server.host, "port": old.server.port}

@@ -59,14 +59,29 @@ __all__ = [
 ]
 
 
-def open_store(url: str, *, base_dir: str, pool_min: int = 2, pool_max: int = 10) -> MessageStore:
+def open_store(
+    url: str,
+    *,
+    base_dir: str,
+    pool_min: int = 2,
+    pool_max: int = 10,
+    retention: float | None = None,
+) -> MessageStore:
     """Build the store named by its URL: ``sqlite:///relative`` (to ``base_dir``, the config
     dir), ``sqlite:////absolute``, or ``postgresql://user@host:port/database`` (also
-    ``postgres://``), with a pool of ``pool_min`` to ``pool_max`` connections."""
+    ``postgres://``), with a pool of ``pool_min`` to ``pool_max`` connections, deleting
+    finished messages and events older than ``retention`` seconds (PostgreSQL only)."""
     if url.startswith(("postgresql://", "postgres://")):
         from pipecored.store.postgres import PostgresStore
 
-        return PostgresStore(url, min_connections=pool_min, max_connections=max(pool_min, pool_max))
+        return PostgresStore(
+            url,
+            min_connections=pool_min,
+            max_connections=max(pool_min, pool_max),
+            retention=retention,
+        )
+    if retention is not None:
+        raise ValueError("store retention is applied by the PostgreSQL store only")
     from pipecored.store.sqlite import SQLiteStore, sqlite_path
 
     if url.startswith("sqlite://"):

@@ -203,7 +203,13 @@ CREATE TABLE rate_limits (key text PRIMARY KEY, tat double precision NOT NULL);
 CREATE TABLE claims (key text PRIMARY KEY, until double precision NOT NULL);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1,)
+# v2: retention (store_retention) finds what is past it through these, oldest first
+_V2 = """
+CREATE INDEX messages_created ON messages (created_at);
+CREATE INDEX outbox_events_created ON outbox_events (created_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -90,6 +90,11 @@ PENDING_EVENT_TTL: Final = 24 * 3600.0
 _HOUR: Final = 3600
 # advisory lock keys of the work one node at a time does
 _FOLD_LOCK: Final = 0x70697065636F7201
+# retention: how often a node looks for what is past it, and how many rows one transaction
+# deletes (short transactions: the deliveries around them never wait long)
+PRUNE_SECONDS: Final = 60.0
+PRUNE_BATCH: Final = 500
+_FINISHED: Final = ("sent", "delivered", "read", "failed", "canceled", "received")
 
 _PLAIN_COLUMNS: Final = (
     "id", "seq", "tenant_id", "channel", "direction", "provider", "sender", "status",
@@ -136,8 +141,17 @@ class PostgresStore(MessageStore):
 
     shared = True
 
-    def __init__(self, url: str, *, min_connections: int = 2, max_connections: int = 10) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        min_connections: int = 2,
+        max_connections: int = 10,
+        retention: float | None = None,
+    ) -> None:
         self.url = url
+        # finished messages and events older than this are deleted (None: kept forever)
+        self.retention = retention
         self.node_id = f"node-{secrets.token_hex(6)}"
         self._pool = psycopg_pool.AsyncConnectionPool(
             url,
@@ -182,6 +196,8 @@ class PostgresStore(MessageStore):
             asyncio.create_task(self._listen(), name="store-listen"),
             asyncio.create_task(self._heartbeat(), name="store-heartbeat"),
         ]
+        if self.retention is not None:
+            self._tasks.append(asyncio.create_task(self._prune_loop(), name="store-retention"))
 
     async def close(self) -> None:
         if self._state != "open":
@@ -298,6 +314,40 @@ class PostgresStore(MessageStore):
                 " measured = message_counts.measured + EXCLUDED.measured"
             )
             await conn.execute("DELETE FROM message_counts WHERE n = 0")
+
+    # -- retention ---------------------------------------------------------------------------------
+
+    async def _prune_loop(self) -> None:
+        while True:
+            try:
+                messages, events = await self.prune(now=time.time())
+                if messages or events:
+                    log.info("store.pruned", messages=messages, events=events)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("store.prune_failed", error=str(exc))
+            await asyncio.sleep(PRUNE_SECONDS)
+
+    async def prune(self, *, now: float, batch: int = PRUNE_BATCH) -> tuple[int, int]:
+        """Delete what is past the retention, ``batch`` rows per transaction: finished messages
+        (with their attempts; their counts go with them) and events no endpoint is still waiting
+        for. A message still to send is kept however old. Several nodes may prune at once: each
+        skips the rows another has locked. Returns (messages, events) deleted."""
+        if self.retention is None:
+            return 0, 0
+        cutoff = now - self.retention
+        deleted = [0, 0]
+        for index, sql in enumerate((_PRUNE_MESSAGES, _PRUNE_EVENTS)):
+            while True:
+                async with self._tx("prune") as conn:
+                    cur = await conn.execute(sql, {"cutoff": cutoff, "batch": batch})
+                    count = cur.rowcount
+                deleted[index] += count
+                if count < batch:
+                    break
+                await asyncio.sleep(0)  # let the daemon's other work in between batches
+        return deleted[0], deleted[1]
 
     # -- events ----------------------------------------------------------------------------------
 
@@ -1070,8 +1120,8 @@ class PostgresStore(MessageStore):
         self, tenant_id: str, *, after_seq: int | None, limit: int
     ) -> list[EventRecord]:
         """Oldest first in commit order: by transaction id, then seq, and only events whose
-        transaction is older than every transaction still running, so that an event committed
-        late can never fall behind a cursor already handed out."""
+        transaction is older than every transaction still running on this database, so that an
+        event committed late can never fall behind a cursor already handed out."""
         async with self._tx("list_events") as conn:
             after_tx = None
             if after_seq is not None:
@@ -1088,7 +1138,7 @@ class PostgresStore(MessageStore):
                 position, params = " AND (tx, seq) > (%s::xid8, %s)", [after_tx, after_seq]
             cur = await conn.execute(
                 "SELECT seq, id, tenant_id, type, body, created_at FROM outbox_events"
-                " WHERE tenant_id = %s AND tx < pg_snapshot_xmin(pg_current_snapshot())"
+                " WHERE tenant_id = %s AND tx < (" + _EVENT_HORIZON + ")"
                 f"{position} ORDER BY tx, seq LIMIT %s",
                 [tenant_id, *params, limit],
             )
@@ -1270,6 +1320,32 @@ class PostgresStore(MessageStore):
             {"key": key, "until": until, "now": now},
         )
         return bool(rows)
+
+
+# The oldest transaction that may still write events: the oldest one running at the query's
+# snapshot, except those positively seen running on another database of the cluster (a long
+# transaction there, a bulk load or a backup, cannot write here, so it must not hold back the
+# events listing; one not seen, or seen without the privilege, still counts).
+_EVENT_HORIZON: Final = (
+    "SELECT COALESCE(min(x), pg_snapshot_xmax(pg_current_snapshot()))"
+    " FROM pg_snapshot_xip(pg_current_snapshot()) AS x"
+    " WHERE (x::text::bigint %% 4294967296)::text::xid NOT IN ("
+    "  SELECT backend_xid FROM pg_stat_activity"
+    "  WHERE datname <> current_database() AND backend_xid IS NOT NULL)"
+)
+
+_PRUNE_MESSAGES: Final = (
+    "DELETE FROM messages WHERE seq IN (SELECT seq FROM messages"
+    " WHERE created_at < %(cutoff)s AND status IN ("
+    + ", ".join(f"'{status}'" for status in _FINISHED)
+    + ") ORDER BY created_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"
+)
+_PRUNE_EVENTS: Final = (
+    "DELETE FROM outbox_events WHERE seq IN (SELECT e.seq FROM outbox_events AS e"
+    " WHERE e.created_at < %(cutoff)s AND NOT EXISTS (SELECT 1 FROM outbox_deliveries AS d"
+    "  WHERE d.event_id = e.id AND d.state = 'pending')"
+    " ORDER BY e.created_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"
+)
 
 
 def _failover(failover: Failover) -> dict[str, str]:
