@@ -109,8 +109,14 @@ def _y(value: float, top: float) -> float:
     return TOP + PLOT_H - value / top * PLOT_H
 
 
+Y_INTERVALS = 5  # a nice_ceiling of 5 or more splits into fifths that are whole numbers
+
+
 def _y_ticks(top: float, fmt: Formatter) -> list[Tick]:
-    return [Tick(round(_y(top * i / 4, top), 1), fmt(top * i / 4)) for i in range(5)]
+    return [
+        Tick(round(_y(top * i / Y_INTERVALS, top), 1), fmt(top * i / Y_INTERVALS))
+        for i in range(Y_INTERVALS + 1)
+    ]
 
 
 def _x_ticks(labels: Sequence[str], slot: float) -> list[Tick]:
@@ -134,8 +140,9 @@ def bar_chart(
     series: Sequence[Series],
     fmt: Formatter,
 ) -> Chart:
-    """Bars side by side per bucket, one per series."""
+    """Bars side by side per bucket, one per series (counts: the axis is at least 0 to 5)."""
     top = nice_ceiling(max((v or 0.0 for s in series for v in s.values), default=0.0))
+    top = max(top, float(Y_INTERVALS))
     slot = PLOT_W / max(1, len(labels))
     width = slot * 0.8 / max(1, len(series))
     bars = []

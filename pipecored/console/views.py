@@ -38,6 +38,7 @@ from pipecored.errors import (
 )
 from pipecored.events.worker import endpoint_label
 from pipecored.gateway import Gateway
+from pipecored.masking import MASK
 from pipecored.overview import DEFAULT_RANGE, RANGES, Overview
 from pipecored.store import LogFilter
 from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES, ActivityBucket
@@ -470,6 +471,10 @@ def _provider_context(
                 continue
             name = credential.name
             value = values.get(f"cred.{name}") if values is not None else shown.get(name, "")
+            if credential.secret and value and not value.startswith(MASK):
+                # a secret typed into a form that came back with an error is never echoed in
+                # the page: it is typed again
+                value = ""
             fields.append(
                 {
                     "name": name,

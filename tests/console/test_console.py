@@ -402,6 +402,20 @@ async def test_a_validation_error_is_shown_next_to_its_field(
     assert field is not None, r.text
     assert field.group(2).startswith(f"credentials.{field.group(1)}")
     assert 'aria-invalid="true"' in r.text
+    # what was typed into a secret field is never sent back
+    typed = await admin.post(
+        "/console/tenants/acme/provider",
+        data={
+            "csrf": csrf,
+            "channel": "sms",
+            "provider": "httpjson",
+            "cred.token": "tok-typed-9876",
+            "cred.bogus": "x",
+        },
+        headers=ORIGIN,
+    )
+    assert typed.status_code == 422
+    assert "tok-typed-9876" not in typed.text
     assert (config_dir.path / "tenants" / "acme.yaml").read_bytes() == before
 
 
