@@ -6,7 +6,7 @@ provider), so a month of hourly buckets reads a few thousand rows however many m
 are. Latency percentiles come from the messages themselves through ``messages_tenant_created``:
 all of a bucket's when it holds at most :data:`ACTIVITY_EXACT_LATENCY` messages, otherwise a
 stratified sample (the first few messages of each of :data:`SAMPLE_SLICES` equal slices of the
-bucket), so that a busy hour costs the same as a quiet one.
+time the bucket's messages span), so that a busy hour costs the same as a quiet one.
 """
 
 from __future__ import annotations
@@ -36,6 +36,11 @@ _LATENCIES: Final = (
     " WHERE tenant_id = ? AND created_at >= ? AND created_at < ? ORDER BY created_at LIMIT ?"
 )
 
+_EDGE: Final = (
+    "SELECT created_at FROM messages INDEXED BY messages_tenant_created"
+    " WHERE tenant_id = ? AND created_at >= ? AND created_at < ? ORDER BY created_at"
+)
+
 
 def _percentile(ordered: list[float], p: float) -> float | None:
     """Nearest rank, as the stats' percentiles."""
@@ -62,7 +67,14 @@ def _latencies(
         values = _measured(rows)
         if len(values) == measured:
             return values, False
-    width = (end - start) / SAMPLE_SLICES
+    # slices over the span the bucket's messages actually cover: a burst of a few minutes in a
+    # day-long bucket is sampled as finely as a day of steady traffic
+    first = conn.execute(_EDGE + " ASC LIMIT 1", (tenant_id, start, end)).fetchone()
+    last = conn.execute(_EDGE + " DESC LIMIT 1", (tenant_id, start, end)).fetchone()
+    span_end = end
+    if first is not None and last is not None:
+        start, span_end = first[0], last[0]
+    width = (span_end - start) / SAMPLE_SLICES
     values = []
     for i in range(SAMPLE_SLICES):
         low = start + i * width
