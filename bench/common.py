@@ -206,10 +206,19 @@ def install_plugin(target: Path) -> Path:
     return target
 
 
-def child_env(plugin_site: Path) -> dict[str, str]:
+def child_env(plugin_site: Path, tree: Path = ROOT) -> dict[str, str]:
+    """The environment of a child: the example plugin, then pipecored and its built-in plugins
+    from ``tree`` (this checkout, or another revision's exported for an A/B run: ahead of the
+    editable install on the path)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPECORE", "PYTEST"))}
+    builtin = sorted(str(p) for p in (tree / "plugins").glob("*") if p.is_dir())
     env["PYTHONPATH"] = os.pathsep.join(
-        [str(plugin_site), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
+        [
+            str(plugin_site),
+            str(tree),
+            *(builtin if tree != ROOT else []),
+            *filter(None, [os.environ.get("PYTHONPATH")]),
+        ]
     )
     env["PYTHONUNBUFFERED"] = "0"
     return env
@@ -256,10 +265,12 @@ def write_config(
 
 @dataclass
 class Workdir:
-    """The run's temporary folder: logs, config dirs, databases, the plugin."""
+    """The run's temporary folder: logs, config dirs, databases, the plugin; ``against``, an
+    earlier revision's tree exported for an A/B run (``--against REV``)."""
 
     path: Path
     plugin_site: Path
+    against: tuple[str, Path] | None = None
 
     @property
     def logs(self) -> Path:
@@ -273,12 +284,15 @@ class Workdir:
         return folder
 
 
-def start_daemon(procs: Procs, work: Workdir, config: Path, name: str) -> tuple[Proc, int]:
+def start_daemon(
+    procs: Procs, work: Workdir, config: Path, name: str, tree: Path = ROOT
+) -> tuple[Proc, int]:
+    """``pipecored serve`` from ``tree`` (this checkout unless an A/B run names another)."""
     port = free_port()
     proc = procs.start(
         name,
         [sys.executable, "-m", "pipecored", "serve", "--config", str(config), "--port", str(port)],
-        env=child_env(work.plugin_site),
+        env=child_env(work.plugin_site, tree),
     )
     return proc, port
 
@@ -321,6 +335,18 @@ def start_app(
             return proc, port
         time.sleep(0.02)
     raise RuntimeError(f"{name} not listening")
+
+
+def export_revision(rev: str, target: Path) -> Path:
+    """``git archive`` of ``rev`` unpacked into ``target``: the repository is only read."""
+    target.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "--format=tar", rev],
+        capture_output=True,
+        check=True,
+    )
+    subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return target
 
 
 @contextlib.contextmanager

@@ -77,14 +77,21 @@ def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None
     with Procs(work.logs) as procs:
         _, held_provider = start_fake_provider(procs, work, "accept-provider", HOLD_SECONDS)
         ours = start_pipecored(
-            procs, work, "accept", held_provider, key=key, timeout=sizes.phase_timeout
+            procs, work, "accept", held_provider, key=key, timeout=sizes.phase_timeout, held=True
         )
         floor = start_floor(procs, work, "accept-floor", held_provider, deliver=False, key=key)
+        systems = [(FLOOR, floor), ("pipecored", ours)]
+        if work.against is not None:
+            rev, tree = work.against
+            systems.append((rev, start_pipecored(
+                procs, work, "accept-against", held_provider, key=key,
+                timeout=sizes.phase_timeout, held=True, tree=tree,
+            )))  # fmt: skip
 
         def run(system: System) -> Callable[[], AcceptRun]:
             return lambda: accept_run(system, connections=conns, seconds=seconds, warmup=warm)
 
-        runs = alternate(sizes.rounds, [(FLOOR, run(floor)), ("pipecored", run(ours))])
+        runs = alternate(sizes.rounds, [(name, run(system)) for name, system in systems])
         profile_data = None
         if profile:
             recorder = Recorder(
@@ -117,6 +124,24 @@ def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None
     if profile_data is not None:
         results.profiles.append(profile_data)
     _accept_rows(results, conns, runs["pipecored"], runs[FLOOR], bare, durable)
+    if work.against is not None:
+        rev = work.against[0]
+        earlier = runs[rev]
+        results.add(
+            Row(
+                "A/B",
+                f"accept sends/s, deliveries held, against {rev}",
+                max(r.load.rate for r in runs["pipecored"]),
+                "/s",
+                max(r.load.rate for r in earlier),
+                rev,
+                note=f"{spread([r.load.rate for r in earlier])} at {rev}; p99"
+                f" {min(r.load.p99_ms for r in runs['pipecored']):.1f} ms against"
+                f" {min(r.load.p99_ms for r in earlier):.1f} ms; CPU per accept"
+                f" {min(r.cpu_us_per_message for r in runs['pipecored']):.0f} µs against"
+                f" {min(r.cpu_us_per_message for r in earlier):.0f} µs",
+            )
+        )
 
 
 def _accept_rows(
@@ -232,9 +257,16 @@ def sustained(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> N
             procs, work, "sustained", ours_provider, key=key, timeout=sizes.phase_timeout
         )
         floor = start_floor(procs, work, "sustained-floor", floor_provider, deliver=True, key=key)
+        systems = [(FLOOR, floor), ("pipecored", ours)]
+        if work.against is not None:
+            rev, tree = work.against
+            _, against_provider = start_fake_provider(procs, work, "against-provider", 0.0)
+            systems.append((rev, start_pipecored(
+                procs, work, "sustained-against", against_provider, key=key,
+                timeout=sizes.phase_timeout, tree=tree,
+            )))  # fmt: skip
         runs = alternate(
-            sizes.rounds,
-            [(FLOOR, _sustained(floor, sizes)), ("pipecored", _sustained(ours, sizes))],
+            sizes.rounds, [(name, _sustained(system, sizes)) for name, system in systems]
         )
         profile_data = None
         if profile:
@@ -255,6 +287,33 @@ def sustained(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> N
     if profile_data is not None:
         results.profiles.append(profile_data)
     sustained_rows(results, "2 sustained", sizes, runs["pipecored"], runs[FLOOR], targets=True)
+    if work.against is not None:
+        rev = work.against[0]
+        ours_runs, earlier = runs["pipecored"], runs[rev]
+        results.add(
+            Row(
+                "A/B",
+                f"sustained delivered/s, against {rev}",
+                max(r.rate for r in ours_runs),
+                "/s",
+                max(r.rate for r in earlier),
+                rev,
+                note=f"{spread([r.rate for r in ours_runs])} against"
+                f" {spread([r.rate for r in earlier])}",
+            )
+        )
+        results.add(
+            Row(
+                "A/B",
+                f"sustained CPU per message, against {rev}",
+                min(r.cpu_us_per_message for r in ours_runs),
+                "µs",
+                min(r.cpu_us_per_message for r in earlier),
+                rev,
+                note=f"{spread([r.cpu_us_per_message for r in ours_runs])} against"
+                f" {spread([r.cpu_us_per_message for r in earlier])}",
+            )
+        )
 
 
 def _sustained(system: System, sizes: Sizes) -> Callable[[], SustainedRun]:

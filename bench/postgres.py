@@ -123,6 +123,7 @@ def postgres(work: Workdir, sizes: Sizes, results: Results, dsn: str) -> None:
                     store=databases.enter_context(fresh_database(dsn)),
                     nodes=nodes,
                     timeout=sizes.phase_timeout,
+                    held=True,
                 )
                 for nodes in (1, 2)
             },

@@ -2,8 +2,10 @@
 
 ``py-spy record --format raw`` writes collapsed stacks (``frame;frame;... count``, root first).
 Self time is the leaf frame of each sample; inclusive time counts each function once per stack.
-Idle threads are not sampled (py-spy's default), so percentages are of busy samples across all
-the daemon's threads (event loop, SQLite writer, readers).
+With ``gil`` (the default) only the thread holding the interpreter is sampled: the daemon is
+bound by its one interpreter (event loop, SQLite writer, readers share it), so that is where its
+time goes. Without it, py-spy samples every thread it sees busy, and counts some threads
+waiting on a lock or queue as busy.
 """
 
 from __future__ import annotations
@@ -76,7 +78,9 @@ class Recorder:
     """``py-spy record`` attached to ``pid`` for ``seconds``; ``finish()`` returns the profile
     (or one whose ``error`` says why there is none: py-spy missing, ptrace not permitted)."""
 
-    def __init__(self, label: str, pid: int, seconds: float, out: Path, rate: int = 100) -> None:
+    def __init__(
+        self, label: str, pid: int, seconds: float, out: Path, rate: int = 100, gil: bool = True
+    ) -> None:
         self.label = label
         self.out = out
         self.proc: subprocess.Popen[str] | None = None
@@ -90,6 +94,7 @@ class Recorder:
                 exe,
                 *("record", "-p", str(pid), "-d", str(max(1, round(seconds)))),
                 *("-r", str(rate), "-f", "raw", "-o", str(out), "--nonblocking"),
+                *(["--gil"] if gil else []),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

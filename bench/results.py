@@ -143,9 +143,9 @@ def markdown_profiles(profiles: list[Profile], n: int = 12) -> str:
             out.append(f"Not profiled: {p.error}\n")
             continue
         out.append(
-            f"py-spy, {p.samples:,} busy samples across the daemon's threads. Self time is where"
-            " the samples landed; inclusive counts a function once per sample it is on the"
-            " stack of.\n"
+            f"py-spy `--gil`, {p.samples:,} samples of whichever thread held the interpreter (the"
+            " event loop, the SQLite writer, a reader). Self time is where the samples landed;"
+            " inclusive counts a function once per sample it is on the stack of.\n"
         )
         out.append("| self % | function | | inclusive % | function |")
         out.append("|---|---|---|---|---|")

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench import phases, postgres, scale
-from bench.common import ROOT, Workdir, install_plugin, stop_on_sigterm
+from bench.common import ROOT, Workdir, export_revision, install_plugin, stop_on_sigterm
 from bench.measure import load_average
 from bench.results import Results, format_row, render_markdown
 from bench.sizes import FULL, SMOKE
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         help="the PostgreSQL server to make the PostgreSQL rows' databases on (default"
         f" $BENCH_POSTGRES_DSN or {postgres.DEFAULT_DSN}); off: leave the phase out",
     )
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="A/B: also run the daemon of git revision REV (exported with git archive) in the"
+        " accept and sustained phases, alternately with this tree's, and print the ratios",
+    )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
     return parser
@@ -77,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         (folder / "logs").mkdir()
         work = Workdir(folder, install_plugin(folder / "plugin-site"))
+        if args.against:
+            work.against = (args.against, export_revision(args.against, folder / "against"))
         if "accept" in chosen:
             phases.accept(work, sizes, results, profile)
         if "sustained" in chosen:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bench.common import (
     HOST,
+    ROOT,
     Procs,
     Workdir,
     http_json,
@@ -28,6 +29,7 @@ from bench.common import (
 from bench.loadgen import LoadResult, run_loads
 from bench.measure import CpuWindow
 
+HELD_DELIVERY = {"timeout": "1h", "lease": "2h"}
 PENDING = ("scheduled", "queued", "sending")  # pipecored's statuses still to be delivered
 
 Counter = Callable[[], tuple[int, int]]  # (messages stored, messages still pending)
@@ -86,9 +88,14 @@ def start_pipecored(
     store: str | None = None,
     nodes: int = 1,
     timeout: float = 180,
+    held: bool = False,
+    tree: Path = ROOT,
 ) -> System:
     """A config dir with one tenant sending to ``provider_port``, and ``nodes`` daemons on it
-    (more than one only with a shared store). Without ``store``, a SQLite file in the folder."""
+    (more than one only with a shared store). Without ``store``, a SQLite file in the folder.
+    ``held``: the provider holds every call, and the daemon waits for it past the end of the
+    run (no timeout, no retry, no lease running out), so that its worker, once full, claims
+    nothing more and accepting is all the daemon does."""
     folder = work.fresh(name)
     db = folder / "pipecored.db"
     config = write_config(
@@ -96,10 +103,11 @@ def start_pipecored(
         db=store or db,
         provider_url=f"http://{HOST}:{provider_port}",
         tenants=1,
+        delivery=HELD_DELIVERY if held else None,
     )
     ports, pids = [], []
     for node in range(nodes):
-        proc, port = start_daemon(procs, work, config, f"{name}-daemon{node or ''}")
+        proc, port = start_daemon(procs, work, config, f"{name}-daemon{node or ''}", tree)
         wait_ready(proc, port, "/readyz", timeout)
         ports.append(port)
         pids.append(proc.pid)
