@@ -10,18 +10,23 @@ cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv-test}
 
-# The monitoring tests run real Prometheus (promtool) and Alertmanager, from Debian's packages.
-if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
+# The monitoring tests run real Prometheus (promtool) and Alertmanager, from Debian's packages;
+# the console's browser test drives Debian's Chromium (Playwright's own download is never used).
+if ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null \
+    || ! command -v chromium >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "installing Debian's prometheus and prometheus-alertmanager for the monitoring tests"
+    echo "installing Debian's prometheus, prometheus-alertmanager and chromium for the tests"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus prometheus-alertmanager \
+      chromium >/dev/null
     # the packages start their own services; the tests run their own instances
     systemctl stop prometheus prometheus-alertmanager 2>/dev/null || true
-  else
+  elif ! command -v promtool >/dev/null || ! command -v prometheus-alertmanager >/dev/null; then
     echo "the tests need promtool and prometheus-alertmanager on PATH: as root, run" >&2
-    echo "  apt-get install prometheus prometheus-alertmanager   (Debian, Ubuntu)" >&2
+    echo "  apt-get install prometheus prometheus-alertmanager chromium   (Debian, Ubuntu)" >&2
     exit 1
+  else
+    echo "no chromium on PATH: the console's browser test will skip (apt-get install chromium)"
   fi
 fi
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"

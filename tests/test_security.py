@@ -181,7 +181,7 @@ async def test_unsigned_callbacks_are_accepted_only_where_verification_was_turne
         pytest.param("sqlite:////var/lib/pipecored/pipecored.db", True, id="absolute-explicit"),
         pytest.param("sqlite:///../outside.db", False, id="escapes"),
         pytest.param("sqlite:///data/../../outside.db", False, id="escapes-later"),
-        pytest.param("postgres://db/pipecored", False, id="unsupported"),
+        pytest.param("mysql://db/pipecored", False, id="unsupported"),
     ],
 )
 def test_relative_paths_stay_inside_the_config_dir(
