@@ -426,6 +426,9 @@ def _document(channels: ChannelSet) -> dict[str, Any]:
                         "Already on the list (its first reason is kept)", _ref("Suppressed")
                     ),
                     **_AUTH_ERRORS,
+                    "400": _error("The body is not JSON"),
+                    "413": _error("Body over the size limit"),
+                    "415": _error("Not application/json"),
                     "404": _error("Unknown tenant"),
                     "422": _error("A field is missing or invalid (named)"),
                     "503": _error("Store unavailable"),

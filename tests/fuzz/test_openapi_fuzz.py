@@ -29,8 +29,9 @@ from tests.fuzz.conftest import ACME_KEY, TENANTS, FuzzDaemon, error_shape_probl
 # Schema-valid requests these operations may still refuse with 422, for rules that depend on
 # the running configuration and so cannot be in the document: which provider a tenant's
 # channel uses and what it accepts (an email body to /send/sms matches the send schema's
-# anyOf), the names of the loaded providers and their required credentials; and a logs
-# cursor, which is opaque (only one the API returned is valid: any other string is a 422).
+# anyOf), the names of the loaded providers and their required credentials; a logs, events or
+# suppressions cursor, which is opaque (only one the API returned is valid: any other string is
+# a 422); and a suppressed address, checked as the channel's addresses are (E.164, email).
 _CONFIG = """
 headers = {{ Authorization = "Bearer {key}" }}
 
@@ -40,6 +41,18 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404",
 
 [[operations]]
 include-path = "/messaging/logs/{{tenant_id}}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-path = "/messaging/events/{{tenant_id}}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-path = "/messaging/suppressions/{{tenant_id}}"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
+
+[[operations]]
+include-path = "/messaging/suppressions/{{tenant_id}}/{{channel}}/{{address}}"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422"]
 
 [[operations]]
