@@ -41,7 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         help="py-spy the daemon in accept, sustained and delivery (default: on, off with --smoke)",
     )
     parser.add_argument(
-        "--output", type=Path, help=f"write the Markdown report here (full run: {DOC})"
+        "--output",
+        type=Path,
+        help=f"write the Markdown report here (a full run of every phase: {DOC})",
     )
     parser.add_argument(
         "--postgres",
@@ -66,7 +68,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = SMOKE if args.smoke else FULL
     profile = (not args.smoke) if args.profile is None else args.profile
     chosen = args.only or list(PHASES)
-    output = args.output if args.output is not None else (None if args.smoke else DOC)
+    # only a full run of every phase rewrites the report by default
+    full = not args.smoke and args.only is None and args.against is None
+    output = args.output if args.output is not None else (DOC if full else None)
     command = "python -m bench" + (" --smoke" if args.smoke else "")
     stop_on_sigterm()
 

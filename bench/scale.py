@@ -4,6 +4,7 @@ messages."""
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
 import sqlite3
 import time
@@ -235,8 +236,39 @@ def generate_database(path: Path, big: int, others: int, tenants: int) -> int:
     return inserted
 
 
-async def _latencies(port: int, paths: list[str], warmup: int) -> list[float]:
-    headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+def _console_login(port: int) -> str:
+    """Log in to the console with the admin key, as its login form does; the session cookie."""
+    origin = f"http://{HOST}:{port}"
+    status, _, headers = _post_form(
+        port, "/console/login", f"key={ADMIN_KEY}&next=/console/", {"Origin": origin}
+    )
+    cookie = next((v.split(";", 1)[0] for k, v in headers if k.lower() == "set-cookie"), None)
+    if status != 303 or cookie is None:
+        raise RuntimeError(f"console login: HTTP {status}, no session cookie")
+    return cookie
+
+
+def _post_form(
+    port: int, path: str, body: str, headers: dict[str, str]
+) -> tuple[int, bytes, list[tuple[str, str]]]:
+    conn = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            path,
+            body=body.encode(),
+            headers={"Content-Type": "application/x-www-form-urlencoded", **headers},
+        )
+        response = conn.getresponse()
+        return response.status, response.read(), response.getheaders()
+    finally:
+        conn.close()
+
+
+async def _latencies(
+    port: int, paths: list[str], warmup: int, headers: dict[str, str] | None = None
+) -> list[float]:
+    headers = headers or {"Authorization": f"Bearer {ADMIN_KEY}"}
     out: list[float] = []
     connector = aiohttp.TCPConnector(limit=1)
     async with aiohttp.ClientSession(connector=connector) as session:
@@ -279,9 +311,30 @@ def reads(work: Workdir, sizes: Sizes, results: Results) -> None:
             label: asyncio.run(_latencies(port, [path] * (warm + n), warm))
             for label, path in cases.items()
         }
-    targets = {"logs": 20.0, "stats": 200.0}
+        cookie = _console_login(port)
+        message = http_json(
+            port,
+            "GET",
+            f"/messaging/logs/{tenant}?limit=1",
+            headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+        )["items"][0]["id"]
+        pages = {
+            "GET /console/ (tenants)": "/console/",
+            "GET /console/tenants/{t} (24 h charts)": f"/console/tenants/{tenant}",
+            "GET /console/tenants/{t}?range=30d": f"/console/tenants/{tenant}?range=30d",
+            "GET /console/tenants/{t}/log": f"/console/tenants/{tenant}/log",
+            "GET /console/tenants/{t}/log?status=failed": f"/console/tenants/{tenant}/log"
+            "?status=failed",
+            "GET /console/tenants/{t}/messages/{id}": f"/console/tenants/{tenant}/messages/"
+            + message,
+        }
+        for label, path in pages.items():
+            measured[label] = asyncio.run(
+                _latencies(port, [path] * (warm + n), warm, {"Cookie": cookie})
+            )
+    targets = {"logs": 20.0, "stats": 200.0, "console": 100.0}
     for label, values in measured.items():
-        limit = targets["logs" if "/logs/" in label else "stats"]
+        limit = targets[next(k for k in ("console", "logs", "stats") if k in label)]
         p99 = percentile(values, 99)
         results.add(
             Row(

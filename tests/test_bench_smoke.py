@@ -70,6 +70,8 @@ def test_bench_smoke_runs_and_reports_numbers(tmp_path: Path) -> None:
     assert _number(rows, "tenant edit live") > 0
     assert _number(rows, "GET /messaging/logs/") > 0
     assert _number(rows, "GET /messaging/stats/") > 0
+    assert _number(rows, "GET /console/ (tenants)") > 0
+    assert _number(rows, "GET /console/tenants/{t}/log") > 0
     _baselines_measured(rows)
 
     text = doc.read_text()
