@@ -288,8 +288,11 @@ class DeliveryWorker:
         if tenant is None or channel is None or not channel.is_active:
             await self._wait_for_config(record, unchanged)
             return
+        # the message's own routes: its experiment arm's provider (if any), then the fallbacks
+        routes = channel.routes_for(record.experiment_arm)
+        route_providers = tuple(route.provider for route in routes)
         choice = choose_route(
-            channel.route_providers,
+            route_providers,
             record.route_index,
             allows=lambda provider: self.circuits.allow(
                 (record.tenant_id, record.channel, provider),
@@ -303,7 +306,7 @@ class DeliveryWorker:
                 self.circuits.retry_at(
                     (record.tenant_id, record.channel, p), settings.circuit.cooldown
                 )
-                for p in channel.route_providers
+                for p in route_providers
             )
             await self._finish(
                 record,
@@ -318,13 +321,13 @@ class DeliveryWorker:
         index = choice.index
         path = [*choice.skipped, index]
         failovers = tuple(
-            Failover(channel.routes[before].provider, channel.routes[after].provider,
+            Failover(routes[before].provider, routes[after].provider,
                      "circuit_open")
             for before, after in itertools.pairwise(path)
         )  # fmt: skip
         for failover in failovers:
             self._count_failover(record, failover)
-        route = channel.routes[index]
+        route = routes[index]
         provider = self.providers.get(route.provider)
         if provider is None:
             await self._wait_for_config(record, unchanged)
@@ -440,7 +443,7 @@ class DeliveryWorker:
             failure,
             route_index=attempted.route_index,
             route_attempts=attempted.route_attempts,
-            route_count=len(channel.routes),
+            route_count=len(channel.routes_for(record.experiment_arm)),
             attempt_number=record.attempt_count + 1,
             settings=RetrySettings(
                 max_attempts=settings.max_attempts,
@@ -454,7 +457,7 @@ class DeliveryWorker:
         if decision.route_index != attempted.route_index:
             failover = Failover(
                 attempted.provider or "",
-                channel.routes[decision.route_index].provider,
+                channel.routes_for(record.experiment_arm)[decision.route_index].provider,
                 failure.code,
             )
             self._count_failover(record, failover)
@@ -585,5 +588,13 @@ class DeliveryWorker:
             self.metrics.messages.labels(
                 record.tenant_id, record.channel, outcome.provider or "none", status
             ).inc()
+            if record.experiment is not None and record.experiment_arm is not None:
+                self.metrics.experiment_messages.labels(
+                    record.tenant_id,
+                    record.channel,
+                    record.experiment,
+                    record.experiment_arm,
+                    status,
+                ).inc()
         if outcome.status == "queued" and outcome.not_before is not None:
             self._wake.set()

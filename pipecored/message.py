@@ -126,6 +126,8 @@ def new_message(
     now: float,
     not_before: float | None = None,
     scheduled: bool = False,
+    experiment: str | None = None,
+    experiment_arm: str | None = None,
 ) -> NewMessage:
     """The store's row for an accepted message; ``to`` as the client wrote it (one address or a
     list), which is what the log shows. ``not_before`` holds it (a sendAt, quiet hours);
@@ -140,4 +142,6 @@ def new_message(
         created_at=now,
         not_before=not_before,
         scheduled=scheduled,
+        experiment=experiment,
+        experiment_arm=experiment_arm,
     )

@@ -148,6 +148,13 @@ class Metrics:
             "Age of the oldest event with a delivery still pending",
             registry=r,
         )
+        self.experiment_messages = Counter(
+            "pipecore_experiment_messages_total",
+            "Messages of a provider experiment's arm, accepted (status accepted) and reaching a"
+            " status (sent, delivered, read, failed)",
+            ["tenant", "channel", "experiment", "arm", "status"],
+            registry=r,
+        )
         self.suppressions = Counter(
             "pipecore_suppressions_total",
             "Recipients suppressed or lifted (action: suppressed, unsuppressed), by source"
@@ -184,6 +191,7 @@ class Metrics:
             self.inbound,
             self.event_deliveries,
             self.suppressions,
+            self.experiment_messages,
         ):
             for labels in _series_of(metric, tenant_id):
                 metric.remove(*labels)

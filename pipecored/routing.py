@@ -11,6 +11,7 @@ Table-tested in ``tests/test_routing.py``.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -47,3 +48,21 @@ def choose_route(
             return Go(index, tuple(skipped))
         skipped.append(index)
     return Wait(start)
+
+
+def assign_arm(arms: Sequence[tuple[str, float]], message_id: str) -> str | None:
+    """The experiment arm a message goes to (SPEC section 10): deterministic per message, from
+    a hash of its id, with each arm's chance its weight over the total (weights are relative;
+    an arm of weight 0 gets nothing). None when no arm has weight."""
+    total = sum(weight for _, weight in arms if weight > 0)
+    if total <= 0:
+        return None
+    digest = hashlib.sha256(message_id.encode("utf-8")).digest()
+    point = int.from_bytes(digest[:8], "big") / 2**64 * total  # uniform in [0, total)
+    for name, weight in arms:
+        if weight <= 0:
+            continue
+        if point < weight:
+            return name
+        point -= weight
+    return next(name for name, weight in reversed(arms) if weight > 0)  # float rounding

@@ -25,7 +25,7 @@ from pipecored import suppressions, templates
 from pipecored.access import Principal, require_admin, require_tenant
 from pipecored.channels import ChannelSet
 from pipecored.config.loader import has_env_ref
-from pipecored.config.model import ChannelConfig, TenantConfig
+from pipecored.config.model import ChannelConfig, ExperimentConfig, TenantConfig
 from pipecored.config.registry import ConfigSnapshot, TenantEntry
 from pipecored.config.writer import UneditableTenantFile, update_channel
 from pipecored.errors import (
@@ -39,6 +39,7 @@ from pipecored.errors import (
     ValidationFailed,
     WebhookError,
 )
+from pipecored.experiments import ArmCounts, experiment_p_value, significant
 from pipecored.message import new_message
 from pipecored.provider import (
     InboundMessage,
@@ -51,9 +52,11 @@ from pipecored.provider import (
 )
 from pipecored.provider_context import CallTarget, webhook_context
 from pipecored.quiet_hours import held_until
+from pipecored.routing import assign_arm
 from pipecored.send_body import Body, TemplateSend, parse_send, validation_failed
 from pipecored.store import (
     EVERY_MESSAGE,
+    ArmResult,
     EndpointHealth,
     EventRecord,
     IdempotencyClaim,
@@ -99,6 +102,25 @@ class ConfigChange:
 class WebhookOutcome:
     response: WebhookResponse
     events: int
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentArm:
+    counts: ArmCounts
+    weight: float | None  # None: no longer configured
+    provider: str | None
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentResult:
+    channel: str
+    name: str
+    active: bool  # the channel's current experiment
+    arms: tuple[ExperimentArm, ...]
+    p_value: float | None
+    significant: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,10 +226,15 @@ class Service:
         message = parsed.message
         if parsed.template is not None:
             message = self._with_template(tenant, config, message, parsed.template)
-        provider = self.gateway.providers.get(config.provider)
+        experiment = config.experiment
+        arm = None
+        if experiment is not None:
+            arm = assign_arm([(a.name, a.weight) for a in experiment.arms], message.id)
+        first_route = config.routes_for(arm)[0]
+        provider = self.gateway.providers.get(first_route.provider)
         if provider is not None:
             try:
-                provider.check_message(message, config.credentials)
+                provider.check_message(message, first_route.credentials)
             except MessageRejected as exc:
                 field = "from" if exc.field == "sender" else exc.field
                 raise ValidationFailed(f"{field}: {exc.message}", field=field) from None
@@ -227,6 +254,8 @@ class Service:
             now=now,
             not_before=not_before,
             scheduled=parsed.send_at is not None,
+            experiment=experiment.name if experiment is not None and arm is not None else None,
+            experiment_arm=arm,
         )
         try:
             result = await self.gateway.store.accept(row, claim)
@@ -237,6 +266,11 @@ class Service:
             ) from None
         if not result.replayed:
             self.gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
+            stored = result.record
+            if stored.experiment is not None and stored.experiment_arm is not None:
+                self.gateway.metrics.experiment_messages.labels(
+                    tenant_id, channel, stored.experiment, stored.experiment_arm, "accepted"
+                ).inc()
             self.gateway.worker.wake()
         return Accepted(result.record, result.replayed)
 
@@ -476,6 +510,14 @@ class Service:
                     gateway.metrics.messages.labels(
                         tenant_id, channel, provider_name, event.status
                     ).inc()
+                    if applied.experiment is not None and applied.experiment_arm is not None:
+                        gateway.metrics.experiment_messages.labels(
+                            tenant_id,
+                            channel,
+                            applied.experiment,
+                            applied.experiment_arm,
+                            event.status,
+                        ).inc()
             elif isinstance(event, InboundMessage):
                 intent = self._opt_out_intent(tenant, channel, event)
                 _, created = await gateway.store.add_inbound(
@@ -627,6 +669,64 @@ class Service:
         tenant = self.tenant(principal, tenant_id)
         urls = [hook.url for hook in tenant.webhooks]
         return await self.gateway.store.endpoint_health(tenant_id, urls)
+
+    # -- experiments (SPEC section 10) ---------------------------------------------------------
+
+    async def experiments(self, principal: Principal, tenant_id: str) -> list[ExperimentResult]:
+        """Per channel and experiment of the tenant: each arm's counts, delivery rate and
+        latency, and whether the arms' delivery rates differ (a two-proportion test). The
+        channel's current experiment shows every configured arm (with zeros before its first
+        message); an experiment no longer configured still shows what its messages did."""
+        tenant = self.tenant(principal, tenant_id)
+        found = await self.gateway.store.experiment_results(tenant_id)
+        grouped: dict[tuple[str, str], dict[str, ArmResult]] = {}
+        for found_arm in found:
+            grouped.setdefault((found_arm.channel, found_arm.experiment), {})[found_arm.arm] = (
+                found_arm
+            )
+        configured: dict[tuple[str, str], ExperimentConfig] = {
+            (channel, config.experiment.name): config.experiment
+            for channel, config in tenant.channels.items()
+            if config.experiment is not None
+        }
+        results = []
+        for key in sorted(set(grouped) | set(configured)):
+            channel, name = key
+            stored = grouped.get(key, {})
+            config = configured.get(key)
+            order = [arm.name for arm in config.arms] if config else []
+            order += sorted(set(stored) - set(order))
+            arms = []
+            for arm_name in order:
+                result = stored.get(arm_name)
+                arm_config = config.arm(arm_name) if config else None
+                arms.append(
+                    ExperimentArm(
+                        counts=ArmCounts(
+                            name=arm_name,
+                            messages=result.messages if result else 0,
+                            sent=result.sent if result else 0,
+                            delivered=result.delivered if result else 0,
+                            failed=result.failed if result else 0,
+                        ),
+                        weight=arm_config.weight if arm_config else None,
+                        provider=arm_config.provider if arm_config else None,
+                        latency_p50_ms=result.latency_p50_ms if result else None,
+                        latency_p95_ms=result.latency_p95_ms if result else None,
+                    )
+                )
+            p_value = experiment_p_value([arm.counts for arm in arms])
+            results.append(
+                ExperimentResult(
+                    channel=channel,
+                    name=name,
+                    active=config is not None,
+                    arms=tuple(arms),
+                    p_value=p_value,
+                    significant=significant(p_value),
+                )
+            )
+        return results
 
     # -- health --------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from pipecored.api.context import LOG_FIELDS
 from pipecored.api.events import get_events
+from pipecored.api.experiments import get_experiments
 from pipecored.api.health import healthz, metrics, readyz
 from pipecored.api.message_log import get_logs, get_stats
 from pipecored.api.messages import cancel_message, get_message, retry_message
@@ -47,6 +48,7 @@ ROUTES = [
     Route("/messaging/stats/{tenant_id}", get_stats, methods=["GET"]),
     Route("/messaging/webhook/{channel}", webhook, methods=["GET", "POST"]),
     Route("/messaging/events/{tenant_id}", get_events, methods=["GET"]),
+    Route("/messaging/experiments/{tenant_id}", get_experiments, methods=["GET"]),
     Route("/messaging/suppressions/{tenant_id}", list_suppressions, methods=["GET"]),
     Route("/messaging/suppressions/{tenant_id}", add_suppression, methods=["POST"]),
     Route(

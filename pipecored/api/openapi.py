@@ -394,6 +394,21 @@ def _document(channels: ChannelSet) -> dict[str, Any]:
                 },
             }
         },
+        "/messaging/experiments/{tenant_id}": {
+            "get": {
+                "summary": "A tenant's provider experiments: each arm's results, and whether"
+                " their delivery rates differ",
+                "security": secured,
+                "parameters": [_PATH_TENANT],
+                "responses": {
+                    "200": _json("The tenant's experiments", _ref("Experiments")),
+                    **_AUTH_ERRORS,
+                    "404": _error("Unknown tenant"),
+                    "409": _error("The tenant has no valid configuration"),
+                    "503": _error("Store unavailable"),
+                },
+            }
+        },
         "/messaging/suppressions/{tenant_id}": {
             "get": {
                 "summary": "A tenant's suppressed addresses, oldest first",

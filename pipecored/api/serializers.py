@@ -3,8 +3,9 @@ response shape is built."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import orjson
 
@@ -22,6 +23,9 @@ from pipecored.store import (
     SuppressionRecord,
 )
 from pipecored.suppressions import DEFAULT_START_KEYWORDS, DEFAULT_STOP_KEYWORDS
+
+if TYPE_CHECKING:
+    from pipecored.service import ExperimentResult
 
 
 def iso(ts: float | None) -> str | None:
@@ -62,6 +66,9 @@ def log_item(record: MessageRecord, *, body_chars: int | None = LIST_BODY_CHARS)
         media = record.payload.get("media")
         if media:
             item["media"] = media
+    if record.experiment is not None and record.experiment_arm is not None:
+        item["experiment"] = record.experiment
+        item["experimentArm"] = record.experiment_arm
     return item
 
 
@@ -145,7 +152,45 @@ def _channel_view(channel: ChannelConfig, providers: Mapping[str, Provider]) -> 
             "perSecond": channel.rate_limit.per_second,
             "burst": channel.rate_limit.burst,
         }
+    if channel.experiment is not None:
+        view["experiment"] = {
+            "name": channel.experiment.name,
+            "arms": [
+                {**_route_view(arm, providers), "name": arm.name, "weight": arm.weight}
+                for arm in channel.experiment.arms
+            ],
+        }
     return view
+
+
+def experiments_view(tenant_id: str, results: Sequence[ExperimentResult]) -> shapes.Experiments:
+    return {
+        "tenantId": tenant_id,
+        "experiments": [
+            {
+                "channel": result.channel,
+                "name": result.name,
+                "active": result.active,
+                "arms": [
+                    {
+                        "name": arm.counts.name,
+                        "weight": arm.weight,
+                        "provider": arm.provider,
+                        "messages": arm.counts.messages,
+                        "sent": arm.counts.sent,
+                        "delivered": arm.counts.delivered,
+                        "failed": arm.counts.failed,
+                        "deliveryRate": arm.counts.delivery_rate,
+                        "latencyMs": {"p50": arm.latency_p50_ms, "p95": arm.latency_p95_ms},
+                    }
+                    for arm in result.arms
+                ],
+                "pValue": result.p_value,
+                "significant": result.significant,
+            }
+            for result in results
+        ],
+    }
 
 
 def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> shapes.TenantConfig:

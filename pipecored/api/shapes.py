@@ -69,6 +69,9 @@ LogItem = TypedDict(
         "body": NotRequired[str | None],
         "bodyTruncated": NotRequired[bool],
         "media": NotRequired[list[InboundMedia]],  # inbound: the files the customer sent
+        # a message of a provider experiment: the experiment and the arm it was assigned to
+        "experiment": NotRequired[str],
+        "experimentArm": NotRequired[str],
     },
 )
 
@@ -99,10 +102,23 @@ class Route(TypedDict):
     baseUrl: NotRequired[str]
 
 
+class ExperimentArmConfig(Route):
+    name: str
+    weight: float
+
+
+class ExperimentConfig(TypedDict):
+    name: str
+    arms: list[ExperimentArmConfig]
+
+
 class Channel(Route):
+    """With an experiment, provider and credentials are its leading arm's."""
+
     isActive: bool
     fallbacks: list[Route]
     rateLimit: NotRequired[RateLimit]
+    experiment: NotRequired[ExperimentConfig]
 
 
 class ConfigError(TypedDict):
@@ -194,6 +210,37 @@ class EventPage(TypedDict):
     hasMore: bool
 
 
+class LatencyP50P95(TypedDict):
+    p50: float | None
+    p95: float | None
+
+
+class ExperimentArm(TypedDict):
+    name: str
+    weight: float | None  # null: no longer configured
+    provider: str | None
+    messages: int
+    sent: int
+    delivered: int  # delivered or read
+    failed: int
+    deliveryRate: float | None  # delivered / (sent + delivered + failed)
+    latencyMs: LatencyP50P95
+
+
+class Experiment(TypedDict):
+    channel: ChannelName
+    name: str
+    active: bool  # the channel's current experiment
+    arms: list[ExperimentArm]
+    pValue: float | None  # two-proportion test on delivery rate (each arm against the first)
+    significant: bool  # pValue < 0.05
+
+
+class Experiments(TypedDict):
+    tenantId: str
+    experiments: list[Experiment]
+
+
 class Suppression(TypedDict):
     channel: ChannelName
     address: str
@@ -216,6 +263,8 @@ class Suppressed(TypedDict):
 RESPONSES: tuple[type, ...] = (Accepted, Attempt, InboundMedia, LogItem, Message, Route, Channel)
 RESPONSES += (QuietHours, TenantWebhook, OptOut, TenantConfig, Stats, Error)
 RESPONSES += (EventDelivery, Event, EventPage, Suppression, SuppressionPage, Suppressed)
+RESPONSES += (ExperimentArmConfig, ExperimentConfig, LatencyP50P95, ExperimentArm, Experiment)
+RESPONSES += (Experiments,)
 
 
 def response_schemas(ref_template: str, channels: list[str]) -> dict[str, Any]:

@@ -13,7 +13,15 @@ import zoneinfo
 from pathlib import PurePosixPath
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from pipecored.channels import CHANNEL_NAME_PATTERN
@@ -230,6 +238,47 @@ class RouteConfig(Model):
     base_url: HttpUrl | None = None
 
 
+ArmName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
+ExperimentName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
+
+
+class ExperimentArmConfig(RouteConfig):
+    """One arm of a provider experiment: a provider with its credentials, and its share of the
+    channel's new messages (weights are relative; 0 stops the arm)."""
+
+    name: ArmName
+    weight: float = Field(ge=0, le=1_000_000)
+
+
+def _experiment_arms(value: tuple[ExperimentArmConfig, ...]) -> tuple[ExperimentArmConfig, ...]:
+    seen: set[str] = set()
+    for index, arm in enumerate(value):
+        if arm.name in seen:
+            raise ValueError(f"{index}.name: arm {arm.name!r} is listed twice")
+        seen.add(arm.name)
+    if not any(arm.weight > 0 for arm in value):
+        raise ValueError("at least one arm needs a weight above 0")
+    return value
+
+
+class ExperimentConfig(Model):
+    """A weighted split of a channel's messages between providers (SPEC section 10)."""
+
+    name: ExperimentName
+    arms: Annotated[
+        tuple[ExperimentArmConfig, ...], Field(min_length=1), AfterValidator(_experiment_arms)
+    ]
+
+    def arm(self, name: str | None) -> ExperimentArmConfig | None:
+        return next((arm for arm in self.arms if arm.name == name), None)
+
+    @property
+    def leading_arm(self) -> ExperimentArmConfig:
+        """The arm with the most weight (the first of equals): the channel's provider as the
+        rest of the configuration sees it."""
+        return max(self.arms, key=lambda arm: arm.weight)
+
+
 class ChannelConfig(RouteConfig):
     is_active: bool = True
     # Local development only: accept provider callbacks without checking their signatures.
@@ -237,11 +286,54 @@ class ChannelConfig(RouteConfig):
     verify_webhook_signatures: bool = True
     fallbacks: tuple[RouteConfig, ...] = ()
     rate_limit: RateLimitConfig | None = None
+    # instead of provider and credentials: a weighted split between providers
+    experiment: ExperimentConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _provider_from_the_experiment(cls, data: Any) -> Any:
+        """With an experiment, the channel's provider, credentials and base URL are its leading
+        arm's (what webhooks default to and the config view shows); they are not written."""
+        if not isinstance(data, dict) or data.get("experiment") is None:
+            return data
+        for key in ("provider", "credentials", "baseUrl", "base_url"):
+            if key in data:
+                raise ValueError(f"{key}: an experiment's arms name the providers; leave it out")
+        experiment = data["experiment"]
+        arms = experiment.get("arms") if isinstance(experiment, dict) else None
+        usable = [a for a in arms if isinstance(a, dict)] if isinstance(arms, list | tuple) else []
+        if not usable:
+            return data  # the experiment's own validation names what is wrong
+
+        def weight(arm: dict[str, Any]) -> float:
+            try:
+                return float(arm.get("weight", 0))
+            except (TypeError, ValueError):
+                return 0.0
+
+        leading = max(usable, key=weight)
+        filled = {**data, "provider": leading.get("provider", "")}
+        for key in ("credentials", "baseUrl", "base_url"):
+            if key in leading:
+                filled[key] = leading[key]
+        return filled
 
     @property
     def routes(self) -> tuple[RouteConfig, ...]:
-        """The channel's provider, then its fallbacks: the order delivery tries them in."""
+        """Every route the channel has: its provider (or each arm of its experiment), then its
+        fallbacks. Webhooks, circuits and checks look routes up here; a message is tried along
+        :meth:`routes_for` its arm."""
+        if self.experiment is not None:
+            return (*self.experiment.arms, *self.fallbacks)
         return (self, *self.fallbacks)
+
+    def routes_for(self, arm: str | None) -> tuple[RouteConfig, ...]:
+        """The routes a message takes, in order: its experiment arm's provider (the leading
+        arm's when it has none, or its arm was removed since), then the fallbacks."""
+        if self.experiment is None:
+            return (self, *self.fallbacks)
+        chosen = self.experiment.arm(arm) or self.experiment.leading_arm
+        return (chosen, *self.fallbacks)
 
     @property
     def route_providers(self) -> tuple[str, ...]:
@@ -255,11 +347,14 @@ class ChannelConfig(RouteConfig):
         return self.route_for(provider) is not None
 
     def labelled_routes(self) -> tuple[tuple[str, RouteConfig], ...]:
-        """Each route with its key path below the channel (``""``, ``.fallbacks.0``, ...)."""
-        return tuple(
-            ("" if index == 0 else f".fallbacks.{index - 1}", route)
-            for index, route in enumerate(self.routes)
+        """Each route with its key path below the channel (``""`` or
+        ``.experiment.arms.0``, then ``.fallbacks.0``, ...)."""
+        own: tuple[tuple[str, RouteConfig], ...] = (
+            tuple((f".experiment.arms.{i}", arm) for i, arm in enumerate(self.experiment.arms))
+            if self.experiment is not None
+            else (("", self),)
         )
+        return (*own, *((f".fallbacks.{i}", f) for i, f in enumerate(self.fallbacks)))
 
 
 _CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):[0-5][0-9]\Z")

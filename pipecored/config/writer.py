@@ -247,9 +247,21 @@ def _set_channel(
     same_provider = entry.get("provider") == provider
     fallbacks = entry.get("fallbacks")
     fallbacks = fallbacks if isinstance(fallbacks, list) else []
+    # Setting a provider ends the channel's experiment (promoting its winner is this one
+    # change): an arm of that provider keeps its credentials, as a fallback's would.
+    experiment = entry.pop("experiment", None)
+    arms = experiment.get("arms") if isinstance(experiment, dict) else None
+    arms = [a for a in arms if isinstance(a, dict)] if isinstance(arms, list) else []
+    if arms:
+        base_url = next((a.get("baseUrl") for a in arms if a.get("provider") == provider), None)
+        if base_url is not None:
+            entry["baseUrl"] = base_url  # the promoted arm's, kept below
+        same_provider = base_url is not None
     entry["provider"] = provider
     entry["credentials"] = _merge_credentials(
-        _previous_credentials(entry if same_provider else None, fallbacks, provider),
+        _previous_credentials(
+            entry if same_provider and not arms else None, [*arms, *fallbacks], provider
+        ),
         credentials,
         env,
         display=display,

@@ -78,6 +78,8 @@ class NewMessage:
     created_at: float
     not_before: float | None = None  # not to be sent before (a sendAt, the end of quiet hours)
     scheduled: bool = False  # status 'scheduled' (a sendAt) rather than 'queued'
+    experiment: str | None = None  # the channel's experiment when it was accepted
+    experiment_arm: str | None = None  # the arm it was assigned to (SPEC section 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,8 @@ class MessageRecord:
     payload: Mapping[str, Any]
     body_preview: str | None = None  # inbound text
     attempts: tuple[AttemptRecord, ...] = ()
+    experiment: str | None = None
+    experiment_arm: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +206,23 @@ class Completed:
 class AppliedStatus:
     message_id: str
     moved: bool  # False for a repeated or late event: the message already was there or further
+    experiment: str | None = None  # the message's experiment and arm, if it has one
+    experiment_arm: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ArmResult:
+    """One experiment arm's outbound messages and where they stand (SPEC section 10)."""
+
+    channel: str
+    experiment: str
+    arm: str
+    messages: int
+    sent: int  # at sent, no receipt yet
+    delivered: int  # delivered or read
+    failed: int
+    latency_p50_ms: float | None
+    latency_p95_ms: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -604,3 +625,10 @@ class MessageStore(abc.ABC):
         """The tenant's outbound messages per bucket (see :func:`activity_starts`), oldest
         first, every bucket present (empty ones with zeros). Read from indexes only: its cost
         depends on the number of buckets, not on the number of messages."""
+
+    # -- provider experiments (SPEC section 10) --------------------------------------------------
+
+    @abc.abstractmethod
+    async def experiment_results(self, tenant_id: str) -> list[ArmResult]:
+        """Per channel, experiment and arm of the tenant's outbound messages: counts by where
+        they stand, and latency p50/p95 from acceptance to the provider's acceptance."""

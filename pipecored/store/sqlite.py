@@ -57,6 +57,7 @@ from pipecored.store.base import (
     AcceptResult,
     ActivityBucket,
     AppliedStatus,
+    ArmResult,
     AttemptOutcome,
     AttemptRecord,
     Completed,
@@ -252,7 +253,7 @@ _PLAIN_COLUMNS: Final = (
     "id", "seq", "tenant_id", "channel", "direction", "provider", "sender", "status",
     "attempt_count", "provider_message_id", "error_code", "error_message", "created_at",
     "updated_at", "sent_at", "not_before", "route_index", "route_attempts", "lease_token",
-    "body_preview",
+    "body_preview", "experiment", "experiment_arm",
 )  # fmt: skip
 
 
@@ -322,7 +323,7 @@ def _accept_tx(
     return AcceptResult(record, replayed=False)
 
 
-_INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[MessageRecord]:
@@ -333,10 +334,11 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     params: list[object] = []
     for m in messages:
         params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, _status_of(m),
-                   m.created_at, m.created_at, m.not_before, _json(m.payload))  # fmt: skip
+                   m.created_at, m.created_at, m.not_before, _json(m.payload), m.experiment,
+                   m.experiment_arm)  # fmt: skip
     last = conn.execute(
         "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-        " created_at, updated_at, not_before, payload_json) VALUES "
+        " created_at, updated_at, not_before, payload_json, experiment, experiment_arm) VALUES "
         + ",".join([_INSERT_MESSAGE_ROW] * len(messages)),
         params,
     ).lastrowid
@@ -384,6 +386,8 @@ def _new_record(message: NewMessage, seq: int) -> MessageRecord:
         updated_at=message.created_at,
         not_before=message.not_before,
         payload=message.payload,
+        experiment=message.experiment,
+        experiment_arm=message.experiment_arm,
     )
 
 
@@ -615,13 +619,14 @@ def _apply_status_tx(
     row = None
     if event.message_id is not None:
         row = conn.execute(
-            "SELECT seq, id, status FROM messages"
+            "SELECT seq, id, status, channel, experiment, experiment_arm FROM messages"
             " WHERE id = ? AND tenant_id = ? AND direction = 'outbound'",
             (event.message_id, tenant_id),
         ).fetchone()
     if row is None and event.provider_message_id is not None:
         row = conn.execute(
-            "SELECT seq, id, status FROM messages WHERE tenant_id = ? AND provider = ?"
+            "SELECT seq, id, status, channel, experiment, experiment_arm FROM messages"
+            " WHERE tenant_id = ? AND provider = ?"
             " AND provider_message_id = ? AND direction = 'outbound' ORDER BY seq DESC LIMIT 1",
             (tenant_id, provider, event.provider_message_id),
         ).fetchone()
@@ -631,7 +636,12 @@ def _apply_status_tx(
         moved = ended != row["status"]
         if moved and events is not None and ended in STATUS_EVENTS:
             _emit(conn, events, row["seq"], [(STATUS_EVENTS[ended], None, None)], now)
-        return AppliedStatus(str(row["id"]), moved=moved)
+        return AppliedStatus(
+            str(row["id"]),
+            moved=moved,
+            experiment=row["experiment"],
+            experiment_arm=row["experiment_arm"],
+        )
     if event.provider_message_id is not None:
         conn.execute("DELETE FROM pending_events WHERE received_at < ?", (now - PENDING_EVENT_TTL,))
         conn.execute(
@@ -1418,6 +1428,11 @@ class SQLiteStore(MessageStore):
 
         return await self._read("endpoint_health", run)
 
+    async def experiment_results(self, tenant_id: str) -> list[ArmResult]:
+        return await self._read(
+            "experiment_results", lambda conn: _experiment_results_tx(conn, tenant_id)
+        )
+
     # -- coordination (one daemon per file: in memory) ----------------------------------------
 
     async def reserve_rate(self, key: str, *, per_second: float, burst: int, now: float) -> float:
@@ -1467,3 +1482,51 @@ def _file_version(path: str) -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
     finally:
         conn.close()
+
+
+def _experiment_results_tx(conn: sqlite3.Connection, tenant_id: str) -> list[ArmResult]:
+    with _snapshot(conn):
+        groups = conn.execute(
+            "SELECT channel, experiment, experiment_arm, status, count(*) AS n FROM messages"
+            " WHERE tenant_id = ? AND experiment IS NOT NULL"
+            " GROUP BY experiment, experiment_arm, channel, status",
+            (tenant_id,),
+        ).fetchall()
+        arms: dict[tuple[str, str, str], dict[str, int]] = {}
+        for g in groups:
+            key = (g["channel"], g["experiment"], g["experiment_arm"])
+            arms.setdefault(key, {})[g["status"]] = g["n"]
+        results = []
+        for (channel, experiment, arm), by_status in sorted(arms.items()):
+            measured = conn.execute(
+                "SELECT count(*) FROM messages WHERE tenant_id = ? AND experiment = ?"
+                " AND experiment_arm = ? AND latency_ms IS NOT NULL",
+                (tenant_id, experiment, arm),
+            ).fetchone()[0]
+
+            latency: dict[float, float | None] = {}
+            for p in (0.50, 0.95):
+                latency[p] = None
+                if measured:
+                    rank = min(measured - 1, max(0, math.ceil(p * measured) - 1))
+                    latency[p] = conn.execute(
+                        "SELECT latency_ms FROM messages WHERE tenant_id = ? AND experiment = ?"
+                        " AND experiment_arm = ? AND latency_ms IS NOT NULL"
+                        " ORDER BY latency_ms LIMIT 1 OFFSET ?",
+                        (tenant_id, experiment, arm, rank),
+                    ).fetchone()[0]
+
+            results.append(
+                ArmResult(
+                    channel=channel,
+                    experiment=experiment,
+                    arm=arm,
+                    messages=sum(by_status.values()),
+                    sent=by_status.get("sent", 0),
+                    delivered=by_status.get("delivered", 0) + by_status.get("read", 0),
+                    failed=by_status.get("failed", 0),
+                    latency_p50_ms=latency[0.50],
+                    latency_p95_ms=latency[0.95],
+                )
+            )
+        return results

@@ -256,9 +256,22 @@ CREATE INDEX outbox_deliveries_endpoint_recent
     ON outbox_deliveries (tenant_id, endpoint, updated_at);
 """
 
+# Provider experiments (SPEC section 10): the arm each message was assigned to, and the indexes
+# a tenant's per-arm results read (counts, and latency percentiles by walking an index).
+_V5 = """
+ALTER TABLE messages ADD COLUMN experiment TEXT;
+ALTER TABLE messages ADD COLUMN experiment_arm TEXT;
+CREATE INDEX messages_experiment
+    ON messages (tenant_id, experiment, experiment_arm, channel, status)
+    WHERE experiment IS NOT NULL;
+CREATE INDEX messages_experiment_latency
+    ON messages (tenant_id, experiment, experiment_arm, latency_ms)
+    WHERE experiment IS NOT NULL AND latency_ms IS NOT NULL;
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3, _V4)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3, _V4, _V5)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

@@ -65,6 +65,10 @@ async def _get_stats(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
     return Call("GET", "/messaging/stats/acme")
 
 
+async def _get_experiments(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
+    return Call("GET", "/messaging/experiments/acme")
+
+
 async def _get_events(client: httpx.AsyncClient, fake: HttpJsonGateway) -> Call:
     return Call("GET", "/messaging/events/acme?limit=5")
 
@@ -101,6 +105,7 @@ BEARER_ROUTES: dict[tuple[str, str], tuple[Prepare, bool]] = {
     ("GET", "/messaging/logs/{tenant_id}"): (_get_logs, False),
     ("GET", "/messaging/stats/{tenant_id}"): (_get_stats, False),
     ("GET", "/messaging/events/{tenant_id}"): (_get_events, False),
+    ("GET", "/messaging/experiments/{tenant_id}"): (_get_experiments, False),
     ("GET", "/messaging/suppressions/{tenant_id}"): (_list_suppressions, False),
     ("POST", "/messaging/suppressions/{tenant_id}"): (_add_suppression, False),
     ("DELETE", "/messaging/suppressions/{tenant_id}/{channel}/{address}"): (

@@ -209,7 +209,19 @@ CREATE INDEX messages_created ON messages (created_at);
 CREATE INDEX outbox_events_created ON outbox_events (created_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# v3: provider experiments (SPEC section 10), as SQLite's v5
+_V3 = """
+ALTER TABLE messages ADD COLUMN experiment text;
+ALTER TABLE messages ADD COLUMN experiment_arm text;
+CREATE INDEX messages_experiment
+    ON messages (tenant_id, experiment, experiment_arm, channel, status)
+    WHERE experiment IS NOT NULL;
+CREATE INDEX messages_experiment_latency
+    ON messages (tenant_id, experiment, experiment_arm, latency_ms)
+    WHERE experiment IS NOT NULL AND latency_ms IS NOT NULL;
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -52,6 +52,7 @@ from pipecored.store.base import (
     AcceptResult,
     ActivityBucket,
     AppliedStatus,
+    ArmResult,
     AttemptOutcome,
     AttemptRecord,
     Completed,
@@ -100,7 +101,7 @@ _PLAIN_COLUMNS: Final = (
     "id", "seq", "tenant_id", "channel", "direction", "provider", "sender", "status",
     "attempt_count", "provider_message_id", "error_code", "error_message", "created_at",
     "updated_at", "sent_at", "not_before", "route_index", "route_attempts", "lease_token",
-    "body_preview",
+    "body_preview", "experiment", "experiment_arm",
 )  # fmt: skip
 
 _NEW_OUTBOUND: Final[dict[str, Any]] = {
@@ -415,8 +416,9 @@ class PostgresStore(MessageStore):
                     return AcceptResult(replayed, replayed=True)
             cur = await conn.execute(
                 "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-                " created_at, updated_at, not_before, payload_json)"
-                " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+                " created_at, updated_at, not_before, payload_json, experiment, experiment_arm)"
+                " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+                " RETURNING seq",
                 (
                     message.id,
                     message.tenant_id,
@@ -428,6 +430,8 @@ class PostgresStore(MessageStore):
                     message.created_at,
                     message.not_before,
                     _json(message.payload),
+                    message.experiment,
+                    message.experiment_arm,
                 ),
             )
             row = await cur.fetchone()
@@ -447,6 +451,8 @@ class PostgresStore(MessageStore):
                 updated_at=message.created_at,
                 not_before=message.not_before,
                 payload=message.payload,
+                experiment=message.experiment,
+                experiment_arm=message.experiment_arm,
             ),
             replayed=False,
         )
@@ -702,14 +708,16 @@ class PostgresStore(MessageStore):
             row = None
             if event.message_id is not None:
                 cur = await conn.execute(
-                    "SELECT seq, id, status FROM messages WHERE id = %s AND tenant_id = %s"
+                    "SELECT seq, id, status, channel, experiment, experiment_arm FROM messages"
+                    " WHERE id = %s AND tenant_id = %s"
                     " AND direction = 'outbound' FOR UPDATE",
                     (event.message_id, tenant_id),
                 )
                 row = await cur.fetchone()
             if row is None and event.provider_message_id is not None:
                 cur = await conn.execute(
-                    "SELECT seq, id, status FROM messages WHERE tenant_id = %s AND provider = %s"
+                    "SELECT seq, id, status, channel, experiment, experiment_arm FROM messages"
+                    " WHERE tenant_id = %s AND provider = %s"
                     " AND provider_message_id = %s AND direction = 'outbound'"
                     " ORDER BY seq DESC LIMIT 1 FOR UPDATE",
                     (tenant_id, provider, event.provider_message_id),
@@ -728,7 +736,12 @@ class PostgresStore(MessageStore):
                 moved = ended != row["status"]
                 if moved and ended in STATUS_EVENTS:
                     await self._emit(conn, row["seq"], [(STATUS_EVENTS[ended], None, None)], now)
-                return AppliedStatus(str(row["id"]), moved=moved)
+                return AppliedStatus(
+                    str(row["id"]),
+                    moved=moved,
+                    experiment=row["experiment"],
+                    experiment_arm=row["experiment_arm"],
+                )
             if event.provider_message_id is not None:
                 await conn.execute(
                     "DELETE FROM pending_events WHERE received_at < %s", (now - PENDING_EVENT_TTL,)
@@ -1217,6 +1230,58 @@ class PostgresStore(MessageStore):
                     )
                 )
         return health
+
+    # -- provider experiments ----------------------------------------------------------------------
+
+    async def experiment_results(self, tenant_id: str) -> list[ArmResult]:
+        async with self._tx("experiment_results") as conn:
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            cur = await conn.execute(
+                "SELECT channel, experiment, experiment_arm, status, count(*) AS n FROM messages"
+                " WHERE tenant_id = %s AND experiment IS NOT NULL"
+                " GROUP BY experiment, experiment_arm, channel, status",
+                (tenant_id,),
+            )
+            arms: dict[tuple[str, str, str], dict[str, int]] = {}
+            for g in await cur.fetchall():
+                key = (g["channel"], g["experiment"], g["experiment_arm"])
+                arms.setdefault(key, {})[g["status"]] = int(g["n"])
+            results = []
+            for (channel, experiment, arm), by_status in sorted(arms.items()):
+                cur = await conn.execute(
+                    "SELECT count(*) AS n FROM messages WHERE tenant_id = %s AND experiment = %s"
+                    " AND experiment_arm = %s AND latency_ms IS NOT NULL",
+                    (tenant_id, experiment, arm),
+                )
+                row = await cur.fetchone()
+                measured = int(row["n"]) if row else 0
+                latencies: dict[float, float | None] = {}
+                for p in (0.50, 0.95):
+                    latencies[p] = None
+                    if measured:
+                        rank = min(measured - 1, max(0, math.ceil(p * measured) - 1))
+                        cur = await conn.execute(
+                            "SELECT latency_ms FROM messages WHERE tenant_id = %s"
+                            " AND experiment = %s AND experiment_arm = %s"
+                            " AND latency_ms IS NOT NULL ORDER BY latency_ms LIMIT 1 OFFSET %s",
+                            (tenant_id, experiment, arm, rank),
+                        )
+                        found = await cur.fetchone()
+                        latencies[p] = float(found["latency_ms"]) if found else None
+                results.append(
+                    ArmResult(
+                        channel=channel,
+                        experiment=experiment,
+                        arm=arm,
+                        messages=sum(by_status.values()),
+                        sent=by_status.get("sent", 0),
+                        delivered=by_status.get("delivered", 0) + by_status.get("read", 0),
+                        failed=by_status.get("failed", 0),
+                        latency_p50_ms=latencies[0.50],
+                        latency_p95_ms=latencies[0.95],
+                    )
+                )
+        return results
 
     # -- the console's charts ----------------------------------------------------------------------
 
