@@ -122,6 +122,11 @@ def test_the_dashboard_has_a_tenant_variable_over_accepted_messages() -> None:
             "pipecore_events_outbox_oldest_age_seconds",
             id="outbox",
         ),
+        pytest.param(
+            "Experiment arms: delivery rate",
+            "pipecore_experiment_messages_total",
+            id="experiments",
+        ),
     ],
 )
 def test_the_dashboard_has_the_panel(title: str, metric: str) -> None:
