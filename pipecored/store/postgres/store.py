@@ -209,7 +209,17 @@ class PostgresStore(MessageStore):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         with contextlib.suppress(Exception):
-            async with self._pool.connection(timeout=5) as conn:
+            # Leaving: what this node still holds (a release that failed) goes back to the
+            # queue now, since no heartbeat check will find this node once its row is gone.
+            async with self._pool.connection(timeout=5) as conn, conn.transaction():
+                cur = await conn.execute(
+                    "UPDATE messages SET status = 'queued', lease_until = NULL,"
+                    " lease_token = NULL, lease_node = NULL, updated_at = %s"
+                    " WHERE status = 'sending' AND lease_node = %s",
+                    (time.time(), self.node_id),
+                )
+                if cur.rowcount:
+                    await conn.execute(_NOTIFY)
                 await conn.execute("DELETE FROM nodes WHERE node_id = %s", (self.node_id,))
         await self._pool.close()
 
