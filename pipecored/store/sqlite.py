@@ -43,7 +43,6 @@ import orjson
 
 from pipecored.errors import PipecoreError, StoreError
 from pipecored.events.kinds import (
-    MESSAGE_FAILOVER,
     MESSAGE_RECEIVED,
     RECIPIENT_SUPPRESSED,
     RECIPIENT_UNSUPPRESSED,
@@ -66,7 +65,6 @@ from pipecored.store.base import (
     EventDelivery,
     EventRecord,
     EventSource,
-    Failover,
     IdempotencyClaim,
     IdempotencyConflict,
     LogFilter,
@@ -81,6 +79,7 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
+from pipecored.store.completion import EmittedEvent, complete, completion_events
 from pipecored.store.sqlite_activity import activity_tx
 from pipecored.store.sqlite_schema import SCHEMA_VERSION, migrate
 from pipecored.store.sqlite_suppressions import (
@@ -514,28 +513,8 @@ def _complete_tx(
             ),
         )
 
-    current: str = row["status"]
-    status: str
-    if current in ("queued", "sending") or moves_forward(current, outcome.status):
-        status = outcome.status
-        error_code, error_message = outcome.error_code, outcome.error_message
-    else:
-        # a callback overtook the provider's answer (delivered before our "sent" is written):
-        # the callback is the newer news, so it and its error fields stay
-        status = current
-        error_code, error_message = row["error_code"], row["error_message"]
-
-    sent_at: float | None = row["sent_at"]
-    latency_ms: float | None = None
-    if outcome.status in ("sent", "delivered"):
-        sent_at = outcome.sent_at if outcome.sent_at is not None else now
-        latency_ms = (sent_at - row["created_at"]) * 1000
-    provider = outcome.provider if outcome.provider is not None else row["provider"]
-    provider_message_id = (
-        outcome.provider_message_id
-        if outcome.provider_message_id is not None
-        else row["provider_message_id"]
-    )
+    done = complete(row, outcome, now)
+    status, provider, provider_message_id = done.status, done.provider, done.provider_message_id
     conn.execute(
         "UPDATE messages SET status = ?, provider = ?, route_index = ?, route_attempts = ?,"
         " error_code = ?, error_message = ?, not_before = ?, provider_message_id = ?,"
@@ -546,12 +525,12 @@ def _complete_tx(
             provider,
             outcome.route_index,
             outcome.route_attempts,
-            error_code,
-            error_message,
+            done.error_code,
+            done.error_message,
             outcome.not_before,
             provider_message_id,
-            sent_at,
-            latency_ms,
+            done.sent_at,
+            done.latency_ms,
             0 if attempt is None else 1,
             now,
             seq,
@@ -563,29 +542,17 @@ def _complete_tx(
             conn, seq, status, row["tenant_id"], provider, provider_message_id, now
         )
     if events is not None:
-        reached = ([status] if status != current else []) + list(deferred)
-        emitted: list[tuple[str, str | None, Mapping[str, Any] | None]] = [
-            (MESSAGE_FAILOVER, None, {"failover": _failover_data(f)}) for f in outcome.failovers
-        ]
-        emitted += [(STATUS_EVENTS[s], s, None) for s in reached if s in STATUS_EVENTS]
+        emitted = completion_events(outcome, row["status"], status, deferred)
         if emitted:
             _emit(conn, events, seq, emitted, now)
     return Completed(deferred)
-
-
-def _failover_data(failover: Failover) -> dict[str, str]:
-    return {
-        "from": failover.from_provider,
-        "to": failover.to_provider,
-        "reason": failover.reason,
-    }
 
 
 def _emit(
     conn: sqlite3.Connection,
     events: EventSource,
     seq: int,
-    emitted: list[tuple[str, str | None, Mapping[str, Any] | None]],
+    emitted: Sequence[EmittedEvent],
     now: float,
 ) -> None:
     """Store the events of a change to one message: each ``(type, status, extra)`` is built from

@@ -38,7 +38,6 @@ from psycopg.rows import dict_row
 
 from pipecored.errors import StoreError
 from pipecored.events.kinds import (
-    MESSAGE_FAILOVER,
     MESSAGE_RECEIVED,
     RECIPIENT_SUPPRESSED,
     RECIPIENT_UNSUPPRESSED,
@@ -61,7 +60,6 @@ from pipecored.store.base import (
     EndpointHealth,
     EventDelivery,
     EventRecord,
-    Failover,
     IdempotencyClaim,
     IdempotencyConflict,
     LogFilter,
@@ -75,6 +73,7 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
+from pipecored.store.completion import complete, completion_events
 from pipecored.store.postgres.schema import migrate
 from pipecored.store.sqlite import inbound_media_json
 
@@ -579,24 +578,9 @@ class PostgresStore(MessageStore):
                         attempt.duration_ms,
                     ),
                 )
-            current: str = row["status"]
-            if current in ("queued", "sending") or moves_forward(current, outcome.status):
-                status: str = outcome.status
-                error_code, error_message = outcome.error_code, outcome.error_message
-            else:
-                status = current
-                error_code, error_message = row["error_code"], row["error_message"]
-            sent_at = row["sent_at"]
-            latency_ms = None
-            if outcome.status in ("sent", "delivered"):
-                sent_at = outcome.sent_at if outcome.sent_at is not None else now
-                latency_ms = (sent_at - row["created_at"]) * 1000
-            provider = outcome.provider if outcome.provider is not None else row["provider"]
-            provider_message_id = (
-                outcome.provider_message_id
-                if outcome.provider_message_id is not None
-                else row["provider_message_id"]
-            )
+            done = complete(row, outcome, now)
+            status, provider = done.status, done.provider
+            provider_message_id = done.provider_message_id
             await conn.execute(
                 "UPDATE messages SET status = %s, provider = %s, route_index = %s,"
                 " route_attempts = %s, error_code = %s, error_message = %s, not_before = %s,"
@@ -609,12 +593,12 @@ class PostgresStore(MessageStore):
                     provider,
                     outcome.route_index,
                     outcome.route_attempts,
-                    error_code,
-                    error_message,
+                    done.error_code,
+                    done.error_message,
                     outcome.not_before,
                     provider_message_id,
-                    sent_at,
-                    latency_ms,
+                    done.sent_at,
+                    done.latency_ms,
                     0 if attempt is None else 1,
                     now,
                     seq,
@@ -626,11 +610,7 @@ class PostgresStore(MessageStore):
                     conn, seq, status, row["tenant_id"], provider, provider_message_id, now
                 )
             if self.events is not None:
-                reached = ([status] if status != current else []) + list(deferred)
-                emitted: list[tuple[str, str | None, Mapping[str, Any] | None]] = [
-                    (MESSAGE_FAILOVER, None, {"failover": _failover(f)}) for f in outcome.failovers
-                ]
-                emitted += [(STATUS_EVENTS[s], s, None) for s in reached if s in STATUS_EVENTS]
+                emitted = completion_events(outcome, row["status"], status, deferred)
                 await self._emit(conn, seq, emitted, now)
             if status == "queued":
                 await conn.execute(_NOTIFY)
@@ -1421,10 +1401,6 @@ _PRUNE_EVENTS: Final = (
     "  WHERE d.event_id = e.id AND d.state = 'pending')"
     " ORDER BY e.created_at LIMIT %(batch)s FOR UPDATE SKIP LOCKED)"
 )
-
-
-def _failover(failover: Failover) -> dict[str, str]:
-    return {"from": failover.from_provider, "to": failover.to_provider, "reason": failover.reason}
 
 
 def _nearest_rank(values: Sequence[float], p: float) -> float | None:
