@@ -4,6 +4,8 @@ still held; nothing another live node holds is touched."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import psycopg
@@ -68,3 +70,26 @@ async def test_a_node_that_leaves_puts_back_what_it_still_held(postgres_url: str
     [claimed] = await staying.claim(now=now, limit=1, lease_seconds=30)
     assert claimed.id == "msg_test000001"
     await staying.close()
+
+
+async def test_an_accept_on_one_node_wakes_the_other_nodes_workers(postgres_url: str) -> None:
+    idle, busy = _store(postgres_url), _store(postgres_url)
+    await idle.open()
+    await busy.open()
+    woken = asyncio.Event()
+    idle.on_work(woken.set)
+    try:
+        # the listener connects in the background: accept until one wakes it (LISTEN/NOTIFY
+        # only tells listeners already there), then it is the accept that did it
+        n = 0
+        while not woken.is_set():
+            n += 1
+            await busy.accept(new_message(n, created_at=time.time()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(woken.wait(), timeout=1)
+        woken.clear()
+        await busy.accept(new_message(n + 1, created_at=time.time()))
+        await asyncio.wait_for(woken.wait(), timeout=30)
+    finally:
+        await idle.close()
+        await busy.close()
