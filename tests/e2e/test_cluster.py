@@ -16,14 +16,13 @@ import itertools
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 from starlette.responses import JSONResponse, Response
 
 from pipecored.testing import RecordedRequest
@@ -36,7 +35,6 @@ from tests.conftest import (
     wait_until,
 )
 from tests.fakes.httpjson import HttpJsonGateway, signed_events
-from tests.pg import postgres_database
 
 KEY = "acme-key-0123456789"
 
@@ -57,12 +55,6 @@ class NodeProvider(HttpJsonGateway):
 
     def message_ids(self) -> list[str]:
         return [json.loads(r.body)["id"] for r in self.requests if r.path == "/messages"]
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    with postgres_database() as url:
-        yield url
 
 
 def _config(tmp_path: Path, store: str, **channel: Any) -> ConfigDir:
@@ -130,11 +122,11 @@ def _iso(value: str) -> float:
 
 
 def test_a_node_killed_mid_load_loses_nothing_and_its_messages_go_out_on_the_others(
-    tmp_path: Path, daemon_factory: Callable[..., Daemon], database: str
+    tmp_path: Path, daemon_factory: Callable[..., Daemon], postgres_url: str
 ) -> None:
     with contextlib.ExitStack() as stack:
         providers = _providers(stack, "abc", delay=0.02)
-        cfg = _config(tmp_path, database)
+        cfg = _config(tmp_path, postgres_url)
         nodes = _nodes(daemon_factory, cfg, providers)
         clients = _clients(stack, nodes)
         accepted: list[str] = []
@@ -183,11 +175,11 @@ def test_a_node_killed_mid_load_loses_nothing_and_its_messages_go_out_on_the_oth
 
 
 def test_two_nodes_share_a_rate_limit_callbacks_and_idempotency_keys(
-    tmp_path: Path, daemon_factory: Callable[..., Daemon], database: str
+    tmp_path: Path, daemon_factory: Callable[..., Daemon], postgres_url: str
 ) -> None:
     with contextlib.ExitStack() as stack:
         providers = _providers(stack, "ab")
-        cfg = _config(tmp_path, database, rateLimit={"perSecond": 5, "burst": 1})
+        cfg = _config(tmp_path, postgres_url, rateLimit={"perSecond": 5, "burst": 1})
         nodes = _nodes(daemon_factory, cfg, providers)
         a, b = _clients(stack, nodes)
 
@@ -234,13 +226,13 @@ def test_two_nodes_share_a_rate_limit_callbacks_and_idempotency_keys(
 
 
 def test_the_nodes_migrate_one_database_together(
-    tmp_path: Path, daemon_factory: Callable[..., Daemon], database: str
+    tmp_path: Path, daemon_factory: Callable[..., Daemon], postgres_url: str
 ) -> None:
     """Three nodes started at the same moment on a new database: the migrations run once,
     under the lock, and every node serves."""
     with contextlib.ExitStack() as stack:
         providers = _providers(stack, "abc")
-        cfg = _config(tmp_path, database)
+        cfg = _config(tmp_path, postgres_url)
         nodes = [daemon_factory(cfg.path, env={"NODE_PROVIDER_URL": p.url}) for p in providers]
         with ThreadPoolExecutor(len(nodes)) as pool:  # together, none waiting for another
             list(pool.map(lambda node: node.start(), nodes))
