@@ -54,9 +54,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--against",
-        metavar="REV",
-        help="A/B: also run the daemon of git revision REV (exported with git archive) in the"
-        " accept and sustained phases, alternately with this tree's, and print the ratios",
+        metavar="REV|DIR",
+        help="A/B: also run the daemon of git revision REV (exported with git archive) or of the"
+        " source tree DIR in the accept and sustained phases, alternately with this tree's, and"
+        " print the ratios",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")
@@ -88,7 +89,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         (folder / "logs").mkdir()
         work = Workdir(folder, install_plugin(folder / "plugin-site"))
         if args.against:
-            work.against = (args.against, export_revision(args.against, folder / "against"))
+            tree = Path(args.against)
+            if not tree.is_dir():  # a revision: exported; a directory: a tree as it is
+                tree = export_revision(args.against, folder / "against")
+            work.against = (args.against, tree)
         if "accept" in chosen:
             phases.accept(work, sizes, results, profile)
         if "sustained" in chosen:
