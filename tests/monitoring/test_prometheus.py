@@ -4,6 +4,7 @@ data."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import time
@@ -56,6 +57,9 @@ def grafana_substitute(expr: str) -> str:
 def alert_webhook() -> Iterator[FakeServer]:
     with FakeServer(lambda request: Response(status_code=204)) as server:
         yield server
+
+
+PLATFORM_SECRET = "whsec_" + base64.b64encode(b"acme-platform-signing-key-000001").decode()
 
 
 def _wait_message(client: httpx.Client, message_id: str) -> dict[str, Any]:
@@ -134,12 +138,16 @@ def test_prometheus_scrapes_the_daemon_and_every_dashboard_panel_has_data(
     settings["alerts"] = {"webhooks": [{"url": alert_webhook.url}]}
     config_dir.write_daemon(settings)
     acme_sms = {**httpjson_channel(fake_gateway.url), "fallbacks": [{"provider": "console"}]}
+    # email split between two arms (for the experiment panel); events to a platform endpoint
+    arm = httpjson_channel(fake_gateway.url)
+    arms = [{**arm, "name": "a", "weight": 1}, {**arm, "name": "b", "weight": 1}]
     config_dir.write_tenant(
         "acme",
         {
             "name": "Acme",
             "apiKeys": [ACME],
-            "channels": {"sms": acme_sms, "email": httpjson_channel(fake_gateway.url)},
+            "channels": {"sms": acme_sms, "email": {"experiment": {"name": "split", "arms": arms}}},
+            "webhooks": [{"url": f"{alert_webhook.url}/events", "secret": PLATFORM_SECRET}],
         },
     )
     daemon = daemon_factory(config_dir.path)
