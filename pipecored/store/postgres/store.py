@@ -10,7 +10,8 @@ SQLite store gets from being the file's only writer, this store gets from Postgr
   node to notice puts its leased messages back in the queue, within about 20 s rather than at
   the end of their lease.
 - **LISTEN/NOTIFY**: a write that makes work (an accept, a retry, a taken-back lease, an event
-  to post) notifies ``pipecored_work``; every node's listener wakes its idle workers at once.
+  to post) notifies ``pipecored_work`` within 20 ms of its commit (coalesced, and outside the
+  transaction: NOTIFY serializes commits); every node's listener wakes its idle workers.
 - **Stats** come from ``message_counts`` plus the insert-only ``message_count_deltas`` that a
   trigger writes on every status move, folded into the counts by one node at a time.
 - **Rate limits and alert claims** are rows every node updates in one statement.
@@ -83,6 +84,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 
 NOTIFY_CHANNEL: Final = "pipecored_work"
 _NOTIFY: Final = "NOTIFY pipecored_work"
+NOTIFY_INTERVAL: Final = 0.02
 _LISTEN: Final = "LISTEN pipecored_work"
 HEARTBEAT_SECONDS: Final = 5.0
 NODE_DEAD_SECONDS: Final = 15.0
@@ -165,6 +167,7 @@ class PostgresStore(MessageStore):
         self._tasks: list[asyncio.Task[None]] = []
         # told when another node (or this one) made work: an accept, a retry, an event
         self._work_listeners: list[Callable[[], None]] = []
+        self._notify_pending = asyncio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -195,6 +198,7 @@ class PostgresStore(MessageStore):
         self._tasks = [
             asyncio.create_task(self._listen(), name="store-listen"),
             asyncio.create_task(self._heartbeat(), name="store-heartbeat"),
+            asyncio.create_task(self._notifier(), name="store-notify"),
         ]
         if self.retention is not None:
             self._tasks.append(asyncio.create_task(self._prune_loop(), name="store-retention"))
@@ -218,7 +222,7 @@ class PostgresStore(MessageStore):
                     (time.time(), self.node_id),
                 )
                 if cur.rowcount:
-                    await conn.execute(_NOTIFY)
+                    self._notify_soon()
                 await conn.execute("DELETE FROM nodes WHERE node_id = %s", (self.node_id,))
         await self._pool.close()
 
@@ -241,6 +245,26 @@ class PostgresStore(MessageStore):
             return list(await cur.fetchall())
 
     # -- the nodes -----------------------------------------------------------------------------
+
+    def _notify_soon(self) -> None:
+        """Tell the other nodes there is work, soon after this transaction commits. Coalesced
+        (one NOTIFY per :data:`NOTIFY_INTERVAL` at most) and outside the transaction:
+        PostgreSQL serializes the commits of transactions that NOTIFY on one global lock, which
+        made every accept wait for the others'."""
+        self._notify_pending.set()
+
+    async def _notifier(self) -> None:
+        while True:
+            await self._notify_pending.wait()
+            await asyncio.sleep(NOTIFY_INTERVAL)  # let the transaction that asked commit first
+            self._notify_pending.clear()
+            try:
+                async with self._pool.connection() as conn:
+                    await conn.execute(_NOTIFY)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the other nodes still poll; nothing is lost
+                log.warning("store.notify_failed", error=str(exc))
 
     def on_work(self, listener: Callable[[], None]) -> None:
         self._work_listeners.append(listener)
@@ -303,7 +327,7 @@ class PostgresStore(MessageStore):
             )
             taken = cur.rowcount
             if taken:
-                await conn.execute(_NOTIFY)
+                self._notify_soon()
             return int(taken)
 
     async def _fold_counts(self) -> None:
@@ -380,7 +404,7 @@ class PostgresStore(MessageStore):
                         for e in endpoints
                     ],
                 )
-            await conn.execute(_NOTIFY)
+            self._notify_soon()
 
     async def _emit(
         self,
@@ -445,7 +469,7 @@ class PostgresStore(MessageStore):
             )
             row = await cur.fetchone()
             assert row is not None
-            await conn.execute(_NOTIFY)
+            self._notify_soon()
         return AcceptResult(
             MessageRecord(
                 **_NEW_OUTBOUND,
@@ -613,7 +637,7 @@ class PostgresStore(MessageStore):
                 emitted = completion_events(outcome, row["status"], status, deferred)
                 await self._emit(conn, seq, emitted, now)
             if status == "queued":
-                await conn.execute(_NOTIFY)
+                self._notify_soon()
         return Completed(deferred)
 
     async def _move(
@@ -675,7 +699,7 @@ class PostgresStore(MessageStore):
                 " updated_at = %s WHERE id = %s AND lease_token = %s",
                 (time.time(), message_id, lease_token),
             )
-            await conn.execute(_NOTIFY)
+            self._notify_soon()
 
     async def next_due(self, exclude: Collection[tuple[str, str]] = ()) -> float | None:
         pairs = sorted(set(exclude))
@@ -845,7 +869,7 @@ class PostgresStore(MessageStore):
             )
             if await cur.fetchone() is None:
                 return None
-            await conn.execute(_NOTIFY)
+            self._notify_soon()
             return await self._get(conn, message_id)
 
     async def list_messages(
