@@ -40,6 +40,7 @@ ROUTES = [
     Route("/tenants/{tenant_id}/provider", views.switch_provider, methods=["POST"]),
     Route("/tenants/{tenant_id}/suppressions", views.suppressions, methods=["GET"]),
     Route("/tenants/{tenant_id}/webhooks", views.webhooks, methods=["GET"]),
+    Route("/tenants/{tenant_id}/experiments", views.experiments, methods=["GET"]),
     Mount("/static", app=StaticFiles(directory=HERE / "static"), name="static"),
 ]
 

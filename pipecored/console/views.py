@@ -629,6 +629,27 @@ async def webhooks(visit: Visit) -> Response:
     )
 
 
+@page
+async def experiments(visit: Visit) -> Response:
+    """Each provider experiment of the tenant with its arms' results (the service's
+    experiments call, as GET /messaging/experiments answers it)."""
+    request = visit.request
+    tenant_id = request.path_params["tenant_id"]
+    service = visit.gateway.service
+    entry = service.tenant_entry(visit.principal, tenant_id)
+    results = await service.experiments(visit.principal, tenant_id)
+    return render(
+        request,
+        "experiments.html",
+        visit=visit,
+        tenant_id=tenant_id,
+        tenant_name=entry.config.name if entry.config else None,
+        experiments=results,
+        title="Experiments",
+        tab="experiments",
+    )
+
+
 # -- template helpers ----------------------------------------------------------------------------
 
 

@@ -202,6 +202,43 @@ def test_the_console_in_chromium(world: tuple[Daemon, FakeTwilio], screenshots: 
             assert TWILIO_TOKEN not in page.content()
             page.screenshot(path=screenshots / "provider.png", full_page=True)
 
+            # an experiment: its arms with their numbers
+            demo_file = daemon.config / "tenants" / "demo.yaml"
+            demo = yaml.safe_load(demo_file.read_text(encoding="utf-8"))
+            arms = [
+                {"name": "control", "weight": 1, "provider": "console"},
+                {"name": "variant", "weight": 1, "provider": "console"},
+            ]
+            demo["channels"]["whatsapp"] = {"experiment": {"name": "split-test", "arms": arms}}
+            demo_file.write_text(yaml.safe_dump(demo, allow_unicode=True), encoding="utf-8")
+            with daemon.client(DEMO_KEY) as client:
+                wait_until(
+                    lambda: (
+                        "experiment"
+                        in client.get("/messaging/config/demo").json()["channels"]["whatsapp"]
+                    )
+                )
+                for n in range(10):
+                    sent = client.post(
+                        "/messaging/send/whatsapp", json={"to": "+34600111222", "body": f"#{n}"}
+                    )
+                    assert sent.status_code == 202, sent.text
+
+                def finished() -> list[dict[str, Any]] | None:
+                    [e] = client.get("/messaging/experiments/demo").json()["experiments"]
+                    return e["arms"] if sum(a["delivered"] for a in e["arms"]) == 10 else None
+
+                arm_results = wait_until(finished)
+            page.goto(f"{base}/console/tenants/demo/experiments")
+            expect(page.get_by_role("heading", name="split-test")).to_be_visible()
+            for arm in arm_results:
+                row = page.get_by_role("row", name=arm["name"])
+                expect(row).to_contain_text("console")
+                cells = row.locator("td.num")
+                expect(cells.nth(1)).to_have_text(str(arm["messages"]))  # messages
+                expect(cells.nth(3)).to_have_text(str(arm["delivered"]))  # delivered
+            page.screenshot(path=screenshots / "experiments.png", full_page=True)
+
             # on a phone: the tenants page fits the screen's width
             phone = browser.new_context(
                 viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True

@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from html.parser import HTMLParser
+from typing import Any
 
 import httpx
 import pytest
 import yaml
 
+from pipecored.config.model import ChannelConfig
 from pipecored.gateway import Gateway
 from tests.conftest import ADMIN_KEY, HTTPJSON_SIGNING, HTTPJSON_TOKEN, ConfigDir, auth, eventually
 from tests.console.conftest import (
@@ -199,6 +201,7 @@ async def test_a_tenant_key_sees_its_own_tenant_only(logged_in: LoggedIn) -> Non
         "/console/tenants/globex/provider",
         "/console/tenants/globex/suppressions",
         "/console/tenants/globex/webhooks",
+        "/console/tenants/globex/experiments",
     ):
         r = await acme.get(path)
         assert r.status_code == 403, path
@@ -245,6 +248,7 @@ async def test_every_page_has_the_security_headers_and_nothing_inline(
         "/console/tenants/demo/provider",
         "/console/tenants/demo/suppressions",
         "/console/tenants/demo/webhooks",
+        "/console/tenants/demo/experiments",
         "/console/tenants/nobody",
     ]
     for path in pages:
@@ -489,3 +493,51 @@ async def test_forms_that_are_not_urlencoded_or_too_large_are_refused(logged_in:
         headers=ORIGIN,
     )
     assert huge.status_code == 413
+
+
+# -- experiments ---------------------------------------------------------------------------------
+
+
+async def test_the_experiments_page_shows_each_arm_with_its_numbers(
+    logged_in: LoggedIn, console_app: Make
+) -> None:
+    make, gateway = console_app
+    tenant = gateway.registry.snapshot.tenant("acme")
+    assert tenant is not None
+    sms = tenant.channels["sms"]
+    arms = [
+        {"name": "incumbent", "weight": 3, "provider": "console"},
+        {
+            "name": "challenger",
+            "weight": 1,
+            "provider": "httpjson",
+            "baseUrl": sms.base_url,
+            "credentials": dict(sms.credentials),
+        },
+    ]
+    split = ChannelConfig.model_validate({"experiment": {"name": "split", "arms": arms}})
+    channels = {**tenant.channels, "sms": split}
+    gateway.registry.replace_tenant("acme", tenant.model_copy(update={"channels": channels}))
+
+    api = make()
+    for n in range(24):
+        await _send(api, ACME_KEY, "sms", to="+34600111222", body=f"#{n} {SPANISH}")
+
+    async def results() -> list[dict[str, Any]] | None:
+        r = await api.get("/messaging/experiments/acme", headers=auth(ACME_KEY))
+        [experiment] = r.json()["experiments"]
+        done = sum(a["sent"] + a["delivered"] + a["failed"] for a in experiment["arms"])
+        return experiment["arms"] if done == 24 else None
+
+    arms_out = await eventually(results)
+    page = await (await logged_in(ACME_KEY)).get("/console/tenants/acme/experiments")
+    assert page.status_code == 200
+    assert "split" in page.text and 'aria-current="page"' in page.text
+    rows = re.findall(r"<tr>\s*<th scope=\"row\">(\w+)</th>(.*?)</tr>", page.text, re.S)
+    shown = {name: re.findall(r'<td class="num">([^<]*)</td>', cells) for name, cells in rows}
+    for arm in arms_out:
+        weight, messages = shown[arm["name"]][0], shown[arm["name"]][1]
+        assert (weight, messages) == (f"{arm['weight']:g}", str(arm["messages"]))
+    assert sum(int(shown[name][1]) for name in shown) == 24
+    assert "console" in page.text and "httpjson" in page.text
+    assert _no_inline(page.text) == []
