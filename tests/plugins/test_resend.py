@@ -549,6 +549,38 @@ async def test_hard_bounces_and_complaints_opt_every_recipient_out(
     ]
 
 
+@pytest.mark.parametrize(
+    ("message", "detail"),
+    [
+        pytest.param(
+            "The recipient's email address does not exist.",
+            "The recipient's email address does not exist.",
+            id="as-written",
+        ),
+        pytest.param(
+            "  550 5.1.1 Usuario desconocido ñ \n", "550 5.1.1 Usuario desconocido ñ", id="trimmed"
+        ),
+        pytest.param("x" * 150 + " " + "y" * 150, "x" * 150 + " " + "y" * 49, id="cut-to-200"),
+        pytest.param("   ", None, id="blank"),
+        pytest.param(None, None, id="missing"),
+    ],
+)
+async def test_a_hard_bounce_keeps_resends_words_trimmed(
+    message: str | None, detail: str | None
+) -> None:
+    payload = email_event("email.bounced", "e-1", to=("ana@example.com",))
+    if message is None:
+        del payload["data"]["bounce"]["message"]
+    else:
+        payload["data"]["bounce"]["message"] = message
+    headers, body = webhook(SECRET, payload)
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    [opt_out] = [e for e in result.events if isinstance(e, RecipientOptOut)]
+    assert opt_out.detail == detail
+
+
 async def test_a_received_email_is_an_inbound_message() -> None:
     payload = email_event(
         "email.received",

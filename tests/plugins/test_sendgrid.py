@@ -667,6 +667,34 @@ async def test_hard_bounces_complaints_and_unsubscribes_opt_the_address_out(
     )
 
 
+@pytest.mark.parametrize(
+    ("reason", "detail"),
+    [
+        pytest.param("550 5.1.1 Unknown user", "550 5.1.1 Unknown user", id="as-written"),
+        pytest.param(
+            "\t550 5.1.1 Buzón inexistente ñ  \r\n", "550 5.1.1 Buzón inexistente ñ", id="trimmed"
+        ),
+        pytest.param("x" * 150 + " " + "y" * 150, "x" * 150 + " " + "y" * 49, id="cut-to-200"),
+        pytest.param(" ", None, id="blank"),
+        pytest.param(None, None, id="missing"),
+    ],
+)
+async def test_a_bounce_keeps_sendgrids_reason_trimmed(
+    reason: str | None, detail: str | None
+) -> None:
+    payload = event("bounce", "X1", email="ana@example.com")
+    if reason is None:
+        del payload["reason"]
+    else:
+        payload["reason"] = reason
+    headers, body = SIGNER.webhook([payload])
+
+    result = await provider.handle_webhook(webhook_request(headers, body), webhook_context())
+
+    [opt_out] = [e for e in result.events if isinstance(e, RecipientOptOut)]
+    assert opt_out.detail == detail
+
+
 def _tamper(headers: dict[str, str], body: bytes, how: str) -> tuple[dict[str, str], bytes]:
     headers = dict(headers)
     if how == "body":

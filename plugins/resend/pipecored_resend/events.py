@@ -87,6 +87,16 @@ def received_body(email: dict[str, Any]) -> str:
     return text_of(email.get("text")) or text_of(email.get("html")) or ""
 
 
+# A suppression keeps this much of the provider's words (a bounce's diagnostic), no more.
+MAX_DETAIL_CHARS = 200
+
+
+def _trimmed(value: object) -> str | None:
+    """The provider's reason text without surrounding white space, cut to a list's width."""
+    text = value.strip()[:MAX_DETAIL_CHARS].rstrip() if isinstance(value, str) else ""
+    return text or None
+
+
 def _opt_outs(event_type: str, data: dict[str, Any], email_id: str) -> list[RecipientOptOut]:
     """The addresses a hard bounce or a complaint takes off the tenant's list (SPEC section 9):
     a bounce only when Resend calls it Permanent (a full mailbox or a greylisting is Transient,
@@ -99,7 +109,7 @@ def _opt_outs(event_type: str, data: dict[str, Any], email_id: str) -> list[Reci
         if not isinstance(bounce, dict) or bounce.get("type") != "Permanent":
             return []
         reason = "bounce"
-        detail = text_of(bounce.get("message"))
+        detail = _trimmed(bounce.get("message"))
     else:
         return []
     recipients = data.get("to")
@@ -111,7 +121,7 @@ def _opt_outs(event_type: str, data: dict[str, Any], email_id: str) -> list[Reci
             address=address,
             reason=reason,
             provider_message_id=email_id,
-            detail=detail[:200] if detail else None,
+            detail=detail,
         )
         for address in addresses
     ]

@@ -52,6 +52,16 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+# A suppression keeps this much of the provider's words (a bounce's diagnostic), no more.
+MAX_DETAIL_CHARS = 200
+
+
+def _trimmed(value: object) -> str | None:
+    """The provider's reason text without surrounding white space, cut to a list's width."""
+    text = value.strip()[:MAX_DETAIL_CHARS].rstrip() if isinstance(value, str) else ""
+    return text or None
+
+
 def _failure(event: dict[str, Any], name: str) -> tuple[str, str]:
     # SendGrid reports a block as a bounce of type "blocked"; keep the two apart in our codes.
     code = "blocked" if name == "bounce" and event.get("type") == "blocked" else name
@@ -98,12 +108,12 @@ def _opt_out(event: dict[str, Any]) -> RecipientOptOut | None:
     address = _text(event.get("email"))
     if address is None:
         return None
-    detail = _text(event.get("reason")) if name == "bounce" else None
+    detail = _trimmed(event.get("reason")) if name == "bounce" else None
     return RecipientOptOut(
         address=address,
         reason=reason,
         provider_message_id=provider_message_id(event.get("sg_message_id")),
-        detail=detail[:200] if detail else None,
+        detail=detail,
     )
 
 
