@@ -18,6 +18,7 @@ from pipecored.config.model import (
     TENANT_ID_PATTERN,
     ChannelConfig,
     DaemonConfig,
+    KeyPathError,
     TenantConfig,
     api_key_digest,
 )
@@ -220,13 +221,24 @@ def parse_yaml(text: str, *, display: str) -> Any:
 
 def _pydantic_issues(exc: ValidationError, file: str) -> list[ConfigIssue]:
     issues = []
-    for err in exc.errors(include_url=False, include_input=False):
+    errors = exc.errors(include_url=False, include_input=False)
+    for err in errors:
         # pydantic marks a bad mapping key (an unknown channel) with a "[key]" location step;
         # the path to the key itself is what the operator needs.
         path = ".".join(str(p) for p in err["loc"] if p != "[key]")
         message = err["msg"]
-        if err["type"] == "extra_forbidden":
+        cause = err.get("ctx", {}).get("error")
+        if err["type"] == "too_short" and any(
+            other["loc"][: len(err["loc"])] == err["loc"] and other is not err for other in errors
+        ):
+            continue  # "at least 1 item after validation, not 0": its items' errors say why
+        if isinstance(cause, KeyPathError):
+            path, message = _join(path, cause.path), cause.message
+        elif err["type"] == "extra_forbidden":
             message = "unknown key"
+        elif err["type"] == "too_short" and message.startswith("Tuple "):
+            message = message.removeprefix("Tuple ").partition(" after validation")[0]
+            message = f"List {message}"  # a tuple is the model's detail, not the file's
         elif err["type"] == "tuple_type":
             message = "Input should be a list"  # a tuple is the model's detail, not the file's
         elif message.startswith("Value error, "):

@@ -238,6 +238,16 @@ class RouteConfig(Model):
     base_url: HttpUrl | None = None
 
 
+class KeyPathError(ValueError):
+    """A mistake at a key below the value being validated: ``path`` (dotted, relative to it) is
+    added to the location ``pipecored check`` and the config API report."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+        self.message = message
+
+
 ArmName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
 ExperimentName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
 
@@ -251,11 +261,21 @@ class ExperimentArmConfig(RouteConfig):
 
 
 def _experiment_arms(value: tuple[ExperimentArmConfig, ...]) -> tuple[ExperimentArmConfig, ...]:
-    seen: set[str] = set()
+    names: set[str] = set()
+    providers: dict[str, str] = {}
     for index, arm in enumerate(value):
-        if arm.name in seen:
-            raise ValueError(f"{index}.name: arm {arm.name!r} is listed twice")
-        seen.add(arm.name)
+        if arm.name in names:
+            raise KeyPathError(f"{index}.name", f"arm {arm.name!r} is listed twice")
+        names.add(arm.name)
+        if arm.provider in providers:
+            # a provider's callbacks are verified with one route's credentials and its circuit
+            # is one per channel: a second arm of it would be checked with the first's secrets
+            raise KeyPathError(
+                f"{index}.provider",
+                f"provider {arm.provider!r} is in arm {providers[arm.provider]!r} already "
+                "(an experiment compares providers: one arm each)",
+            )
+        providers[arm.provider] = arm.name
     if not any(arm.weight > 0 for arm in value):
         raise ValueError("at least one arm needs a weight above 0")
     return value
@@ -298,12 +318,20 @@ class ChannelConfig(RouteConfig):
             return data
         for key in ("provider", "credentials", "baseUrl", "base_url"):
             if key in data:
-                raise ValueError(f"{key}: an experiment's arms name the providers; leave it out")
+                raise KeyPathError(key, "an experiment's arms name the providers; leave it out")
         experiment = data["experiment"]
+        if isinstance(experiment, ExperimentConfig):
+            experiment = experiment.model_dump(by_alias=True, exclude_none=True)
         arms = experiment.get("arms") if isinstance(experiment, dict) else None
-        usable = [a for a in arms if isinstance(a, dict)] if isinstance(arms, list | tuple) else []
+        usable = [
+            a.model_dump(by_alias=True, exclude_none=True) if isinstance(a, RouteConfig) else a
+            for a in (arms if isinstance(arms, list | tuple) else ())
+            if isinstance(a, dict | RouteConfig)
+        ]
         if not usable:
-            return data  # the experiment's own validation names what is wrong
+            # the experiment's own validation names what is wrong, and the channel is invalid
+            # with it: a stand-in provider keeps "provider: Field required" out of the report
+            return {**data, "provider": "-"}
 
         def weight(arm: dict[str, Any]) -> float:
             try:
@@ -387,9 +415,9 @@ def _template_language(value: dict[str, Any]) -> dict[str, Any]:
     for key, mapping in value.items():
         if key == "text":
             if not isinstance(mapping, str) or not mapping:
-                raise ValueError("text: expected the template's text")
+                raise KeyPathError("text", "expected the template's text")
         elif not isinstance(mapping, dict):
-            raise ValueError(f"{key}: expected the provider's template as a mapping")
+            raise KeyPathError(key, "expected the provider's template as a mapping")
     if not value:
         raise ValueError("expected at least one provider's template or a text")
     return value
@@ -431,7 +459,7 @@ def _distinct_urls(value: tuple[TenantWebhookConfig, ...]) -> tuple[TenantWebhoo
     seen: set[str] = set()
     for index, hook in enumerate(value):
         if hook.url in seen:
-            raise ValueError(f"{index}.url: {hook.url} is listed twice")
+            raise KeyPathError(f"{index}.url", f"{hook.url} is listed twice")
         seen.add(hook.url)
     return value
 

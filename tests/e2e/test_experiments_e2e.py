@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from starlette.responses import JSONResponse
 
 from tests.conftest import (
     ADMIN_KEY,
@@ -25,6 +26,7 @@ from tests.conftest import (
     wait_until,
 )
 from tests.fakes.httpjson import HttpJsonGateway, signed_events
+from tests.fakes.server import RecordedRequest
 
 KEY = "acme-key-0123456789"
 COUNT = 1000
@@ -216,3 +218,136 @@ def test_check_names_a_bad_experiment(tmp_path: Path) -> None:
     assert "channels.sms.experiment.arms.1.provider" in result.stdout, result.stdout
     assert "nosuchprovider" in result.stdout
     assert "globex" in result.stdout and "provider" in result.stdout, result.stdout
+
+
+def _trial(url: str, *, challenger_weight: float) -> dict[str, Any]:
+    return {
+        "name": "trial",
+        "arms": [
+            {"name": "incumbent", "weight": 1, "provider": "console"},
+            {
+                "name": "challenger",
+                "weight": challenger_weight,
+                "provider": "httpjson",
+                "baseUrl": url,
+                "credentials": {"token": HTTPJSON_TOKEN, "signingSecret": HTTPJSON_SIGNING},
+            },
+        ],
+    }
+
+
+def _send(client: httpx.Client, count: int, text: str) -> list[str]:
+    ids = []
+    for n in range(count):
+        sent = client.post(
+            "/messaging/send/sms", json={"to": "+34600111222", "body": f"{text} {n}"}
+        )
+        assert sent.status_code == 202, sent.text
+        ids.append(sent.json()["id"])
+    return ids
+
+
+def _settled(client: httpx.Client, ids: list[str]) -> list[dict[str, Any]]:
+    def done() -> list[dict[str, Any]] | None:
+        records = [client.get(f"/messaging/messages/{i}").json() for i in ids]
+        return records if all(r["status"] == "delivered" for r in records) else None
+
+    records: list[dict[str, Any]] = wait_until(done, timeout=60, interval=0.5)
+    return records
+
+
+def test_fallbacks_after_an_arm_and_promoting_the_winner_in_the_file(
+    tmp_path: Path, daemon_factory: Callable[..., Daemon]
+) -> None:
+    """The challenger's provider is down (a 503 that echoes its token): its messages go on to
+    the channel's fallback and count for their arm, its token shows nowhere; setting its
+    weight to 0 in the file stops it live, and replacing the experiment with a provider in the
+    file ends the experiment live, its results kept."""
+    outputs: list[str] = []
+
+    def down(request: RecordedRequest) -> JSONResponse:
+        return JSONResponse(
+            {"error": f"upstream down for {request.headers.get('authorization')}"},
+            status_code=503,
+        )
+
+    with HttpJsonGateway() as fake:
+        fake.server.handler = down
+        root = tmp_path / "config"
+        (root / "tenants").mkdir(parents=True)
+        cfg = ConfigDir(root)
+        # one attempt per route, and a circuit that stays closed: every challenger message
+        # tries the arm's provider once, then the fallback
+        cfg.write_daemon(
+            default_daemon_settings(
+                tmp_path / "pipecored.db", maxAttempts=1, circuit={"failureThreshold": 1000}
+            )
+        )
+
+        def tenant(sms: dict[str, Any]) -> None:
+            cfg.write_tenant("acme", {"name": "Acme", "apiKeys": [KEY], "channels": {"sms": sms}})
+
+        fallbacks = [{"provider": "console"}]
+        tenant({"experiment": _trial(fake.url, challenger_weight=1), "fallbacks": fallbacks})
+        daemon = daemon_factory(cfg.path).start()
+        with daemon.client(KEY) as client, daemon.client(ADMIN_KEY) as admin:
+            records = _settled(client, _send(client, 40, "Reserva"))
+            outputs += [str(r) for r in records]
+            by_arm = Counter(r["experimentArm"] for r in records)
+            assert set(by_arm) == {"incumbent", "challenger"}, by_arm  # 2**-39 to fail
+            for record in records:
+                providers = [a["provider"] for a in record["attempts"]]
+                if record["experimentArm"] == "challenger":
+                    # its arm's provider first, then the fallback
+                    assert providers == ["httpjson", "console"], record
+                    assert "upstream down" in (record["attempts"][0]["errorMessage"] or "")
+                else:
+                    assert providers == ["console"], record
+            view = admin.get("/messaging/config/acme")
+            outputs.append(view.text)
+            arms = view.json()["channels"]["sms"]["experiment"]["arms"]
+            assert [a["name"] for a in arms] == ["incumbent", "challenger"]
+            assert arms[1]["credentials"]["token"] != HTTPJSON_TOKEN  # masked
+            results = client.get("/messaging/experiments/acme").json()["experiments"]
+            outputs.append(str(results))
+            [trial] = results
+            counted = {a["name"]: (a["messages"], a["delivered"]) for a in trial["arms"]}
+            # a fallback's delivery counts for the arm the message was assigned to
+            assert counted == {arm: (n, n) for arm, n in by_arm.items()}
+
+            # weight 0 in the file: the challenger gets no new message, live
+            tenant({"experiment": _trial(fake.url, challenger_weight=0), "fallbacks": fallbacks})
+            wait_until(
+                lambda: (
+                    admin.get("/messaging/config/acme").json()["channels"]["sms"]["experiment"][
+                        "arms"
+                    ][1]["weight"]
+                    == 0
+                )
+            )
+            stopped = _settled(client, _send(client, 30, "Cita"))
+            assert {r["experimentArm"] for r in stopped} == {"incumbent"}
+            assert all([a["provider"] for a in r["attempts"]] == ["console"] for r in stopped)
+
+            # the experiment replaced by a provider in the file: ended, live, results kept
+            tenant({"provider": "console"})
+            wait_until(
+                lambda: (
+                    "experiment"
+                    not in admin.get("/messaging/config/acme").json()["channels"]["sms"]
+                )
+            )
+            [after] = _settled(client, _send(client, 1, "Hola"))
+            assert "experimentArm" not in after and after["provider"] == "console"
+            [ended] = client.get("/messaging/experiments/acme").json()["experiments"]
+            assert (ended["name"], ended["active"]) == ("trial", False)
+            kept = {a["name"]: a["messages"] for a in ended["arms"]}
+            assert kept == {
+                "incumbent": by_arm["incumbent"] + 30,
+                "challenger": by_arm["challenger"],
+            }
+            outputs.append(httpx.get(f"{daemon.url}/metrics").text)
+        assert daemon.stop() == 0
+        outputs.append(daemon.output())
+    everything = "\n".join(outputs)
+    assert HTTPJSON_TOKEN not in everything and HTTPJSON_SIGNING not in everything
