@@ -140,7 +140,9 @@ def test_prometheus_scrapes_the_daemon_and_every_dashboard_panel_has_data(
     acme_sms = {**httpjson_channel(fake_gateway.url), "fallbacks": [{"provider": "console"}]}
     # email split between two arms (for the experiment panel); events to a platform endpoint
     arm = httpjson_channel(fake_gateway.url)
-    arms = [{**arm, "name": "a", "weight": 1}, {**arm, "name": "b", "weight": 1}]
+    # arm b stopped (weight 0): every email still goes through httpjson, whose scripted 400
+    # fails one
+    arms = [{**arm, "name": "a", "weight": 1}, {"name": "b", "weight": 0, "provider": "console"}]
     config_dir.write_tenant(
         "acme",
         {
