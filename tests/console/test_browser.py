@@ -205,10 +205,19 @@ def test_the_console_in_chromium(world: tuple[Daemon, FakeTwilio], screenshots: 
             # an experiment: its arms with their numbers
             demo_file = daemon.config / "tenants" / "demo.yaml"
             demo = yaml.safe_load(demo_file.read_text(encoding="utf-8"))
-            arms = [
-                {"name": "control", "weight": 1, "provider": "console"},
-                {"name": "variant", "weight": 1, "provider": "console"},
-            ]
+            # one provider per arm; the variant, on Twilio, stopped (weight 0) so that every
+            # message is delivered at once by the console
+            variant = {
+                "name": "variant",
+                "weight": 0,
+                "provider": "twilio",
+                "credentials": {
+                    "accountSid": TWILIO_SID,
+                    "authToken": TWILIO_TOKEN,
+                    "whatsappNumber": f"whatsapp:{TWILIO_NUMBER}",
+                },
+            }
+            arms = [{"name": "control", "weight": 1, "provider": "console"}, variant]
             demo["channels"]["whatsapp"] = {"experiment": {"name": "split-test", "arms": arms}}
             demo_file.write_text(yaml.safe_dump(demo, allow_unicode=True), encoding="utf-8")
             with daemon.client(DEMO_KEY) as client:
@@ -233,7 +242,7 @@ def test_the_console_in_chromium(world: tuple[Daemon, FakeTwilio], screenshots: 
             expect(page.get_by_role("heading", name="split-test")).to_be_visible()
             for arm in arm_results:
                 row = page.get_by_role("row", name=arm["name"])
-                expect(row).to_contain_text("console")
+                expect(row).to_contain_text("console" if arm["name"] == "control" else "twilio")
                 cells = row.locator("td.num")
                 expect(cells.nth(1)).to_have_text(str(arm["messages"]))  # messages
                 expect(cells.nth(3)).to_have_text(str(arm["delivered"]))  # delivered
