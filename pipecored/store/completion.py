@@ -64,6 +64,30 @@ def complete(current: Mapping[str, Any], outcome: AttemptOutcome, now: float) ->
     )
 
 
+def update_values(
+    done: Completion, outcome: AttemptOutcome, now: float, seq: int
+) -> tuple[object, ...]:
+    """The parameters of each store's UPDATE of the completed message, in the order both write
+    them: status, provider, route_index, route_attempts, error_code, error_message, not_before,
+    provider_message_id, sent_at, latency_ms (None keeps the stored one), attempts added,
+    updated_at, seq."""
+    return (
+        done.status,
+        done.provider,
+        outcome.route_index,
+        outcome.route_attempts,
+        done.error_code,
+        done.error_message,
+        outcome.not_before,
+        done.provider_message_id,
+        done.sent_at,
+        done.latency_ms,
+        0 if outcome.attempt is None else 1,
+        now,
+        seq,
+    )
+
+
 def completion_events(
     outcome: AttemptOutcome, previous: str, status: str, deferred: Sequence[str]
 ) -> list[EmittedEvent]:

@@ -48,7 +48,7 @@ from pipecored.events.kinds import (
     RECIPIENT_UNSUPPRESSED,
     STATUS_EVENTS,
 )
-from pipecored.provider import InboundMedia, InboundMessage, StatusEvent
+from pipecored.provider import InboundMessage, StatusEvent
 from pipecored.ratelimit import gcra_reserve
 from pipecored.store import sqlite_outbox as outbox
 from pipecored.store.base import (
@@ -79,7 +79,8 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
-from pipecored.store.completion import EmittedEvent, complete, completion_events
+from pipecored.store.completion import EmittedEvent, complete, completion_events, update_values
+from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.sqlite_activity import activity_tx
 from pipecored.store.sqlite_schema import SCHEMA_VERSION, migrate
 from pipecored.store.sqlite_suppressions import (
@@ -520,21 +521,7 @@ def _complete_tx(
         " error_code = ?, error_message = ?, not_before = ?, provider_message_id = ?,"
         " sent_at = ?, latency_ms = COALESCE(?, latency_ms), attempt_count = attempt_count + ?,"
         " lease_until = NULL, lease_token = NULL, updated_at = ? WHERE seq = ?",
-        (
-            status,
-            provider,
-            outcome.route_index,
-            outcome.route_attempts,
-            done.error_code,
-            done.error_message,
-            outcome.not_before,
-            provider_message_id,
-            done.sent_at,
-            done.latency_ms,
-            0 if attempt is None else 1,
-            now,
-            seq,
-        ),
+        update_values(done, outcome, now, seq),
     )
     deferred: tuple[str, ...] = ()
     if provider is not None and provider_message_id is not None:
@@ -629,19 +616,6 @@ def _apply_status_tx(
     return None
 
 
-def inbound_media_json(media: InboundMedia) -> dict[str, str]:
-    """An inbound file as the log shows it (camelCase, what the provider told us)."""
-    item = {
-        "kind": media.kind,
-        "mimeType": media.mime_type,
-        "providerMediaId": media.provider_media_id,
-        "url": media.url,
-        "caption": media.caption,
-        "filename": media.filename,
-    }
-    return {k: v for k, v in item.items() if v is not None}
-
-
 def _add_inbound_tx(
     conn: sqlite3.Connection,
     tenant_id: str,
@@ -660,17 +634,7 @@ def _add_inbound_tx(
         ).fetchone()
         if row is not None:
             return str(row["id"]), False
-    payload: dict[str, object] = {
-        "from": message.sender,
-        "to": message.recipient,
-        "body": message.body,
-    }
-    if message.subject is not None:
-        payload["subject"] = message.subject
-    if message.occurred_at is not None:
-        payload["occurred_at"] = message.occurred_at.isoformat()
-    if message.media:
-        payload["media"] = [inbound_media_json(m) for m in message.media]
+    payload = inbound_payload(message)
     message_id = new_message_id()
     conn.execute(
         "INSERT INTO messages (id, tenant_id, channel, direction, provider, to_json, sender,"
@@ -694,7 +658,7 @@ def _add_inbound_tx(
         seq = conn.execute("SELECT last_insert_rowid()").fetchone()[0]
         _emit(conn, events, seq, [(MESSAGE_RECEIVED, None, None)], now)
     if opt_out == "stop":
-        reason = f"replied {message.body.strip()!r}" if message.body else "opt-out keyword"
+        reason = opt_out_reason(message)
         _suppress(conn, events, tenant_id, channel, message.sender, reason, now)
     elif opt_out == "start":
         _unsuppress(conn, events, tenant_id, channel, message.sender, now)

@@ -74,9 +74,9 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
-from pipecored.store.completion import complete, completion_events
+from pipecored.store.completion import complete, completion_events, update_values
+from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.postgres.schema import migrate
-from pipecored.store.sqlite import inbound_media_json
 
 log = structlog.get_logger("pipecored.store")
 
@@ -612,21 +612,7 @@ class PostgresStore(MessageStore):
                 " latency_ms = COALESCE(%s, latency_ms), attempt_count = attempt_count + %s,"
                 " lease_until = NULL, lease_token = NULL, lease_node = NULL, updated_at = %s"
                 " WHERE seq = %s",
-                (
-                    status,
-                    provider,
-                    outcome.route_index,
-                    outcome.route_attempts,
-                    done.error_code,
-                    done.error_message,
-                    outcome.not_before,
-                    provider_message_id,
-                    done.sent_at,
-                    done.latency_ms,
-                    0 if attempt is None else 1,
-                    now,
-                    seq,
-                ),
+                update_values(done, outcome, now, seq),
             )
             deferred: tuple[str, ...] = ()
             if provider is not None and provider_message_id is not None:
@@ -787,17 +773,7 @@ class PostgresStore(MessageStore):
         opt_out: Literal["stop", "start"] | None = None,
     ) -> tuple[str, bool]:
         now = time.time()
-        payload: dict[str, object] = {
-            "from": message.sender,
-            "to": message.recipient,
-            "body": message.body,
-        }
-        if message.subject is not None:
-            payload["subject"] = message.subject
-        if message.occurred_at is not None:
-            payload["occurred_at"] = message.occurred_at.isoformat()
-        if message.media:
-            payload["media"] = [inbound_media_json(m) for m in message.media]
+        payload = inbound_payload(message)
         message_id = new_message_id()
         async with self._tx("add_inbound") as conn:
             cur = await conn.execute(
@@ -833,7 +809,7 @@ class PostgresStore(MessageStore):
                 return str(existing["id"]), False
             await self._emit(conn, row["seq"], [(MESSAGE_RECEIVED, None, None)], now)
             if opt_out == "stop":
-                reason = f"replied {message.body.strip()!r}" if message.body else "opt-out keyword"
+                reason = opt_out_reason(message)
                 await self._suppress(conn, tenant_id, channel, message.sender, reason, now)
             elif opt_out == "start":
                 await self._unsuppress(conn, tenant_id, channel, message.sender, now)
