@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import itertools
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -359,7 +359,7 @@ class DeliveryWorker:
                 sent_at=self.clock(),
             )
         else:
-            outcome = self._after_failure(record, channel, attempted, result)
+            outcome = self._after_failure(record, routes, attempted, result)
         await self._finish(record, outcome)
 
     async def _call(
@@ -434,7 +434,7 @@ class DeliveryWorker:
     def _after_failure(
         self,
         record: MessageRecord,
-        channel: ChannelConfig,
+        routes: Sequence[RouteConfig],
         attempted: AttemptOutcome,
         failure: Failure,
     ) -> AttemptOutcome:
@@ -443,7 +443,7 @@ class DeliveryWorker:
             failure,
             route_index=attempted.route_index,
             route_attempts=attempted.route_attempts,
-            route_count=len(channel.routes_for(record.experiment_arm)),
+            route_count=len(routes),
             attempt_number=record.attempt_count + 1,
             settings=RetrySettings(
                 max_attempts=settings.max_attempts,
@@ -457,7 +457,7 @@ class DeliveryWorker:
         if decision.route_index != attempted.route_index:
             failover = Failover(
                 attempted.provider or "",
-                channel.routes_for(record.experiment_arm)[decision.route_index].provider,
+                routes[decision.route_index].provider,
                 failure.code,
             )
             self._count_failover(record, failover)
@@ -588,13 +588,8 @@ class DeliveryWorker:
             self.metrics.messages.labels(
                 record.tenant_id, record.channel, outcome.provider or "none", status
             ).inc()
-            if record.experiment is not None and record.experiment_arm is not None:
-                self.metrics.experiment_messages.labels(
-                    record.tenant_id,
-                    record.channel,
-                    record.experiment,
-                    record.experiment_arm,
-                    status,
-                ).inc()
+            self.metrics.count_experiment(
+                record.tenant_id, record.channel, record.experiment, record.experiment_arm, status
+            )
         if outcome.status == "queued" and outcome.not_before is not None:
             self._wake.set()

@@ -132,7 +132,7 @@ class Gateway:
             load_alert_receivers(),
             snapshot=lambda: self.registry.snapshot,
             metrics=self.metrics,
-            claim=self._claim_alert if self._store.shared else None,
+            claim=self._store.claim_once if self._store.shared else None,
         )
         self._worker.circuits.listeners.append(self._alerts.circuit_changed)
         # Events to the tenants' platforms: their own client (a slow endpoint never holds a
@@ -187,9 +187,6 @@ class Gateway:
         if self._store is not None:
             await self._store.close()
         log.info("pipecored.stopped")
-
-    async def _claim_alert(self, key: str, until: float, now: float) -> bool:
-        return await self.store.claim_once(key, until=until, now=now)
 
     def _circuit_event(self, change: CircuitChange) -> None:
         """``provider.down`` / ``provider.up`` for the tenant whose circuit it is: stored (and

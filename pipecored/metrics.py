@@ -163,6 +163,14 @@ class Metrics:
             registry=r,
         )
 
+    def count_experiment(
+        self, tenant: str, channel: str, experiment: str | None, arm: str | None, status: str
+    ) -> None:
+        """A message of an experiment's arm accepted or reaching ``status``; nothing for a
+        message outside any experiment."""
+        if experiment is not None and arm is not None:
+            self.experiment_messages.labels(tenant, channel, experiment, arm, status).inc()
+
     def config_reloaded(self, success: bool, at: float) -> None:
         self.config_reloads.inc()
         self.config_last_reload_successful.set(1 if success else 0)

@@ -15,7 +15,7 @@ import hashlib
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 import orjson
 import structlog
@@ -85,10 +85,27 @@ class Accepted:
     replayed: bool  # an Idempotency-Key matched an earlier request: nothing new was stored
 
 
+class _Seq(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+_Item = TypeVar("_Item", bound=_Seq)
+
+
 @dataclass(frozen=True, slots=True)
-class LogPage:
-    items: Sequence[MessageRecord]
-    next_before: int | None  # the seq to continue from, when there is more
+class Page(Generic[_Item]):
+    """A page of a log, list or event feed, and the seq to continue from when there is more
+    (logs go back from it, suppressions and events on after it)."""
+
+    items: Sequence[_Item]
+    next_seq: int | None
+
+    @classmethod
+    def of(cls, records: Sequence[_Item], limit: int) -> Page[_Item]:
+        """From ``limit + 1`` records asked of the store: the extra one says there is more."""
+        page = records[:limit]
+        return cls(page, page[-1].seq if len(records) > limit else None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,18 +138,6 @@ class ExperimentResult:
     arms: tuple[ExperimentArm, ...]
     p_value: float | None
     significant: bool
-
-
-@dataclass(frozen=True, slots=True)
-class SuppressionPage:
-    items: Sequence[SuppressionRecord]
-    next_after: int | None  # the seq to continue from, when there is more
-
-
-@dataclass(frozen=True, slots=True)
-class EventPage:
-    items: Sequence[EventRecord]
-    next_after: int | None
 
 
 class SuppressionBody(Body):
@@ -267,10 +272,9 @@ class Service:
         if not result.replayed:
             self.gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
             stored = result.record
-            if stored.experiment is not None and stored.experiment_arm is not None:
-                self.gateway.metrics.experiment_messages.labels(
-                    tenant_id, channel, stored.experiment, stored.experiment_arm, "accepted"
-                ).inc()
+            self.gateway.metrics.count_experiment(
+                tenant_id, channel, stored.experiment, stored.experiment_arm, "accepted"
+            )
             self.gateway.worker.wake()
         return Accepted(result.record, result.replayed)
 
@@ -340,11 +344,10 @@ class Service:
 
     async def logs(
         self, principal: Principal, tenant_id: str, *, limit: int, where: LogFilter = EVERY_MESSAGE
-    ) -> LogPage:
+    ) -> Page[MessageRecord]:
         self.tenant_entry(principal, tenant_id)
         records = await self.gateway.store.list_messages(tenant_id, limit=limit + 1, where=where)
-        page = records[:limit]
-        return LogPage(page, page[-1].seq if len(records) > limit else None)
+        return Page.of(records, limit)
 
     async def stats(
         self, principal: Principal, tenant_id: str, *, since: float | None = None
@@ -510,14 +513,9 @@ class Service:
                     gateway.metrics.messages.labels(
                         tenant_id, channel, provider_name, event.status
                     ).inc()
-                    if applied.experiment is not None and applied.experiment_arm is not None:
-                        gateway.metrics.experiment_messages.labels(
-                            tenant_id,
-                            channel,
-                            applied.experiment,
-                            applied.experiment_arm,
-                            event.status,
-                        ).inc()
+                    gateway.metrics.count_experiment(
+                        tenant_id, channel, applied.experiment, applied.experiment_arm, event.status
+                    )
             elif isinstance(event, InboundMessage):
                 intent = self._opt_out_intent(tenant, channel, event)
                 _, created = await gateway.store.add_inbound(
@@ -564,12 +562,7 @@ class Service:
         """Whether an inbound sms or whatsapp text is an opt-out keyword (or lifts one)."""
         if channel not in OPT_OUT_CHANNELS or tenant is None or not message.body:
             return None
-        lists = tenant.opt_out
-        keywords = (
-            suppressions.DEFAULT_KEYWORDS
-            if lists.stop is None and lists.start is None
-            else suppressions.OptOutKeywords.of(lists.stop, lists.start)
-        )
+        keywords = suppressions.tenant_keywords(tenant.opt_out.stop, tenant.opt_out.start)
         intent = keywords.intent(message.body)
         return None if intent is None else intent.value
 
@@ -610,15 +603,14 @@ class Service:
         channel: str | None,
         after: int | None,
         limit: int,
-    ) -> SuppressionPage:
+    ) -> Page[SuppressionRecord]:
         self.tenant_entry(principal, tenant_id)
         if channel is not None:
             self._channel(channel)
         records = await self.gateway.store.list_suppressions(
             tenant_id, channel=channel, after_seq=after, limit=limit + 1
         )
-        page = records[:limit]
-        return SuppressionPage(page, page[-1].seq if len(records) > limit else None)
+        return Page.of(records, limit)
 
     async def suppress(
         self, principal: Principal, tenant_id: str, data: dict[str, Any]
@@ -656,12 +648,11 @@ class Service:
 
     async def events(
         self, principal: Principal, tenant_id: str, *, after: int | None, limit: int
-    ) -> EventPage:
+    ) -> Page[EventRecord]:
         """The tenant's events oldest first, with each endpoint's delivery state."""
         self.tenant_entry(principal, tenant_id)
         records = await self.gateway.store.list_events(tenant_id, after_seq=after, limit=limit + 1)
-        page = records[:limit]
-        return EventPage(page, page[-1].seq if len(records) > limit else None)
+        return Page.of(records, limit)
 
     async def endpoints(self, principal: Principal, tenant_id: str) -> list[EndpointHealth]:
         """The tenant's configured endpoints, each with its deliveries pending and given up and

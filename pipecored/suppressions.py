@@ -9,6 +9,7 @@ same way.
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -82,6 +83,13 @@ class OptOutKeywords:
 
 
 DEFAULT_KEYWORDS: Final = OptOutKeywords.of()
+
+
+@functools.lru_cache(maxsize=4096)
+def tenant_keywords(stop: tuple[str, ...] | None, start: tuple[str, ...] | None) -> OptOutKeywords:
+    """A tenant's keywords from its ``optOut`` lists, normalized once per distinct pair of
+    lists rather than at every inbound message (the defaults when it sets neither)."""
+    return DEFAULT_KEYWORDS if stop is None and start is None else OptOutKeywords.of(stop, start)
 
 
 def address_key(kind: str, address: str) -> str:

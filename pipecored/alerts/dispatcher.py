@@ -34,7 +34,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, Protocol
 
 import httpx
 import pluggy
@@ -61,8 +61,12 @@ STOP_GRACE = 5.0  # how long stop() lets queued alerts (the shutdown resolves) g
 CLUSTER_DEDUP_SECONDS = 300.0
 
 AlertResult = Literal["sent", "failed", "retried", "deduplicated"]
-# The store's claim_once, for a cluster: (key, until, now) -> whether this node is the first.
-Claim = Callable[[str, float, float], Awaitable[bool]]
+
+
+class Claim(Protocol):
+    """The store's ``claim_once``, for a cluster: whether this node is the first for ``key``."""
+
+    def __call__(self, key: str, *, until: float, now: float) -> Awaitable[bool]: ...
 
 
 def collect_alert_receivers(pm: pluggy.PluginManager) -> tuple[AlertReceiver, ...]:
@@ -259,7 +263,7 @@ class AlertDispatcher:
         key = "|".join(("alert", receiver.name, alert.status, *alert.key))
         now = time.time()
         try:
-            return await self._claim(key, now + CLUSTER_DEDUP_SECONDS, now)
+            return await self._claim(key, until=now + CLUSTER_DEDUP_SECONDS, now=now)
         except Exception:  # the store is down: a duplicate beats a lost alert
             log.warning("alert.dedup_unavailable", receiver=receiver.name)
             return True

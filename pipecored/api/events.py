@@ -27,6 +27,6 @@ async def get_events(request: Request) -> JSONResponse:
         {
             "items": [event_item(e) for e in page.items],
             "nextCursor": encode_cursor(last) if last is not None else None,
-            "hasMore": page.next_after is not None,
+            "hasMore": page.next_seq is not None,
         }
     )

@@ -71,7 +71,7 @@ async def get_logs(request: Request) -> JSONResponse:
     page = await service.logs(
         caller.principal, request.path_params["tenant_id"], limit=page_limit(request), where=where
     )
-    next_cursor = encode_cursor(page.next_before) if page.next_before is not None else None
+    next_cursor = encode_cursor(page.next_seq) if page.next_seq is not None else None
     return JSONResponse({"items": [log_item(r) for r in page.items], "nextCursor": next_cursor})
 
 

@@ -222,9 +222,11 @@ def tenant_view(entry: TenantEntry, providers: Mapping[str, Provider]) -> shapes
             for hook in config.webhooks
         ]
     if config is not None:
+        opt_out = config.opt_out
         view["optOut"] = {
-            "stop": list(config.opt_out.stop or DEFAULT_STOP_KEYWORDS),
-            "start": list(config.opt_out.start or DEFAULT_START_KEYWORDS),
+            # an empty list of the tenant's is none in force, not the default
+            "stop": list(DEFAULT_STOP_KEYWORDS if opt_out.stop is None else opt_out.stop),
+            "start": list(DEFAULT_START_KEYWORDS if opt_out.start is None else opt_out.start),
         }
     if entry.error is not None:
         view["configError"] = {

@@ -25,7 +25,7 @@ async def list_suppressions(request: Request) -> JSONResponse:
     return JSONResponse(
         {
             "items": [suppression_item(r) for r in page.items],
-            "nextCursor": encode_cursor(page.next_after) if page.next_after is not None else None,
+            "nextCursor": encode_cursor(page.next_seq) if page.next_seq is not None else None,
         }
     )
 

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from pipecored.access import Principal
 from pipecored.api.message_log import decode_cursor, encode_cursor
 from pipecored.api.serializers import log_item, message_detail, tenant_view
-from pipecored.config.registry import key_digest
+from pipecored.config.registry import TenantEntry, key_digest
 from pipecored.console.charts import Chart, Series, bar_chart, line_chart
 from pipecored.console.security import over_tls, same_origin
 from pipecored.console.sessions import COOKIE, Session, Sessions
@@ -38,7 +38,7 @@ from pipecored.errors import (
 )
 from pipecored.events.worker import endpoint_label
 from pipecored.gateway import Gateway
-from pipecored.masking import MASK
+from pipecored.masking import MASK, mask
 from pipecored.overview import DEFAULT_RANGE, RANGES, Overview
 from pipecored.store import LogFilter
 from pipecored.store.base import DIRECTIONS, MESSAGE_STATUSES, ActivityBucket
@@ -104,6 +104,26 @@ def render(
         **context,
     )
     return HTMLResponse(html, status_code=status)
+
+
+def tenant_of(visit: Visit) -> TenantEntry:
+    """The tenant the page's URL names, as this visit may see it: 403 for another tenant's key,
+    404 if unknown, before anything of it is read."""
+    return visit.gateway.service.tenant_entry(
+        visit.principal, visit.request.path_params["tenant_id"]
+    )
+
+
+def render_tenant(visit: Visit, entry: TenantEntry, template: str, **context: Any) -> HTMLResponse:
+    """A page of one tenant: its header (id, name and tabs) and ``context``."""
+    return render(
+        visit.request,
+        template,
+        visit=visit,
+        tenant_id=entry.tenant_id,
+        tenant_name=entry.config.name if entry.config else None,
+        **context,
+    )
 
 
 def error_page(request: Request, exc: ApiError, visit: Visit | None = None) -> HTMLResponse:
@@ -375,9 +395,9 @@ def _choice(request: Request, name: str, allowed: tuple[str, ...]) -> str | None
 @page
 async def message_log(visit: Visit) -> Response:
     request = visit.request
-    tenant_id = request.path_params["tenant_id"]
     service = visit.gateway.service
-    entry = service.tenant_entry(visit.principal, tenant_id)
+    entry = tenant_of(visit)
+    tenant_id = entry.tenant_id
     cursor = request.query_params.get("cursor") or None
     filters = {
         "channel": _choice(request, "channel", service.channels.names),
@@ -387,15 +407,13 @@ async def message_log(visit: Visit) -> Response:
     where = LogFilter(before_seq=decode_cursor(cursor) if cursor else None, **filters)
     result = await service.logs(visit.principal, tenant_id, limit=LOG_PAGE, where=where)
     next_query = None
-    if result.next_before is not None:
+    if result.next_seq is not None:
         kept = {k: v for k, v in filters.items() if v}
-        next_query = urlencode({**kept, "cursor": encode_cursor(result.next_before)})
-    return render(
-        request,
+        next_query = urlencode({**kept, "cursor": encode_cursor(result.next_seq)})
+    return render_tenant(
+        visit,
+        entry,
         "log.html",
-        visit=visit,
-        tenant_id=tenant_id,
-        tenant_name=entry.config.name if entry.config else None,
         items=[log_item(r) for r in result.items],
         filters=filters,
         channels=service.channels.names,
@@ -411,9 +429,9 @@ async def message_log(visit: Visit) -> Response:
 @page
 async def message(visit: Visit) -> Response:
     request = visit.request
-    tenant_id = request.path_params["tenant_id"]
     service = visit.gateway.service
-    entry = service.tenant_entry(visit.principal, tenant_id)
+    entry = tenant_of(visit)
+    tenant_id = entry.tenant_id
     record = await service.message(visit.principal, request.path_params["message_id"])
     if record.tenant_id != tenant_id:
         # the URL names another tenant than the message's: as if it did not exist
@@ -424,12 +442,10 @@ async def message(visit: Visit) -> Response:
         for name in ("subject", "body", "text")
         if isinstance(payload.get(name), str)
     }
-    return render(
-        request,
+    return render_tenant(
+        visit,
+        entry,
         "message.html",
-        visit=visit,
-        tenant_id=tenant_id,
-        tenant_name=entry.config.name if entry.config else None,
         item=message_detail(record),
         content=content,
         template_ref=payload.get("template"),
@@ -572,9 +588,9 @@ async def switch_provider(visit: Visit) -> Response:
 @page
 async def suppressions(visit: Visit) -> Response:
     request = visit.request
-    tenant_id = request.path_params["tenant_id"]
     service = visit.gateway.service
-    entry = service.tenant_entry(visit.principal, tenant_id)
+    entry = tenant_of(visit)
+    tenant_id = entry.tenant_id
     channel = _choice(request, "channel", service.channels.names)
     raw_after = request.query_params.get("after") or None
     after = decode_cursor(raw_after, field="after") if raw_after else None
@@ -582,15 +598,13 @@ async def suppressions(visit: Visit) -> Response:
         visit.principal, tenant_id, channel=channel, after=after, limit=SUPPRESSIONS_PAGE
     )
     next_query = None
-    if listing.next_after is not None:
+    if listing.next_seq is not None:
         kept = {"channel": channel} if channel else {}
-        next_query = urlencode({**kept, "after": encode_cursor(listing.next_after)})
-    return render(
-        request,
+        next_query = urlencode({**kept, "after": encode_cursor(listing.next_seq)})
+    return render_tenant(
+        visit,
+        entry,
         "suppressions.html",
-        visit=visit,
-        tenant_id=tenant_id,
-        tenant_name=entry.config.name if entry.config else None,
         items=listing.items,
         channel=channel,
         channels=service.channels.names,
@@ -602,27 +616,22 @@ async def suppressions(visit: Visit) -> Response:
 
 @page
 async def webhooks(visit: Visit) -> Response:
-    request = visit.request
-    tenant_id = request.path_params["tenant_id"]
-    service = visit.gateway.service
-    entry = service.tenant_entry(visit.principal, tenant_id)
-    health = await service.endpoints(visit.principal, tenant_id)
-    view = tenant_view(entry, visit.gateway.providers)
-    configured = {hook["url"]: hook for hook in view.get("webhooks", [])}
+    entry = tenant_of(visit)
+    health = await visit.gateway.service.endpoints(visit.principal, entry.tenant_id)
+    hooks = entry.config.webhooks if entry.config else ()
+    # one health per configured endpoint, in the file's order (their URLs are distinct)
     endpoints = [
         {
-            "label": endpoint_label(h.endpoint),
-            "health": h,
-            "config": configured.get(endpoint_label(h.endpoint)),
+            "label": endpoint_label(hook.url),
+            "health": endpoint,
+            "config": {"events": hook.events, "secret": mask(hook.secret)},
         }
-        for h in health
+        for hook, endpoint in zip(hooks, health, strict=True)
     ]
-    return render(
-        request,
+    return render_tenant(
+        visit,
+        entry,
         "webhooks.html",
-        visit=visit,
-        tenant_id=tenant_id,
-        tenant_name=entry.config.name if entry.config else None,
         endpoints=endpoints,
         title="Webhooks",
         tab="webhooks",
@@ -633,17 +642,12 @@ async def webhooks(visit: Visit) -> Response:
 async def experiments(visit: Visit) -> Response:
     """Each provider experiment of the tenant with its arms' results (the service's
     experiments call, as GET /messaging/experiments answers it)."""
-    request = visit.request
-    tenant_id = request.path_params["tenant_id"]
-    service = visit.gateway.service
-    entry = service.tenant_entry(visit.principal, tenant_id)
-    results = await service.experiments(visit.principal, tenant_id)
-    return render(
-        request,
+    entry = tenant_of(visit)
+    results = await visit.gateway.service.experiments(visit.principal, entry.tenant_id)
+    return render_tenant(
+        visit,
+        entry,
         "experiments.html",
-        visit=visit,
-        tenant_id=tenant_id,
-        tenant_name=entry.config.name if entry.config else None,
         experiments=results,
         title="Experiments",
         tab="experiments",

@@ -690,10 +690,7 @@ async def test_nodes_sharing_a_store_notify_a_webhook_once_and_alertmanager_from
             webhooks=(AlertWebhookConfig(url=f"{server.url}/hook"),),
         )
 
-        async def claim(key: str, until: float, now: float) -> bool:
-            return await store.claim_once(key, until=until, now=now)
-
-        nodes = [make_dispatcher(Settings.of(alerts), claim=claim) for _ in range(2)]
+        nodes = [make_dispatcher(Settings.of(alerts), claim=store.claim_once) for _ in range(2)]
         for dispatcher, _ in nodes:
             dispatcher.circuit_changed(change("open"))
         for dispatcher, _ in nodes:
