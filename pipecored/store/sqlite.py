@@ -82,7 +82,7 @@ from pipecored.store.base import (
 from pipecored.store.completion import EmittedEvent, complete, completion_events, update_values
 from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.sqlite_activity import activity_tx
-from pipecored.store.sqlite_schema import SCHEMA_VERSION, migrate
+from pipecored.store.sqlite_schema import DUE_AT, SCHEMA_VERSION, migrate
 from pipecored.store.sqlite_suppressions import (
     list_suppressions_tx,
     suppress_tx,
@@ -409,19 +409,19 @@ def _claim_tx(
     lease_seconds: float,
     exclude: list[tuple[str, str]],
 ) -> list[MessageRecord]:
-    # The repeated status IN (...) term lets the planner use the partial queue index; "+seq"
-    # stops it from walking the whole table in seq order to skip the sort of the few due rows.
-    # randomblob() gives each row its own token inside the single UPDATE.
+    # The oldest due first, by walking the queue index (see DUE_AT): the query reads the rows it
+    # takes and stops, whatever the backlog. INDEXED BY makes a plan that cannot use it an error
+    # rather than a sort of the whole backlog. randomblob() gives each row its own token inside
+    # the single UPDATE.
     excluded, params = _exclusion(exclude)
     due = (
-        "SELECT seq FROM messages WHERE status IN ('queued', 'sending', 'scheduled') AND ("
-        " (status IN ('queued', 'scheduled') AND (not_before IS NULL OR not_before <= :now))"
-        " OR (status = 'sending' AND lease_until < :now))"
+        "SELECT seq FROM messages INDEXED BY messages_queue"
+        f" WHERE status IN ('queued', 'sending', 'scheduled') AND {DUE_AT} <= :now"
     ) + excluded
     rows = conn.execute(
         "UPDATE messages SET status = 'sending', lease_until = :lease_until,"
         " lease_token = lower(hex(randomblob(16))), updated_at = :now"
-        f" WHERE seq IN ({due} ORDER BY +seq LIMIT :limit) RETURNING *",
+        f" WHERE seq IN ({due} ORDER BY {DUE_AT} LIMIT :limit) RETURNING *",
         {"now": now, "lease_until": now + lease_seconds, "limit": limit, **params},
     ).fetchall()
     return sorted((_record(r) for r in rows), key=lambda r: r.seq)
@@ -831,8 +831,7 @@ def _queue_depth_tx(conn: sqlite3.Connection, now: float) -> tuple[int, float]:
 def _next_due_tx(conn: sqlite3.Connection, exclude: list[tuple[str, str]]) -> float | None:
     excluded, params = _exclusion(exclude)
     value: float | None = conn.execute(
-        "SELECT min(CASE status WHEN 'sending' THEN lease_until"
-        " ELSE COALESCE(not_before, created_at) END) FROM messages"
+        f"SELECT min({DUE_AT}) FROM messages INDEXED BY messages_queue"
         " WHERE status IN ('queued', 'sending', 'scheduled')" + excluded,
         params,
     ).fetchone()[0]

@@ -269,9 +269,25 @@ CREATE INDEX messages_experiment_latency
     WHERE experiment IS NOT NULL AND latency_ms IS NOT NULL;
 """
 
+# When a message in the backlog is next due: a queued message when it was accepted (or at its
+# not_before: a retry, a sendAt, quiet hours), a leased one when its lease runs out. The claim and
+# next_due queries name this exact expression, so that SQLite can walk the index on it.
+DUE_AT = "(CASE status WHEN 'sending' THEN lease_until ELSE COALESCE(not_before, created_at) END)"
+
+# The claim took the due rows in seq order: it read every due row of the backlog and sorted them
+# (14 ms per claim of 64 with 100,000 queued, on the writer thread that every accept waits for).
+# Indexed by when each is due, a claim reads the rows it takes and stops; created_at and status
+# keep queue_depth a scan of this index alone.
+_V6 = f"""
+DROP INDEX messages_queue;
+CREATE INDEX messages_queue
+    ON messages ({DUE_AT}, status, created_at)
+    WHERE status IN ('queued', 'sending', 'scheduled');
+"""
+
 Migration = str | Callable[[sqlite3.Connection], None]
 
-MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3, _V4, _V5)
+MIGRATIONS: tuple[Migration, ...] = (_V1, _v2, _V3, _V4, _V5, _V6)
 
 SCHEMA_VERSION = len(MIGRATIONS)
 

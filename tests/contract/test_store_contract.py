@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from dataclasses import replace as dataclass_replace
 from typing import Any
 
 import pytest
@@ -234,6 +235,25 @@ async def test_claim_takes_oldest_first_and_sets_a_lease(store: MessageStore) ->
     assert all(r.status == "sending" and r.lease_token for r in claimed)
     assert claimed[0].lease_token != claimed[1].lease_token
     assert claimed[0].attempts == ()
+
+
+async def test_claim_takes_what_has_been_due_longest_first(store: MessageStore) -> None:
+    # seq order and due order disagree: one scheduled for 5000 comes first, then one waiting for
+    # a retry at 1010, one accepted at 1005, and one whose lease ran out at 995
+    await store.accept(dataclass_replace(new_message(0), not_before=5000.0, scheduled=True))
+    await store.accept(new_message(1))
+    retry = await claim_one(store)
+    assert await store.complete(outcome(retry, "queued", not_before=1010.0))
+    await store.accept(new_message(2, created_at=1005.0))
+    await store.accept(new_message(3, created_at=990.0))
+    [lost] = await store.claim(now=990.0, limit=1, lease_seconds=5)
+    assert lost.id == "msg_test000003"
+
+    order = []
+    while claimed := await store.claim(now=1030.0, limit=1, lease_seconds=30):
+        order += [r.id for r in claimed]
+    assert order == ["msg_test000003", "msg_test000002", "msg_test000001"]
+    assert await store.next_due() == 1060.0  # the first of the new leases
 
 
 async def test_claim_respects_not_before(store: MessageStore) -> None:

@@ -221,7 +221,21 @@ CREATE INDEX messages_experiment_latency
     WHERE experiment IS NOT NULL AND latency_ms IS NOT NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# When a message in the backlog is next due (SQLite's DUE_AT): the claim walks an index on it, so
+# it reads the rows it takes, not every queued row before them (a backlog of scheduled messages,
+# retries waiting, a lease not yet run out); next_due reads its first entry.
+DUE_AT: Final = (
+    "(CASE status WHEN 'sending' THEN lease_until ELSE COALESCE(not_before, created_at) END)"
+)
+
+# v4: the queue index by when each message is due
+_V4 = f"""
+DROP INDEX messages_queue;
+CREATE INDEX messages_queue ON messages ({DUE_AT}, seq)
+    WHERE status IN ('queued', 'sending', 'scheduled');
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -76,7 +76,7 @@ from pipecored.store.base import (
 )
 from pipecored.store.completion import complete, completion_events, update_values
 from pipecored.store.inbound import inbound_payload, opt_out_reason
-from pipecored.store.postgres.schema import migrate
+from pipecored.store.postgres.schema import DUE_AT, migrate
 
 log = structlog.get_logger("pipecored.store")
 
@@ -553,13 +553,10 @@ class PostgresStore(MessageStore):
             " lease_token = md5(random()::text || clock_timestamp()::text),"
             " lease_node = %(node)s, updated_at = %(now)s"
             " WHERE seq IN (SELECT seq FROM messages"
-            "  WHERE status IN ('queued', 'sending', 'scheduled') AND ("
-            "   (status IN ('queued', 'scheduled')"
-            "    AND (not_before IS NULL OR not_before <= %(now)s))"
-            "   OR (status = 'sending' AND lease_until < %(now)s))"
+            f"  WHERE status IN ('queued', 'sending', 'scheduled') AND {DUE_AT} <= %(now)s"
             "  AND (tenant_id, channel) NOT IN"
             "   (SELECT * FROM unnest(%(tenants)s::text[], %(channels)s::text[]))"
-            "  ORDER BY seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            f"  ORDER BY {DUE_AT}, seq LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
             " RETURNING *",
             {
                 "now": now,
@@ -691,8 +688,7 @@ class PostgresStore(MessageStore):
         pairs = sorted(set(exclude))
         rows = await self._read(
             "next_due",
-            "SELECT min(CASE status WHEN 'sending' THEN lease_until"
-            " ELSE COALESCE(not_before, created_at) END) AS due FROM messages"
+            f"SELECT min({DUE_AT}) AS due FROM messages"
             " WHERE status IN ('queued', 'sending', 'scheduled') AND (tenant_id, channel) NOT IN"
             " (SELECT * FROM unnest(%s::text[], %s::text[]))",
             ([t for t, _ in pairs], [c for _, c in pairs]),
