@@ -85,6 +85,7 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 NOTIFY_CHANNEL: Final = "pipecored_work"
 _NOTIFY: Final = "NOTIFY pipecored_work"
 NOTIFY_INTERVAL: Final = 0.02
+CLOSE_WAIT_SECONDS: Final = 6.0  # longer than any loop's sleep (the heartbeat's 5 s)
 _LISTEN: Final = "LISTEN pipecored_work"
 HEARTBEAT_SECONDS: Final = 5.0
 NODE_DEAD_SECONDS: Final = 15.0
@@ -208,9 +209,16 @@ class PostgresStore(MessageStore):
             self._state = "closed"
             return
         self._state = "closed"
+        self._notify_pending.set()
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Every loop also stops when it sees the store closed: Python 3.11's wait_for (inside
+        # psycopg_pool) can lose a cancellation that arrives as the future it waits for
+        # completes (CPython gh-86296), which left close() waiting forever on a loop that went
+        # on. So closing waits a few seconds for them at most.
+        _, running = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT_SECONDS)
+        if running:
+            log.warning("store.close_tasks_running", tasks=sorted(t.get_name() for t in running))
         with contextlib.suppress(Exception):
             # Leaving: what this node still holds (a release that failed) goes back to the
             # queue now, since no heartbeat check will find this node once its row is gone.
@@ -254,7 +262,7 @@ class PostgresStore(MessageStore):
         self._notify_pending.set()
 
     async def _notifier(self) -> None:
-        while True:
+        while self._state == "open":
             await self._notify_pending.wait()
             await asyncio.sleep(NOTIFY_INTERVAL)  # let the transaction that asked commit first
             self._notify_pending.clear()
@@ -276,7 +284,7 @@ class PostgresStore(MessageStore):
     async def _listen(self) -> None:
         """Wake this node's workers on every ``pipecored_work`` notification; reconnect after a
         lost connection."""
-        while True:
+        while self._state == "open":
             try:
                 async with await psycopg.AsyncConnection.connect(self.url, autocommit=True) as conn:
                     await conn.execute(_LISTEN)
@@ -289,7 +297,7 @@ class PostgresStore(MessageStore):
                 await asyncio.sleep(1.0)
 
     async def _heartbeat(self) -> None:
-        while True:
+        while self._state == "open":
             await asyncio.sleep(HEARTBEAT_SECONDS)
             try:
                 now = time.time()
@@ -352,7 +360,7 @@ class PostgresStore(MessageStore):
     # -- retention ---------------------------------------------------------------------------------
 
     async def _prune_loop(self) -> None:
-        while True:
+        while self._state == "open":
             try:
                 messages, events = await self.prune(now=time.time())
                 if messages or events:
