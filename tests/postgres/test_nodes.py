@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 
 import psycopg
 
+from pipecored.errors import StoreError
 from pipecored.store.postgres import PostgresStore
 from pipecored.store.postgres.store import NODE_DEAD_SECONDS
 from tests.contract.store_records import new_message
@@ -93,3 +95,28 @@ async def test_an_accept_on_one_node_wakes_the_other_nodes_workers(postgres_url:
     finally:
         await idle.close()
         await busy.close()
+
+
+async def test_accepts_are_written_together_and_a_bad_one_fails_alone(postgres_url: str) -> None:
+    # Ten accepts at once: the first ones each start a write, the rest wait and are written in
+    # one statement. The last has a NUL byte in its sender, which PostgreSQL text cannot hold:
+    # its batch is written again one by one, so it fails alone and the others are stored.
+    store = _store(postgres_url)
+    await store.open()
+    try:
+        messages = [new_message(n, created_at=time.time()) for n in range(9)]
+        bad = dataclasses.replace(new_message(9), sender="pipe\x00cored")
+        results = await asyncio.gather(
+            *(store.accept(m) for m in [*messages, bad]), return_exceptions=True
+        )
+        assert isinstance(results[9], StoreError) and "accept failed" in str(results[9])
+        accepted = [r for r in results[:9] if not isinstance(r, BaseException)]
+        assert [r.record.id for r in accepted] == [m.id for m in messages]
+        assert len({r.record.seq for r in accepted}) == 9
+        stored = [(i, s) for i, s, _ in _rows(postgres_url)]
+        assert stored == [(m.id, "queued") for m in messages]
+        for result in accepted:
+            got = await store.get(result.record.id)
+            assert got is not None and got.seq == result.record.seq
+    finally:
+        await store.close()

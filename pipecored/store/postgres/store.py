@@ -27,7 +27,7 @@ import contextlib
 import math
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Literal, cast
 
@@ -75,6 +75,7 @@ from pipecored.store.base import (
     new_message_id,
 )
 from pipecored.store.completion import complete, completion_events, update_values
+from pipecored.store.group_commit import GroupCommit
 from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.postgres.schema import DUE_AT, migrate
 
@@ -85,6 +86,9 @@ Conn = psycopg.AsyncConnection[dict[str, Any]]
 NOTIFY_CHANNEL: Final = "pipecored_work"
 _NOTIFY: Final = "NOTIFY pipecored_work"
 NOTIFY_INTERVAL: Final = 0.02
+# the group commit of accepts: statements at once, and accepts per statement at most
+ACCEPT_WRITERS: Final = 4
+ACCEPT_BATCH: Final = 256
 CLOSE_WAIT_SECONDS: Final = 6.0  # longer than any loop's sleep (the heartbeat's 5 s)
 _LISTEN: Final = "LISTEN pipecored_work"
 HEARTBEAT_SECONDS: Final = 5.0
@@ -139,6 +143,64 @@ def _error(op: str, exc: BaseException) -> StoreError:
     return error
 
 
+# One statement inserts any number of accepted messages: the columns travel as arrays, so the
+# statement's text (and its prepared plan) is the same whatever the number.
+_INSERT_MESSAGES: Final = (
+    "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
+    " created_at, updated_at, not_before, payload_json, experiment, experiment_arm)"
+    " SELECT id, tenant_id, channel, 'outbound', to_json, sender, status, created_at,"
+    " created_at, not_before, payload_json, experiment, experiment_arm FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[],"
+    " %s::float8[], %s::text[], %s::text[], %s::text[]) AS m(id, tenant_id, channel, to_json,"
+    " sender, status, created_at, not_before, payload_json, experiment, experiment_arm)"
+    " RETURNING id, seq"
+)
+
+
+def _insert_params(messages: Sequence[NewMessage]) -> tuple[list[Any], ...]:
+    return (
+        [m.id for m in messages],
+        [m.tenant_id for m in messages],
+        [m.channel for m in messages],
+        [_json(m.to) for m in messages],
+        [m.sender for m in messages],
+        ["scheduled" if m.scheduled else "queued" for m in messages],
+        [m.created_at for m in messages],
+        [m.not_before for m in messages],
+        [_json(m.payload) for m in messages],
+        [m.experiment for m in messages],
+        [m.experiment_arm for m in messages],
+    )
+
+
+def _accepted(message: NewMessage, seq: int) -> MessageRecord:
+    """The record of a message just inserted, from what was written."""
+    return MessageRecord(
+        **_NEW_OUTBOUND,
+        id=message.id,
+        seq=seq,
+        tenant_id=message.tenant_id,
+        channel=message.channel,
+        to=message.to if isinstance(message.to, str) else list(message.to),
+        sender=message.sender,
+        status="scheduled" if message.scheduled else "queued",
+        created_at=message.created_at,
+        updated_at=message.created_at,
+        not_before=message.not_before,
+        payload=message.payload,
+        experiment=message.experiment,
+        experiment_arm=message.experiment_arm,
+    )
+
+
+async def _outcome(call: Awaitable[list[int | BaseException]]) -> int | BaseException:
+    try:
+        [result] = await call
+    except StoreError as exc:
+        return exc
+    return result
+
+
 class PostgresStore(MessageStore):
     """:class:`MessageStore` on a PostgreSQL database (see the module docstring)."""
 
@@ -169,6 +231,10 @@ class PostgresStore(MessageStore):
         # told when another node (or this one) made work: an accept, a retry, an event
         self._work_listeners: list[Callable[[], None]] = []
         self._notify_pending = asyncio.Event()
+        # plain accepts are written together, up to ACCEPT_WRITERS statements at once
+        self._accepts: GroupCommit[NewMessage, int] = GroupCommit(
+            self._insert_many, concurrency=ACCEPT_WRITERS, max_batch=ACCEPT_BATCH
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -208,6 +274,7 @@ class PostgresStore(MessageStore):
         if self._state != "open":
             self._state = "closed"
             return
+        await self._accepts.drain()  # the accepts already queued are written (or refused)
         self._state = "closed"
         self._notify_pending.set()
         for task in self._tasks:
@@ -235,20 +302,29 @@ class PostgresStore(MessageStore):
         await self._pool.close()
 
     @contextlib.asynccontextmanager
-    async def _tx(self, op: str) -> Any:
-        """A connection in a transaction; any database error is a StoreError naming ``op``."""
+    async def _conn(self, op: str) -> Any:
+        """A pooled connection (autocommit: each statement its own transaction); any database
+        error is a StoreError naming ``op``."""
         if self._state not in ("open", "opening"):
             raise StoreError(f"{op} failed: store is not open")
         try:
-            async with self._pool.connection() as conn, conn.transaction():
+            async with self._pool.connection() as conn:
                 yield conn
         except (StoreError, IdempotencyConflict):
             raise
         except (psycopg.Error, psycopg_pool.PoolTimeout, OSError) as exc:
             raise _error(op, exc) from exc
 
+    @contextlib.asynccontextmanager
+    async def _tx(self, op: str) -> Any:
+        """A connection in a transaction; any database error is a StoreError naming ``op``."""
+        async with self._conn(op) as conn, conn.transaction():
+            yield conn
+
     async def _read(self, op: str, sql: str, params: Any = None) -> list[dict[str, Any]]:
-        async with self._tx(op) as conn:
+        """One statement, answered in one round trip: a single statement is atomic on its own,
+        so it needs no BEGIN and COMMIT of its own (two more round trips)."""
+        async with self._conn(op) as conn:
             cur = await conn.execute(sql, params)
             return list(await cur.fetchall())
 
@@ -450,53 +526,36 @@ class PostgresStore(MessageStore):
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None
     ) -> AcceptResult:
+        if idempotency is None:
+            seq = await self._accepts.submit(message)
+            return AcceptResult(_accepted(message, seq), replayed=False)
         async with self._tx("accept") as conn:
-            if idempotency is not None:
-                replayed = await self._claim_key(conn, message, idempotency)
-                if replayed is not None:
-                    return AcceptResult(replayed, replayed=True)
-            cur = await conn.execute(
-                "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-                " created_at, updated_at, not_before, payload_json, experiment, experiment_arm)"
-                " VALUES (%s, %s, %s, 'outbound', %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-                " RETURNING seq",
-                (
-                    message.id,
-                    message.tenant_id,
-                    message.channel,
-                    _json(message.to),
-                    message.sender,
-                    "scheduled" if message.scheduled else "queued",
-                    message.created_at,
-                    message.created_at,
-                    message.not_before,
-                    _json(message.payload),
-                    message.experiment,
-                    message.experiment_arm,
-                ),
-            )
+            replayed = await self._claim_key(conn, message, idempotency)
+            if replayed is not None:
+                return AcceptResult(replayed, replayed=True)
+            cur = await conn.execute(_INSERT_MESSAGES, _insert_params([message]))
             row = await cur.fetchone()
             assert row is not None
             self._notify_soon()
-        return AcceptResult(
-            MessageRecord(
-                **_NEW_OUTBOUND,
-                id=message.id,
-                seq=row["seq"],
-                tenant_id=message.tenant_id,
-                channel=message.channel,
-                to=message.to if isinstance(message.to, str) else list(message.to),
-                sender=message.sender,
-                status="scheduled" if message.scheduled else "queued",
-                created_at=message.created_at,
-                updated_at=message.created_at,
-                not_before=message.not_before,
-                payload=message.payload,
-                experiment=message.experiment,
-                experiment_arm=message.experiment_arm,
-            ),
-            replayed=False,
-        )
+        return AcceptResult(_accepted(message, row["seq"]), replayed=False)
+
+    async def _insert_many(self, messages: Sequence[NewMessage]) -> list[int | BaseException]:
+        """The group commit of plain accepts: one statement (so one round trip and one commit)
+        for every accept that arrived while the previous ones were written. A batch refused for
+        its data (a value the database cannot store) is written again one by one, so that only
+        the message at fault fails."""
+        try:
+            async with self._conn("accept") as conn:
+                cur = await conn.execute(_INSERT_MESSAGES, _insert_params(messages))
+                seqs = {row["id"]: row["seq"] for row in await cur.fetchall()}
+        except StoreError as exc:
+            if len(messages) == 1 or not isinstance(
+                exc.__cause__, psycopg.DataError | psycopg.IntegrityError
+            ):
+                raise
+            return [await _outcome(self._insert_many([m])) for m in messages]
+        self._notify_soon()
+        return [seqs[m.id] for m in messages]
 
     async def _claim_key(
         self, conn: Conn, message: NewMessage, claim: IdempotencyClaim
