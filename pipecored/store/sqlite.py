@@ -829,13 +829,16 @@ def _queue_depth_tx(conn: sqlite3.Connection, now: float) -> tuple[int, float]:
 
 
 def _next_due_tx(conn: sqlite3.Connection, exclude: list[tuple[str, str]]) -> float | None:
+    # the first entry of the queue index (min() would read every entry of it)
     excluded, params = _exclusion(exclude)
-    value: float | None = conn.execute(
-        f"SELECT min({DUE_AT}) FROM messages INDEXED BY messages_queue"
-        " WHERE status IN ('queued', 'sending', 'scheduled')" + excluded,
+    row = conn.execute(
+        f"SELECT {DUE_AT} FROM messages INDEXED BY messages_queue"
+        " WHERE status IN ('queued', 'sending', 'scheduled')"
+        + excluded
+        + f" ORDER BY {DUE_AT} LIMIT 1",
         params,
-    ).fetchone()[0]
-    return value
+    ).fetchone()
+    return None if row is None else cast(float, row[0])
 
 
 def _cancel_tx(

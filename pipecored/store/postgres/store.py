@@ -755,13 +755,13 @@ class PostgresStore(MessageStore):
         pairs = sorted(set(exclude))
         rows = await self._read(
             "next_due",
-            f"SELECT min({DUE_AT}) AS due FROM messages"
+            # the first entry of the queue index that is not left out
+            f"SELECT {DUE_AT} AS due FROM messages"
             " WHERE status IN ('queued', 'sending', 'scheduled') AND (tenant_id, channel) NOT IN"
-            " (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            f" (SELECT * FROM unnest(%s::text[], %s::text[])) ORDER BY {DUE_AT} LIMIT 1",
             ([t for t, _ in pairs], [c for _, c in pairs]),
         )
-        due = rows[0]["due"]
-        return None if due is None else float(due)
+        return float(rows[0]["due"]) if rows else None
 
     async def apply_status(
         self, tenant_id: str, provider: str, event: StatusEvent
