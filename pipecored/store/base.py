@@ -81,6 +81,39 @@ class NewMessage:
     experiment: str | None = None  # the channel's experiment when it was accepted
     experiment_arm: str | None = None  # the arm it was assigned to (SPEC section 10)
 
+    @property
+    def status(self) -> MessageStatus:
+        return "scheduled" if self.scheduled else "queued"
+
+    def record(self, seq: int) -> MessageRecord:
+        """The record of this message as a store's accept writes it, built from what was
+        written (reading the row back would parse the payload again)."""
+        return MessageRecord(
+            id=self.id,
+            seq=seq,
+            tenant_id=self.tenant_id,
+            channel=self.channel,
+            direction="outbound",
+            provider=None,
+            to=self.to if isinstance(self.to, str) else list(self.to),
+            sender=self.sender,
+            status=self.status,
+            attempt_count=0,
+            provider_message_id=None,
+            error_code=None,
+            error_message=None,
+            created_at=self.created_at,
+            updated_at=self.created_at,
+            sent_at=None,
+            not_before=self.not_before,
+            route_index=0,
+            route_attempts=0,
+            lease_token=None,
+            payload=self.payload,
+            experiment=self.experiment,
+            experiment_arm=self.experiment_arm,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class IdempotencyClaim:

@@ -69,7 +69,6 @@ from pipecored.store.base import (
     IdempotencyConflict,
     LogFilter,
     MessageRecord,
-    MessageStatus,
     MessageStore,
     NewEvent,
     NewMessage,
@@ -333,7 +332,7 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     jobs one by one)."""
     params: list[object] = []
     for m in messages:
-        params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, _status_of(m),
+        params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, m.status,
                    m.created_at, m.created_at, m.not_before, _json(m.payload), m.experiment,
                    m.experiment_arm)  # fmt: skip
     last = conn.execute(
@@ -348,47 +347,7 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
         row = conn.execute("SELECT id FROM messages WHERE seq = ?", (first,)).fetchone()
         if row is None or row["id"] != messages[0].id:
             raise StoreError("a multi-row insert did not number its rows consecutively")
-    return [_new_record(m, first + i) for i, m in enumerate(messages)]
-
-
-def _status_of(message: NewMessage) -> MessageStatus:
-    return "scheduled" if message.scheduled else "queued"
-
-
-# What every freshly accepted message starts with.
-_NEW_OUTBOUND: Final[dict[str, Any]] = {
-    "direction": "outbound",
-    "provider": None,
-    "attempt_count": 0,
-    "provider_message_id": None,
-    "error_code": None,
-    "error_message": None,
-    "sent_at": None,
-    "route_index": 0,
-    "route_attempts": 0,
-    "lease_token": None,
-}
-
-
-def _new_record(message: NewMessage, seq: int) -> MessageRecord:
-    """The record of a message as :func:`_insert_messages` writes it: reading the row back
-    would parse the payload again."""
-    return MessageRecord(
-        **_NEW_OUTBOUND,
-        id=message.id,
-        seq=seq,
-        tenant_id=message.tenant_id,
-        channel=message.channel,
-        to=message.to if isinstance(message.to, str) else list(message.to),
-        sender=message.sender,
-        status=_status_of(message),
-        created_at=message.created_at,
-        updated_at=message.created_at,
-        not_before=message.not_before,
-        payload=message.payload,
-        experiment=message.experiment,
-        experiment_arm=message.experiment_arm,
-    )
+    return [m.record(first + i) for i, m in enumerate(messages)]
 
 
 def _exclusion(exclude: list[tuple[str, str]]) -> tuple[str, dict[str, str]]:

@@ -110,19 +110,6 @@ _PLAIN_COLUMNS: Final = (
     "body_preview", "experiment", "experiment_arm",
 )  # fmt: skip
 
-_NEW_OUTBOUND: Final[dict[str, Any]] = {
-    "direction": "outbound",
-    "provider": None,
-    "attempt_count": 0,
-    "provider_message_id": None,
-    "error_code": None,
-    "error_message": None,
-    "sent_at": None,
-    "route_index": 0,
-    "route_attempts": 0,
-    "lease_token": None,
-}
-
 
 def _json(value: object) -> str:
     return orjson.dumps(value).decode("utf-8")
@@ -164,32 +151,12 @@ def _insert_params(messages: Sequence[NewMessage]) -> tuple[list[Any], ...]:
         [m.channel for m in messages],
         [_json(m.to) for m in messages],
         [m.sender for m in messages],
-        ["scheduled" if m.scheduled else "queued" for m in messages],
+        [m.status for m in messages],
         [m.created_at for m in messages],
         [m.not_before for m in messages],
         [_json(m.payload) for m in messages],
         [m.experiment for m in messages],
         [m.experiment_arm for m in messages],
-    )
-
-
-def _accepted(message: NewMessage, seq: int) -> MessageRecord:
-    """The record of a message just inserted, from what was written."""
-    return MessageRecord(
-        **_NEW_OUTBOUND,
-        id=message.id,
-        seq=seq,
-        tenant_id=message.tenant_id,
-        channel=message.channel,
-        to=message.to if isinstance(message.to, str) else list(message.to),
-        sender=message.sender,
-        status="scheduled" if message.scheduled else "queued",
-        created_at=message.created_at,
-        updated_at=message.created_at,
-        not_before=message.not_before,
-        payload=message.payload,
-        experiment=message.experiment,
-        experiment_arm=message.experiment_arm,
     )
 
 
@@ -528,7 +495,7 @@ class PostgresStore(MessageStore):
     ) -> AcceptResult:
         if idempotency is None:
             seq = await self._accepts.submit(message)
-            return AcceptResult(_accepted(message, seq), replayed=False)
+            return AcceptResult(message.record(seq), replayed=False)
         async with self._tx("accept") as conn:
             replayed = await self._claim_key(conn, message, idempotency)
             if replayed is not None:
@@ -537,7 +504,7 @@ class PostgresStore(MessageStore):
             row = await cur.fetchone()
             assert row is not None
             self._notify_soon()
-        return AcceptResult(_accepted(message, row["seq"]), replayed=False)
+        return AcceptResult(message.record(row["seq"]), replayed=False)
 
     async def _insert_many(self, messages: Sequence[NewMessage]) -> list[int | BaseException]:
         """The group commit of plain accepts: one statement (so one round trip and one commit)
