@@ -15,7 +15,10 @@ error) every job of the batch gets a :class:`StoreError` and none of it is kept;
 on with the next batch.
 
 Reads run on a small thread pool, each thread with its own read-only connection: in WAL mode
-they see the last commit and never wait for the writer.
+they see the last commit and never wait for the writer. The one read of every send, whether a
+recipient is suppressed, is an indexed lookup of a few pages: it runs on the event loop's own
+thread (see :meth:`SQLiteStore._read_inline`), which costs less than the pool's two thread
+hand-offs.
 
 Stats read per-hour counts that triggers keep (see ``sqlite_schema``), and latency percentiles
 with ``LIMIT 1 OFFSET k`` on an index, so they stay fast for a tenant with millions of messages.
@@ -884,6 +887,7 @@ class SQLiteStore(MessageStore):
         self._readers: ThreadPoolExecutor | None = None
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
+        self._inline_conn: sqlite3.Connection | None = None
         self._owner_lock: int | None = None
         # the last write transaction failed (a full disk): ping() then proves a write works
         self._write_failing = False
@@ -948,6 +952,9 @@ class SQLiteStore(MessageStore):
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
+        if self._inline_conn is not None:
+            self._inline_conn.close()
+            self._inline_conn = None
 
     # -- the writer thread --------------------------------------------------------------------
 
@@ -1134,6 +1141,28 @@ class SQLiteStore(MessageStore):
         except RuntimeError as exc:  # the pool was shut down between the check and the submit
             raise StoreError(f"{op} failed: store is not open") from exc
 
+    async def _read_inline(self, op: str, run: Callable[[sqlite3.Connection], _T]) -> _T:
+        """A read of a few index pages, run on the calling (event loop) thread: on the pool it
+        would cost two thread hand-offs, each a GIL switch and a wake-up of the loop, more than
+        the lookup itself (with deliveries held, an accept took 503 us of CPU with the check on
+        the pool, 394 us without any check). It never blocks the loop waiting for a lock: its
+        connection's busy timeout is zero, and a read refused as busy (a checkpoint resetting
+        the WAL, rare) goes to the pool instead."""
+        if self._state != "open":
+            raise StoreError(f"{op} failed: store is not open")
+        try:
+            conn = self._inline_conn
+            if conn is None:
+                conn = self._inline_conn = _connect(self.path, read_only=True)
+                conn.execute("PRAGMA busy_timeout = 0")
+            return run(conn)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return await self._read(op, run)
+            raise _store_error(op, exc) from exc
+        except Exception as exc:
+            raise _store_error(op, exc) from exc
+
     # -- MessageStore -------------------------------------------------------------------------
 
     async def ping(self) -> None:
@@ -1251,7 +1280,7 @@ class SQLiteStore(MessageStore):
         self, tenant_id: str, channel: str, addresses: Collection[str]
     ) -> list[str]:
         wanted = list(addresses)
-        return await self._read(
+        return await self._read_inline(
             "suppressed_among",
             lambda conn: suppressed_among_tx(conn, tenant_id, channel, wanted),
         )

@@ -229,3 +229,65 @@ async def test_failed_commit_fails_the_whole_batch_and_the_store_recovers(
 def _largest_file(db_path: str) -> int:
     # room for the small accept's pages, not for the big ones'
     return max(os.path.getsize(db_path), os.path.getsize(db_path + "-wal"))
+
+
+# -- the suppression check's read on the loop thread --------------------------------------------
+
+
+async def test_the_suppression_check_sees_each_commit_at_once(store: SQLiteStore) -> None:
+    """The check of every send reads on the event loop's own connection: it must see the last
+    commit, never a snapshot it kept open (a suppression just added, or just lifted)."""
+    for _ in range(3):
+        assert await store.suppressed_among(TENANT, "sms", ["+34600000001"]) == []
+        await store.suppress(TENANT, "sms", "+34600000001", reason="stop", now=1000.0)
+        assert await store.suppressed_among(TENANT, "sms", ["+34600000001"]) == ["+34600000001"]
+        assert await store.unsuppress(TENANT, "sms", "+34600000001")
+
+
+def _busy_error(tmp_path: Path) -> sqlite3.OperationalError:
+    """A real SQLITE_BUSY, as a read refused while a checkpoint resets the WAL gets it."""
+    path = str(tmp_path / "busy.db")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        assert exc.sqlite_errorcode == sqlite3.SQLITE_BUSY
+        return exc
+    finally:
+        other.close()
+        holder.close()
+    raise AssertionError("the second writer was not refused")
+
+
+async def test_a_busy_inline_read_is_answered_by_the_pool(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    """The loop's read never waits for a lock (that would stop every request): refused as
+    busy, it runs again on a reader thread, which may wait."""
+    await store.suppress(TENANT, "sms", "+34600000002", reason="stop", now=1000.0)
+    busy = _busy_error(tmp_path)
+    loop_thread = threading.current_thread()
+    threads: list[str] = []
+
+    def read(conn: sqlite3.Connection) -> list[str]:
+        threads.append("loop" if threading.current_thread() is loop_thread else "pool")
+        if threading.current_thread() is loop_thread:
+            raise busy
+        rows = conn.execute("SELECT address FROM suppressions WHERE tenant_id = ?", (TENANT,))
+        return [row[0] for row in rows]
+
+    assert await store._read_inline("suppressed_among", read) == ["+34600000002"]
+    assert threads == ["loop", "pool"]
+
+
+async def test_an_inline_read_that_fails_otherwise_is_a_store_error(store: SQLiteStore) -> None:
+    def read(conn: sqlite3.Connection) -> None:
+        conn.execute("SELECT nothing FROM no_such_table")
+
+    with pytest.raises(StoreError, match="suppressed_among failed"):
+        await store._read_inline("suppressed_among", read)
+    await store.close()
+    with pytest.raises(StoreError, match="store is not open"):
+        await store.suppressed_among(TENANT, "sms", ["+34600000001"])
