@@ -15,6 +15,9 @@ SQLite store gets from being the file's only writer, this store gets from Postgr
 - **Stats** come from ``message_counts`` plus the insert-only ``message_count_deltas`` that a
   trigger writes on every status move, folded into the counts by one node at a time.
 - **Rate limits and alert claims** are rows every node updates in one statement.
+- **Group commit**: plain accepts and every attempt's completion queue up while earlier ones
+  are written (:class:`GroupCommit`) and are then written together, a batch in a constant number
+  of statements whatever its size: a commit and its round trips per batch, not per message.
 
 Byte-exact text: payloads and addresses are stored as ``text`` (the database is UTF-8; jsonb would
 reorder keys and normalize numbers), event bodies as ``bytea``.
@@ -29,7 +32,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
 
 import orjson
 import psycopg
@@ -74,7 +77,13 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
-from pipecored.store.completion import complete, completion_events, update_values
+from pipecored.store.completion import (
+    Completion,
+    EmittedEvent,
+    complete,
+    completion_events,
+    update_values,
+)
 from pipecored.store.group_commit import GroupCommit
 from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.postgres.schema import DUE_AT, migrate
@@ -89,6 +98,9 @@ NOTIFY_INTERVAL: Final = 0.02
 # the group commit of accepts: statements at once, and accepts per statement at most
 ACCEPT_WRITERS: Final = 4
 ACCEPT_BATCH: Final = 256
+# and of completes (each batch locks its messages, so few at once)
+COMPLETE_WRITERS: Final = 2
+COMPLETE_BATCH: Final = 256
 CLOSE_WAIT_SECONDS: Final = 6.0  # longer than any loop's sleep (the heartbeat's 5 s)
 _LISTEN: Final = "LISTEN pipecored_work"
 HEARTBEAT_SECONDS: Final = 5.0
@@ -160,12 +172,100 @@ def _insert_params(messages: Sequence[NewMessage]) -> tuple[list[Any], ...]:
     )
 
 
-async def _outcome(call: Awaitable[list[int | BaseException]]) -> int | BaseException:
+# A batch of completes, each statement one round trip whatever the batch's size (the values
+# travel as arrays). The leased messages are locked in seq order, so that two batches (of this
+# node or another) that share messages wait for each other instead of deadlocking.
+_LOCK_LEASED: Final = (
+    "SELECT seq, id, tenant_id, status, provider, provider_message_id, created_at, sent_at,"
+    " error_code, error_message FROM messages"
+    " WHERE (id, lease_token) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+    " ORDER BY seq FOR UPDATE"
+)
+_INSERT_ATTEMPTS: Final = (
+    "INSERT INTO attempts (message_seq, provider, started_at, outcome, http_status, error_code,"
+    " error_message, duration_ms) SELECT * FROM unnest(%s::int8[], %s::text[], %s::float8[],"
+    " %s::text[], %s::int4[], %s::text[], %s::text[], %s::float8[])"
+)
+# the columns of completion.update_values, in its order
+_UPDATE_COMPLETED: Final = (
+    "UPDATE messages AS m SET status = u.status, provider = u.provider,"
+    " route_index = u.route_index, route_attempts = u.route_attempts,"
+    " error_code = u.error_code, error_message = u.error_message, not_before = u.not_before,"
+    " provider_message_id = u.provider_message_id, sent_at = u.sent_at,"
+    " latency_ms = COALESCE(u.latency_ms, m.latency_ms),"
+    " attempt_count = m.attempt_count + u.attempts,"
+    " lease_until = NULL, lease_token = NULL, lease_node = NULL, updated_at = u.updated_at"
+    " FROM unnest(%s::text[], %s::text[], %s::int4[], %s::int4[], %s::text[], %s::text[],"
+    " %s::float8[], %s::text[], %s::float8[], %s::float8[], %s::int4[], %s::float8[],"
+    " %s::int8[]) AS u(status, provider, route_index, route_attempts, error_code,"
+    " error_message, not_before, provider_message_id, sent_at, latency_ms, attempts,"
+    " updated_at, seq)"
+    " WHERE m.seq = u.seq RETURNING m.*"
+)
+# the status callbacks that arrived before the provider's answer named their messages
+_TAKE_PENDING: Final = (
+    "DELETE FROM pending_events WHERE (tenant_id, provider, provider_message_id) IN"
+    " (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]))"
+    " RETURNING id, tenant_id, provider, provider_message_id, status, error_code, error_message"
+)
+# events in the order given (their seq is the events API's order), and their deliveries
+_INSERT_EVENTS: Final = (
+    "INSERT INTO outbox_events (id, tenant_id, type, body, created_at)"
+    " SELECT id, tenant_id, type, body, created_at FROM unnest(%s::text[], %s::text[],"
+    " %s::text[], %s::bytea[], %s::float8[]) WITH ORDINALITY"
+    " AS e(id, tenant_id, type, body, created_at, n) ORDER BY n"
+)
+_INSERT_DELIVERIES: Final = (
+    "INSERT INTO outbox_deliveries (event_id, tenant_id, endpoint, state, attempts,"
+    " next_attempt_at, updated_at) SELECT event_id, tenant_id, endpoint, 'pending', 0, at, at"
+    " FROM unnest(%s::text[], %s::text[], %s::text[], %s::float8[])"
+    " AS d(event_id, tenant_id, endpoint, at)"
+)
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows of values (at least one) as one list per column: the arrays a statement unnests."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
+def _distinct_runs(outcomes: Sequence[AttemptOutcome]) -> list[list[AttemptOutcome]]:
+    """The batch cut before each message that comes again in it: each part completes a message
+    once, and the parts, completed one after another, do what the calls one by one would."""
+    parts: list[list[AttemptOutcome]] = [[]]
+    seen: set[str] = set()
+    for outcome in outcomes:
+        if outcome.message_id in seen:
+            parts.append([])
+            seen.clear()
+        parts[-1].append(outcome)
+        seen.add(outcome.message_id)
+    return parts
+
+
+class _Leased(NamedTuple):
+    """A message of a batch of completes that its outcome's lease still holds."""
+
+    outcome: AttemptOutcome
+    row: Mapping[str, Any]  # the message as it was locked, before the outcome
+    done: Completion  # its fields after the outcome
+
+
+R = TypeVar("R")
+
+
+async def _outcome(call: Awaitable[Sequence[R | BaseException]]) -> R | BaseException:
+    """The one result of a batch of one, or the StoreError that failed it."""
     try:
         [result] = await call
     except StoreError as exc:
         return exc
     return result
+
+
+def _refused_for_its_data(exc: StoreError) -> bool:
+    """The database refused a value of the batch (a NUL byte, a constraint): written again one
+    by one, only the item at fault fails."""
+    return isinstance(exc.__cause__, psycopg.DataError | psycopg.IntegrityError)
 
 
 class PostgresStore(MessageStore):
@@ -201,6 +301,10 @@ class PostgresStore(MessageStore):
         # plain accepts are written together, up to ACCEPT_WRITERS statements at once
         self._accepts: GroupCommit[NewMessage, int] = GroupCommit(
             self._insert_many, concurrency=ACCEPT_WRITERS, max_batch=ACCEPT_BATCH
+        )
+        # and every attempt's outcome, up to COMPLETE_WRITERS transactions at once
+        self._completes: GroupCommit[AttemptOutcome, Completed | None] = GroupCommit(
+            self._complete_many, concurrency=COMPLETE_WRITERS, max_batch=COMPLETE_BATCH
         )
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -241,7 +345,8 @@ class PostgresStore(MessageStore):
         if self._state != "open":
             self._state = "closed"
             return
-        await self._accepts.drain()  # the accepts already queued are written (or refused)
+        # the accepts and completes already queued are written (or refused)
+        await asyncio.gather(self._accepts.drain(), self._completes.drain())
         self._state = "closed"
         self._notify_pending.set()
         for task in self._tasks:
@@ -436,53 +541,60 @@ class PostgresStore(MessageStore):
 
     # -- events ----------------------------------------------------------------------------------
 
-    async def _record_event(self, conn: Conn, event: NewEvent | None) -> None:
-        if event is None:
+    async def _record_events(self, conn: Conn, events: Sequence[NewEvent | None]) -> None:
+        """Store ``events`` in their order, each with a delivery per endpoint it goes to: two
+        statements however many there are."""
+        stored = [event for event in events if event is not None]
+        if not stored:
             return
         await conn.execute(
-            "INSERT INTO outbox_events (id, tenant_id, type, body, created_at)"
-            " VALUES (%s, %s, %s, %s, %s)",
-            (event.id, event.tenant_id, event.type, event.body, event.created_at),
+            _INSERT_EVENTS,
+            _columns([(e.id, e.tenant_id, e.type, e.body, e.created_at) for e in stored]),
         )
-        endpoints = list(dict.fromkeys(event.endpoints))
-        if endpoints:
-            async with conn.cursor() as cur:
-                await cur.executemany(
-                    "INSERT INTO outbox_deliveries (event_id, tenant_id, endpoint, state, attempts,"
-                    " next_attempt_at, updated_at) VALUES (%s, %s, %s, 'pending', 0, %s, %s)",
-                    [
-                        (event.id, event.tenant_id, e, event.created_at, event.created_at)
-                        for e in endpoints
-                    ],
-                )
+        deliveries = [
+            (e.id, e.tenant_id, endpoint, e.created_at)
+            for e in stored
+            for endpoint in dict.fromkeys(e.endpoints)
+        ]
+        if deliveries:
+            await conn.execute(_INSERT_DELIVERIES, _columns(deliveries))
             self._notify_soon()
 
-    async def _emit(
-        self,
-        conn: Conn,
-        seq: int,
-        emitted: Sequence[tuple[str, str | None, Mapping[str, Any] | None]],
-        now: float,
-    ) -> None:
+    def _message_events(
+        self, row: Mapping[str, Any], emitted: Sequence[EmittedEvent], now: float
+    ) -> list[NewEvent | None]:
+        """The events ``emitted`` by a change that left the message as ``row``, each with the
+        status the message had when it happened."""
         events = self.events
         if events is None or not emitted:
+            return []
+        record = _record(row)
+        return [
+            events.message_event(
+                event_type,
+                record if status is None else replace(record, status=cast(Any, status)),
+                now=now,
+                extra=extra,
+            )
+            for event_type, status, extra in emitted
+        ]
+
+    async def _emit(
+        self, conn: Conn, seq: int, emitted: Sequence[EmittedEvent], now: float
+    ) -> None:
+        if self.events is None or not emitted:
             return
         cur = await conn.execute("SELECT * FROM messages WHERE seq = %s", (seq,))
         row = await cur.fetchone()
         assert row is not None
-        record = _record(row)
-        for event_type, status, extra in emitted:
-            at_event = record if status is None else replace(record, status=cast(Any, status))
-            await self._record_event(
-                conn, events.message_event(event_type, at_event, now=now, extra=extra)
-            )
+        await self._record_events(conn, self._message_events(row, emitted, now))
 
     async def _tenant_event(
         self, conn: Conn, tenant_id: str, event_type: str, data: Mapping[str, Any], now: float
     ) -> None:
         if self.events is not None:
-            await self._record_event(
-                conn, self.events.tenant_event(tenant_id, event_type, data, now=now)
+            await self._record_events(
+                conn, [self.events.tenant_event(tenant_id, event_type, data, now=now)]
             )
 
     # -- MessageStore: messages ------------------------------------------------------------------
@@ -516,9 +628,7 @@ class PostgresStore(MessageStore):
                 cur = await conn.execute(_INSERT_MESSAGES, _insert_params(messages))
                 seqs = {row["id"]: row["seq"] for row in await cur.fetchall()}
         except StoreError as exc:
-            if len(messages) == 1 or not isinstance(
-                exc.__cause__, psycopg.DataError | psycopg.IntegrityError
-            ):
+            if len(messages) == 1 or not _refused_for_its_data(exc):
                 raise
             return [await _outcome(self._insert_many([m])) for m in messages]
         self._notify_soon()
@@ -604,58 +714,130 @@ class PostgresStore(MessageStore):
         return sorted((_record(r) for r in rows), key=lambda r: r.seq)
 
     async def complete(self, outcome: AttemptOutcome) -> Completed | None:
+        return await self._completes.submit(outcome)
+
+    async def _complete_many(
+        self, outcomes: Sequence[AttemptOutcome]
+    ) -> list[Completed | BaseException | None]:
+        """The group commit of completes: every outcome that arrived while the previous ones
+        were written, in one transaction of a few statements. A message that comes again in the
+        batch is completed by a later transaction, as if the calls ran one after another. A part
+        refused for its data is completed again one by one, so that only the outcome at fault
+        fails; any other error fails that part alone (the parts before it have committed)."""
+        results: list[Completed | BaseException | None] = []
+        for part in _distinct_runs(outcomes):
+            try:
+                results += await self._complete_together(part)
+            except StoreError as exc:
+                if len(part) == 1 or not _refused_for_its_data(exc):
+                    results += [exc] * len(part)
+                else:
+                    results += [await _outcome(self._complete_together([o])) for o in part]
+        return results
+
+    async def _complete_together(
+        self, outcomes: Sequence[AttemptOutcome]
+    ) -> list[Completed | None]:
+        """Complete the outcomes of distinct messages in one transaction: lock the messages
+        their leases still hold (None for the others: lease lost), write the attempts and the
+        messages' new fields, apply the status callbacks held for them, write their events."""
         now = time.time()
         async with self._tx("complete") as conn:
             cur = await conn.execute(
-                "SELECT seq, tenant_id, status, provider, provider_message_id, created_at,"
-                " sent_at, error_code, error_message FROM messages"
-                " WHERE id = %s AND lease_token = %s FOR UPDATE",
-                (outcome.message_id, outcome.lease_token),
+                _LOCK_LEASED,
+                ([o.message_id for o in outcomes], [o.lease_token for o in outcomes]),
             )
-            row = await cur.fetchone()
-            if row is None:
-                return None
-            seq: int = row["seq"]
-            attempt = outcome.attempt
-            if attempt is not None:
-                await conn.execute(
-                    "INSERT INTO attempts (message_seq, provider, started_at, outcome,"
-                    " http_status, error_code, error_message, duration_ms)"
-                    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                    (
-                        seq,
-                        attempt.provider,
-                        attempt.started_at,
-                        attempt.outcome,
-                        attempt.http_status,
-                        attempt.error_code,
-                        attempt.error_message,
-                        attempt.duration_ms,
-                    ),
-                )
-            done = complete(row, outcome, now)
-            status, provider = done.status, done.provider
-            provider_message_id = done.provider_message_id
-            await conn.execute(
-                "UPDATE messages SET status = %s, provider = %s, route_index = %s,"
-                " route_attempts = %s, error_code = %s, error_message = %s, not_before = %s,"
-                " provider_message_id = %s, sent_at = %s,"
-                " latency_ms = COALESCE(%s, latency_ms), attempt_count = attempt_count + %s,"
-                " lease_until = NULL, lease_token = NULL, lease_node = NULL, updated_at = %s"
-                " WHERE seq = %s",
-                update_values(done, outcome, now, seq),
+            rows = {row["id"]: row for row in await cur.fetchall()}
+            leased = [
+                _Leased(o, rows[o.message_id], complete(rows[o.message_id], o, now))
+                for o in outcomes
+                if o.message_id in rows
+            ]
+            if not leased:
+                return [None] * len(outcomes)
+            attempts = [
+                (c.row["seq"], a.provider, a.started_at, a.outcome, a.http_status, a.error_code,
+                 a.error_message, a.duration_ms)
+                for c in leased
+                if (a := c.outcome.attempt) is not None
+            ]  # fmt: skip
+            if attempts:
+                await conn.execute(_INSERT_ATTEMPTS, _columns(attempts))
+            cur = await conn.execute(
+                _UPDATE_COMPLETED,
+                _columns([update_values(c.done, c.outcome, now, c.row["seq"]) for c in leased]),
             )
-            deferred: tuple[str, ...] = ()
-            if provider is not None and provider_message_id is not None:
-                deferred = await self._apply_pending(
-                    conn, seq, status, row["tenant_id"], provider, provider_message_id, now
-                )
+            updated = {row["id"]: row for row in await cur.fetchall()}
+            deferred = await self._apply_held(conn, leased, now)
             if self.events is not None:
-                emitted = completion_events(outcome, row["status"], status, deferred)
-                await self._emit(conn, seq, emitted, now)
-            if status == "queued":
+                await self._emit_completions(conn, leased, updated, deferred, now)
+            if any(c.done.status == "queued" for c in leased):
                 self._notify_soon()
-        return Completed(deferred)
+        return [
+            Completed(deferred.get(o.message_id, ())) if o.message_id in rows else None
+            for o in outcomes
+        ]
+
+    async def _apply_held(
+        self, conn: Conn, leased: Sequence[_Leased], now: float
+    ) -> dict[str, tuple[str, ...]]:
+        """Apply, oldest first, the status callbacks that arrived before the provider's answer
+        named their message (rare: usually the one DELETE finds none). Returns the statuses
+        they moved each message on to, by message id."""
+        by_key: dict[tuple[str, str, str], _Leased] = {}
+        for c in leased:
+            if c.done.provider is not None and c.done.provider_message_id is not None:
+                key = (c.row["tenant_id"], c.done.provider, c.done.provider_message_id)
+                by_key.setdefault(key, c)  # two messages of one key: the first takes them
+        if not by_key:
+            return {}
+        cur = await conn.execute(_TAKE_PENDING, _columns(list(by_key)))
+        held: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+        for event in sorted(await cur.fetchall(), key=lambda e: e["id"]):
+            key = (event["tenant_id"], event["provider"], event["provider_message_id"])
+            held.setdefault(key, []).append(event)
+        deferred = {}
+        for key, events in held.items():
+            c = by_key[key]
+            status, reached = c.done.status, []
+            for event in events:
+                moved = await self._move(
+                    conn,
+                    c.row["seq"],
+                    status,
+                    event["status"],
+                    event["error_code"],
+                    event["error_message"],
+                    now,
+                )
+                if moved != status:
+                    reached.append(moved)
+                status = moved
+            deferred[c.outcome.message_id] = tuple(reached)
+        return deferred
+
+    async def _emit_completions(
+        self,
+        conn: Conn,
+        leased: Sequence[_Leased],
+        updated: Mapping[str, Mapping[str, Any]],
+        deferred: Mapping[str, tuple[str, ...]],
+        now: float,
+    ) -> None:
+        """The batch's events, built from each message as the UPDATE returned it, or as held
+        callbacks then moved it on (read again: rare), stored in two statements."""
+        rows = dict(updated)
+        moved = [rows[message_id]["seq"] for message_id, reached in deferred.items() if reached]
+        if moved:
+            cur = await conn.execute("SELECT * FROM messages WHERE seq = ANY(%s)", (moved,))
+            rows.update({row["id"]: row for row in await cur.fetchall()})
+        events: list[NewEvent | None] = []
+        for c in leased:
+            message_id = c.outcome.message_id
+            reached = deferred.get(message_id, ())
+            emitted = completion_events(c.outcome, c.row["status"], c.done.status, reached)
+            events += self._message_events(rows[message_id], emitted, now)
+        await self._record_events(conn, events)
 
     async def _move(
         self,
@@ -859,8 +1041,8 @@ class PostgresStore(MessageStore):
             record = await self._get(conn, message_id)
             assert record is not None
             if self.events is not None:
-                await self._record_event(
-                    conn, self.events.message_event(STATUS_EVENTS["canceled"], record, now=now)
+                await self._record_events(
+                    conn, [self.events.message_event(STATUS_EVENTS["canceled"], record, now=now)]
                 )
             return record
 
@@ -1064,7 +1246,7 @@ class PostgresStore(MessageStore):
 
     async def add_event(self, event: NewEvent) -> None:
         async with self._tx("add_event") as conn:
-            await self._record_event(conn, event)
+            await self._record_events(conn, [event])
 
     async def claim_event_deliveries(
         self,
