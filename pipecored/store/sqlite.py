@@ -81,7 +81,13 @@ from pipecored.store.base import (
     moves_forward,
     new_message_id,
 )
-from pipecored.store.completion import EmittedEvent, complete, completion_events, update_values
+from pipecored.store.completion import (
+    Completion,
+    EmittedEvent,
+    complete,
+    completion_events,
+    update_values,
+)
 from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.sqlite_activity import activity_tx
 from pipecored.store.sqlite_schema import DUE_AT, SCHEMA_VERSION, migrate
@@ -414,87 +420,160 @@ def _move(
     return new
 
 
-def _apply_pending(
-    conn: sqlite3.Connection,
-    seq: int,
-    status: str,
-    tenant_id: str,
-    provider: str,
-    provider_message_id: str,
-    now: float,
-) -> tuple[str, ...]:
-    """Apply the callbacks held for this provider message id; the statuses they moved it to."""
-    key = (tenant_id, provider, provider_message_id)
-    events = conn.execute(
-        "SELECT status, error_code, error_message FROM pending_events"
-        " WHERE tenant_id = ? AND provider = ? AND provider_message_id = ? ORDER BY id",
-        key,
+@dataclass(frozen=True, slots=True)
+class _Complete:
+    """A complete waiting in the writer's queue: the writer records a batch's together."""
+
+    outcome: AttemptOutcome
+    now: float
+    events: EventSource | None
+
+
+_ATTEMPT_ROW = "(?, ?, ?, ?, ?, ?, ?, ?)"
+_COMPLETED_ROW = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+
+def _complete_many(conn: sqlite3.Connection, jobs: Sequence[_Complete]) -> list[Completed | None]:
+    """Record the attempts of several messages (each named once) with a fixed number of
+    statements whatever their number: one read of the messages, one insert of the attempts, one
+    update of the messages, one read of the callbacks held for them, and the events (each
+    statement is a GIL hand-off between the writer and the busy event loop, so per-message
+    statements cost more than the work they do). None for a message whose lease was taken over.
+    """
+    marks = ", ".join("?" * len(jobs))
+    rows = {
+        row["id"]: row
+        for row in conn.execute(
+            f"SELECT * FROM messages WHERE id IN ({marks})", [j.outcome.message_id for j in jobs]
+        )
+    }
+    matched: list[tuple[_Complete, sqlite3.Row, Completion]] = []
+    results: dict[str, Completed | None] = {}
+    for job in jobs:
+        row = rows.get(job.outcome.message_id)
+        if row is None or row["lease_token"] != job.outcome.lease_token:
+            results[job.outcome.message_id] = None
+        else:
+            matched.append((job, row, complete(row, job.outcome, job.now)))
+    if not matched:
+        return [None] * len(jobs)
+    attempts = [
+        (row["seq"], a.provider, a.started_at, a.outcome, a.http_status, a.error_code,
+         a.error_message, a.duration_ms)
+        for job, row, _ in matched
+        if (a := job.outcome.attempt) is not None
+    ]  # fmt: skip
+    if attempts:
+        conn.execute(
+            "INSERT INTO attempts (message_seq, provider, started_at, outcome, http_status,"
+            " error_code, error_message, duration_ms) VALUES "
+            + ", ".join([_ATTEMPT_ROW] * len(attempts)),
+            [value for attempt in attempts for value in attempt],
+        )
+    # v: the values of update_values, in its order (column1 = status ... column13 = seq)
+    conn.execute(
+        "UPDATE messages SET status = v.column1, provider = v.column2, route_index = v.column3,"
+        " route_attempts = v.column4, error_code = v.column5, error_message = v.column6,"
+        " not_before = v.column7, provider_message_id = v.column8, sent_at = v.column9,"
+        " latency_ms = COALESCE(v.column10, latency_ms),"
+        " attempt_count = attempt_count + v.column11, lease_until = NULL, lease_token = NULL,"
+        " updated_at = v.column12"
+        " FROM (VALUES " + ", ".join([_COMPLETED_ROW] * len(matched)) + ") AS v"
+        " WHERE messages.seq = v.column13",
+        [
+            value
+            for job, row, done in matched
+            for value in update_values(done, job.outcome, job.now, row["seq"])
+        ],
+    )
+    held = _held_callbacks(conn, [(row, done) for _, row, done in matched])
+    for job, row, done in matched:
+        deferred: tuple[str, ...] = ()
+        callbacks = held.get(row["seq"])
+        if callbacks:
+            deferred = _apply_held(conn, row["seq"], done.status, callbacks, job.now)
+        results[job.outcome.message_id] = Completed(deferred)
+        if job.events is not None:
+            emitted = completion_events(job.outcome, row["status"], done.status, deferred)
+            if not emitted:
+                continue
+            if deferred:  # callbacks moved it on: read it as they left it
+                _emit(conn, job.events, row["seq"], emitted, job.now)
+            else:
+                record = _completed_record(row, done, job.outcome, job.now)
+                _emit_for(conn, job.events, record, emitted, job.now)
+    return [results[job.outcome.message_id] for job in jobs]
+
+
+def _completed_record(
+    row: sqlite3.Row, done: Completion, outcome: AttemptOutcome, now: float
+) -> MessageRecord:
+    """The message as the complete's UPDATE left it, from the row read before it (the same
+    values the UPDATE wrote), so that its events need not read it again."""
+    values = {column: row[column] for column in _PLAIN_COLUMNS}
+    values.update(
+        status=done.status,
+        provider=done.provider,
+        route_index=outcome.route_index,
+        route_attempts=outcome.route_attempts,
+        error_code=done.error_code,
+        error_message=done.error_message,
+        not_before=outcome.not_before,
+        provider_message_id=done.provider_message_id,
+        sent_at=done.sent_at,
+        attempt_count=row["attempt_count"] + (0 if outcome.attempt is None else 1),
+        lease_token=None,
+        updated_at=now,
+    )
+    return MessageRecord(
+        **values, to=orjson.loads(row["to_json"]), payload=orjson.loads(row["payload_json"])
+    )
+
+
+def _held_callbacks(
+    conn: sqlite3.Connection, completed: Sequence[tuple[sqlite3.Row, Completion]]
+) -> dict[int, list[sqlite3.Row]]:
+    """The status callbacks that came for these messages before their provider's id was
+    written (oldest first), by message seq, taken out of ``pending_events``."""
+    keys = {
+        (row["tenant_id"], done.provider, done.provider_message_id): row["seq"]
+        for row, done in completed
+        if done.provider is not None and done.provider_message_id is not None
+    }
+    if not keys:
+        return {}
+    marks = ", ".join(["(?, ?, ?)"] * len(keys))
+    params = [value for key in keys for value in key]
+    found = conn.execute(
+        "SELECT id, tenant_id, provider, provider_message_id, status, error_code, error_message"
+        f" FROM pending_events WHERE (tenant_id, provider, provider_message_id) IN"
+        f" (VALUES {marks}) ORDER BY id",
+        params,
     ).fetchall()
-    if not events:
-        return ()
+    if not found:
+        return {}
+    held: dict[int, list[sqlite3.Row]] = {}
+    for event in found:
+        key = (event["tenant_id"], event["provider"], event["provider_message_id"])
+        held.setdefault(keys[key], []).append(event)
+    conn.execute(f"DELETE FROM pending_events WHERE id IN ({', '.join('?' * len(found))})",
+                 [event["id"] for event in found])  # fmt: skip
+    return held
+
+
+def _apply_held(
+    conn: sqlite3.Connection, seq: int, status: str, callbacks: Sequence[sqlite3.Row], now: float
+) -> tuple[str, ...]:
+    """Apply a message's held callbacks in order; the statuses they moved it to."""
     reached: list[str] = []
-    for event in events:
+    for event in callbacks:
         moved = _move(
             conn, seq, status, event["status"], event["error_code"], event["error_message"], now
         )
         if moved != status:
             reached.append(moved)
         status = moved
-    conn.execute(
-        "DELETE FROM pending_events"
-        " WHERE tenant_id = ? AND provider = ? AND provider_message_id = ?",
-        key,
-    )
     return tuple(reached)
-
-
-def _complete_tx(
-    conn: sqlite3.Connection, outcome: AttemptOutcome, now: float, events: EventSource | None
-) -> Completed | None:
-    row = conn.execute(
-        "SELECT seq, tenant_id, status, provider, provider_message_id, created_at, sent_at,"
-        " error_code, error_message FROM messages WHERE id = ? AND lease_token = ?",
-        (outcome.message_id, outcome.lease_token),
-    ).fetchone()
-    if row is None:
-        return None
-    seq: int = row["seq"]
-    attempt = outcome.attempt
-    if attempt is not None:
-        conn.execute(
-            "INSERT INTO attempts (message_seq, provider, started_at, outcome, http_status,"
-            " error_code, error_message, duration_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                seq,
-                attempt.provider,
-                attempt.started_at,
-                attempt.outcome,
-                attempt.http_status,
-                attempt.error_code,
-                attempt.error_message,
-                attempt.duration_ms,
-            ),
-        )
-
-    done = complete(row, outcome, now)
-    status, provider, provider_message_id = done.status, done.provider, done.provider_message_id
-    conn.execute(
-        "UPDATE messages SET status = ?, provider = ?, route_index = ?, route_attempts = ?,"
-        " error_code = ?, error_message = ?, not_before = ?, provider_message_id = ?,"
-        " sent_at = ?, latency_ms = COALESCE(?, latency_ms), attempt_count = attempt_count + ?,"
-        " lease_until = NULL, lease_token = NULL, updated_at = ? WHERE seq = ?",
-        update_values(done, outcome, now, seq),
-    )
-    deferred: tuple[str, ...] = ()
-    if provider is not None and provider_message_id is not None:
-        deferred = _apply_pending(
-            conn, seq, status, row["tenant_id"], provider, provider_message_id, now
-        )
-    if events is not None:
-        emitted = completion_events(outcome, row["status"], status, deferred)
-        if emitted:
-            _emit(conn, events, seq, emitted, now)
-    return Completed(deferred)
 
 
 def _emit(
@@ -504,11 +583,21 @@ def _emit(
     emitted: Sequence[EmittedEvent],
     now: float,
 ) -> None:
-    """Store the events of a change to one message: each ``(type, status, extra)`` is built from
-    the message as the change left it, with ``status`` as it was when that event happened (a
-    ``message.sent`` says sent even when a held callback moved it on to delivered at once)."""
+    """Store the events of a change to one message, read as the change left it."""
     row = conn.execute("SELECT * FROM messages WHERE seq = ?", (seq,)).fetchone()
-    record = _record(row)
+    _emit_for(conn, events, _record(row), emitted, now)
+
+
+def _emit_for(
+    conn: sqlite3.Connection,
+    events: EventSource,
+    record: MessageRecord,
+    emitted: Sequence[EmittedEvent],
+    now: float,
+) -> None:
+    """Each ``(type, status, extra)`` is built from ``record``, with ``status`` as it was when
+    that event happened (a ``message.sent`` says sent even when a held callback moved it on to
+    delivered at once)."""
     for event_type, status, extra in emitted:
         at_event = record if status is None else dataclass_replace(record, status=cast(Any, status))
         outbox.record_tx(conn, events.message_event(event_type, at_event, now=now, extra=extra))
@@ -846,6 +935,28 @@ class _WriteJob:
     future: asyncio.Future[Any]
     # A plain accept (no idempotency key): the writer inserts all of a batch's in one statement.
     accept: NewMessage | None = None
+    # A complete: the writer records all of a batch's together (_complete_many).
+    complete: _Complete | None = None
+
+
+def _together(conn: sqlite3.Connection, batch: list[_WriteJob]) -> dict[int, object]:
+    """Run a batch's plain accepts as one insert and its completes as one
+    :func:`_complete_many`, before its other jobs; their results by ``id(job)``. Jobs of one
+    batch were all waiting at once, so no order among them was promised to anyone. Completes
+    naming a message twice run one by one, in order."""
+    done: dict[int, object] = {}
+    accepts = [(job, job.accept) for job in batch if job.accept is not None]
+    if len(accepts) > 1:
+        records = _insert_messages(conn, [message for _, message in accepts])
+        for (job, _), record in zip(accepts, records, strict=True):
+            done[id(job)] = AcceptResult(record, replayed=False)
+    completes = [(job, job.complete) for job in batch if job.complete is not None]
+    named = {c.outcome.message_id for _, c in completes}
+    if len(completes) > 1 and len(named) == len(completes):
+        completed = _complete_many(conn, [c for _, c in completes])
+        for (job, _), result in zip(completes, completed, strict=True):
+            done[id(job)] = result
+    return done
 
 
 class _JobFailed(Exception):
@@ -1052,22 +1163,16 @@ class SQLiteStore(MessageStore):
         accepts are then also inserted with a single statement."""
         results: list[tuple[bool, object]] = []
         conn.execute("BEGIN IMMEDIATE")
-        inserted: dict[int, AcceptResult] = {}
+        # the results of the jobs done together, by id(job)
+        together: dict[int, object] = {}
         if not savepoints:
-            accepts = [job for job in batch if job.accept is not None]
-            if len(accepts) > 1:
-                try:
-                    records = _insert_messages(conn, [job.accept for job in accepts if job.accept])
-                except Exception as exc:
-                    raise _JobFailed from exc
-                inserted = {
-                    id(job): AcceptResult(record, replayed=False)
-                    for job, record in zip(accepts, records, strict=True)
-                }
+            try:
+                together = _together(conn, batch)
+            except Exception as exc:
+                raise _JobFailed from exc
         for job in batch:
-            done = inserted.get(id(job))
-            if done is not None:
-                results.append((True, done))
+            if id(job) in together:
+                results.append((True, together[id(job)]))
                 continue
             if savepoints:
                 conn.execute("SAVEPOINT job")
@@ -1105,13 +1210,14 @@ class SQLiteStore(MessageStore):
         op: str,
         run: Callable[[sqlite3.Connection], _T],
         accept: NewMessage | None = None,
+        complete: _Complete | None = None,
     ) -> _T:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_T] = loop.create_future()
         with self._state_lock:
             if self._state != "open":
                 raise StoreError(f"{op} failed: store is not open")
-            self._jobs.put(_WriteJob(op, run, loop, future, accept))
+            self._jobs.put(_WriteJob(op, run, loop, future, accept, complete))
         return await future
 
     # -- readers ------------------------------------------------------------------------------
@@ -1202,9 +1308,10 @@ class SQLiteStore(MessageStore):
         )
 
     async def complete(self, outcome: AttemptOutcome) -> Completed | None:
-        now = time.time()
-        events = self.events
-        return await self._write("complete", lambda conn: _complete_tx(conn, outcome, now, events))
+        job = _Complete(outcome, time.time(), self.events)
+        return await self._write(
+            "complete", lambda conn: _complete_many(conn, [job])[0], complete=job
+        )
 
     async def cancel(self, message_id: str, *, now: float) -> MessageRecord | None:
         events = self.events
