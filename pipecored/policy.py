@@ -3,7 +3,8 @@
 Every decision delivery makes after a call lives here, table-tested in ``tests/test_policy.py``:
 
 - :func:`classify`: an exception from ``Provider.send`` becomes a :class:`Failure` (outcome,
-  code, message, Retry-After, whether the provider is unavailable to this tenant).
+  code, message, Retry-After, whether the provider is unavailable to this tenant); the
+  provider's code and message as every store can keep them.
 - :func:`after_failure`: retry on this route later, move to the next route now, or fail.
   A permanent error fails the message at once. A retryable one never does: each route gets
   ``maxAttempts`` attempts, then the next route is tried; after the last route the message starts
@@ -27,6 +28,7 @@ from typing import Literal
 import httpx
 
 from pipecored.errors import ProviderError
+from pipecored.provider import storable_text
 from pipecored.store.base import AttemptOutcomeName
 
 Rng = Callable[[float, float], float]
@@ -57,10 +59,12 @@ def classify(exc: BaseException) -> Failure:
             outcome = "timeout"
         elif exc.retryable:
             outcome = "retryable_error"
+        code = exc.code or ("provider_error" if exc.retryable else "rejected")
+        # the provider's own code and words: recorded, so kept as every store can keep them
         return Failure(
             outcome,
-            exc.code or ("provider_error" if exc.retryable else "rejected"),
-            exc.message,
+            storable_text(code),
+            storable_text(exc.message),
             exc.http_status,
             exc.retry_after,
             exc.unavailable,

@@ -5,13 +5,16 @@ calls :meth:`Provider.send` to deliver one message and :meth:`Provider.handle_we
 callback that the provider makes to ``/messaging/webhook/{channel}``. Everything a call needs
 (the tenant's credentials, the base URL, the shared HTTP client) arrives in a context object, so a
 provider instance holds no per-tenant state and one instance serves every tenant.
+
+Text in the results and callbacks a plugin builds is kept as given, except that a NUL character
+becomes U+FFFD (:func:`storable_text`): no store could keep it otherwise.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, ClassVar, Literal
 
@@ -24,6 +27,28 @@ from pipecored.errors import NotFound
 CHANNELS: tuple[str, ...] = tuple(c.name for c in STANDARD_CHANNELS)
 
 DeliveryStatus = Literal["sent", "delivered", "read", "failed"]
+
+
+def storable_text(text: str) -> str:
+    """``text`` as every store can keep it: each NUL (U+0000), which PostgreSQL ``text`` cannot
+    hold, replaced by U+FFFD (the replacement character).
+
+    What a provider tells us (an error message, a callback, a customer's reply) is data we must
+    not lose, and a write it made fail would be retried forever (a delivery outcome stops the
+    worker claiming until it is written; a refused callback is sent again). So it is made
+    storable where it reaches pipecored, before any store sees it, and both stores keep the same
+    text: the results and callbacks a plugin builds (the types below) and the ``ProviderError``
+    a send raises (``pipecored.policy.classify``).
+    """
+    return text.replace("\x00", "\ufffd")
+
+
+def _storable_fields(value: Any) -> None:
+    """``__post_init__`` of the types a plugin hands the host: every text field storable."""
+    for item in fields(value):
+        text = getattr(value, item.name)
+        if isinstance(text, str) and "\x00" in text:
+            object.__setattr__(value, item.name, storable_text(text))
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +151,9 @@ class SendResult:
     status: Literal["sent", "delivered"] = "sent"
     http_status: int | None = None
 
+    def __post_init__(self) -> None:
+        _storable_fields(self)
+
 
 @dataclass(frozen=True, slots=True)
 class WebhookRequest:
@@ -172,6 +200,9 @@ class StatusEvent:
     error_message: str | None = None
     occurred_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        _storable_fields(self)
+
 
 OptOutReason = Literal["bounce", "complaint", "unsubscribe"]
 
@@ -190,6 +221,9 @@ class RecipientOptOut:
     provider_message_id: str | None = None
     detail: str | None = None  # the provider's words (a bounce's diagnostic), for the list
 
+    def __post_init__(self) -> None:
+        _storable_fields(self)
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMedia:
@@ -204,6 +238,9 @@ class InboundMedia:
     caption: str | None = None
     filename: str | None = None
 
+    def __post_init__(self) -> None:
+        _storable_fields(self)
+
 
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
@@ -215,7 +252,10 @@ class InboundMessage:
     provider_message_id: str | None = None
     subject: str | None = None
     occurred_at: datetime | None = None
-    media: tuple[InboundMedia, ...] = ()
+    media: tuple[InboundMedia, ...] = ()  # each made storable when it was built
+
+    def __post_init__(self) -> None:
+        _storable_fields(self)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,10 +125,50 @@ Recipients = Annotated[
 ]
 
 
+NUL_REFUSED = "may not contain a NUL character (U+0000)"
+
+
+def _refuse_nul(value: Any) -> None:
+    """Raise when ``value`` (text, or the names and items it holds) has a NUL character."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(NUL_REFUSED)
+    elif isinstance(value, dict):
+        for name, item in value.items():
+            if "\x00" in name:
+                raise ValueError(f"a name {NUL_REFUSED}")
+            try:
+                _refuse_nul(item)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            try:
+                _refuse_nul(item)
+            except ValueError as exc:
+                raise ValueError(f"item {index}: {exc}") from None
+
+
 class Body(BaseModel):
+    """A request body of the API: unknown fields refused, camelCase names.
+
+    No text in it may hold a NUL (U+0000): JSON can carry one (``"\\u0000"``), but it is no
+    character of a message, an email header or a file name, and PostgreSQL ``text`` cannot
+    store one. The client gets a 422 naming the field, the same on every store, before anything
+    is stored or sent.
+    """
+
     model_config = ConfigDict(
         extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=False
     )
+
+    @field_validator("*")
+    @classmethod
+    def _no_nul(cls, value: Any) -> Any:
+        # a nested body has checked its own fields (with their names)
+        if not isinstance(value, Body):
+            _refuse_nul(value)
+        return value
 
 
 def _public_url(value: str) -> str:
