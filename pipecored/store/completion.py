@@ -6,11 +6,18 @@ transaction that records the attempt.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, cast
 
 from pipecored.events.kinds import MESSAGE_FAILOVER, STATUS_EVENTS
-from pipecored.store.base import AttemptOutcome, Failover, moves_forward
+from pipecored.store.base import (
+    AttemptOutcome,
+    EventSource,
+    Failover,
+    MessageRecord,
+    NewEvent,
+    moves_forward,
+)
 
 # (event type, the status the message had when it happened (None: as the change left it), extra
 # data beside the message's log item)
@@ -103,3 +110,20 @@ def completion_events(
 
 def failover_data(failover: Failover) -> dict[str, str]:
     return {"from": failover.from_provider, "to": failover.to_provider, "reason": failover.reason}
+
+
+def message_events(
+    source: EventSource, record: MessageRecord, emitted: Sequence[EmittedEvent], now: float
+) -> list[NewEvent | None]:
+    """The events ``emitted`` by a change that left the message as ``record``: each built with
+    the status the message had when it happened (a ``message.sent`` says sent even when a held
+    callback moved it on to delivered at once)."""
+    return [
+        source.message_event(
+            event_type,
+            record if status is None else replace(record, status=cast(Any, status)),
+            now=now,
+            extra=extra,
+        )
+        for event_type, status, extra in emitted
+    ]

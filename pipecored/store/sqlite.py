@@ -39,7 +39,6 @@ from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Future as ThreadFuture
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from dataclasses import replace as dataclass_replace
 from typing import Any, Final, Literal, TypeVar, cast
 
 import orjson
@@ -86,6 +85,7 @@ from pipecored.store.completion import (
     EmittedEvent,
     complete,
     completion_events,
+    message_events,
     update_values,
 )
 from pipecored.store.inbound import inbound_payload, opt_out_reason
@@ -595,12 +595,8 @@ def _emit_for(
     emitted: Sequence[EmittedEvent],
     now: float,
 ) -> None:
-    """Each ``(type, status, extra)`` is built from ``record``, with ``status`` as it was when
-    that event happened (a ``message.sent`` says sent even when a held callback moved it on to
-    delivered at once)."""
-    for event_type, status, extra in emitted:
-        at_event = record if status is None else dataclass_replace(record, status=cast(Any, status))
-        outbox.record_tx(conn, events.message_event(event_type, at_event, now=now, extra=extra))
+    for event in message_events(events, record, emitted, now):
+        outbox.record_tx(conn, event)
 
 
 def _release_tx(conn: sqlite3.Connection, message_id: str, lease_token: str, now: float) -> None:

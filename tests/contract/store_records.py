@@ -3,6 +3,8 @@ queue to ``sent``. Shared by the contract suite and the SQLite-only tests."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 from pipecored.provider import StatusEvent
@@ -12,11 +14,49 @@ from pipecored.store import (
     Completed,
     MessageRecord,
     MessageStore,
+    NewEvent,
     NewMessage,
 )
 
 TENANT = "acme"
 TEXT = "Hola, ¿mañana a las 20:00? 🍷"
+HOOK = "https://app.example/hooks"
+
+
+class MessageEvents:
+    """An EventSource whose bodies say which message an event is of, and as what record (its
+    status, error code, attempts, provider id); each event goes to :data:`HOOK`. ``records`` are
+    the records the message events were built from."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.records: list[MessageRecord] = []
+
+    def message_event(
+        self,
+        event_type: str,
+        record: MessageRecord,
+        *,
+        now: float,
+        extra: Mapping[str, Any] | None = None,
+    ) -> NewEvent:
+        self.records.append(record)
+        data = {
+            "id": record.id,
+            "status": record.status,
+            "error_code": record.error_code,
+            "attempts": record.attempt_count,
+            "provider_message_id": record.provider_message_id,
+            "extra": dict(extra or {}),
+        }
+        return self.tenant_event(record.tenant_id, event_type, data, now=now)
+
+    def tenant_event(
+        self, tenant_id: str, event_type: str, data: Mapping[str, Any], *, now: float
+    ) -> NewEvent:
+        self.count += 1
+        body = json.dumps({"type": event_type, "data": dict(data)}).encode()
+        return NewEvent(f"evt_{self.count:05d}", tenant_id, event_type, body, now, (HOOK,))
 
 
 def new_message(

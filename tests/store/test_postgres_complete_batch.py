@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import psycopg
@@ -19,43 +19,16 @@ import pytest
 
 from pipecored.errors import StoreError
 from pipecored.provider import StatusEvent
-from pipecored.store import AttemptOutcome, Completed, MessageRecord, NewEvent
+from pipecored.store import AttemptOutcome, Completed, MessageRecord
 from pipecored.store.postgres import PostgresStore
 from pipecored.store.postgres.store import COMPLETE_WRITERS
-from tests.contract.store_records import TENANT, new_message, outcome
-
-HOOK = "https://app.example/hooks"
-
-
-class Events:
-    """An EventSource whose bodies say which message the event is of and as what record."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def message_event(
-        self,
-        event_type: str,
-        record: MessageRecord,
-        *,
-        now: float,
-        extra: Mapping[str, Any] | None = None,
-    ) -> NewEvent:
-        data = {"id": record.id, "status": record.status, "error_code": record.error_code}
-        return self.tenant_event(record.tenant_id, event_type, data, now=now)
-
-    def tenant_event(
-        self, tenant_id: str, event_type: str, data: Mapping[str, Any], *, now: float
-    ) -> NewEvent:
-        self.count += 1
-        body = json.dumps({"type": event_type, "data": dict(data)}).encode()
-        return NewEvent(f"evt_{self.count:05d}", tenant_id, event_type, body, now, (HOOK,))
+from tests.contract.store_records import TENANT, MessageEvents, new_message, outcome
 
 
 @pytest.fixture
 async def store(postgres_url: str) -> AsyncIterator[PostgresStore]:
     s = PostgresStore(postgres_url, min_connections=1, max_connections=4)
-    s.events = Events()
+    s.events = MessageEvents()
     await s.open()
     yield s
     await s.close()

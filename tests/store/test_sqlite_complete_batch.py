@@ -12,7 +12,7 @@ import functools
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,46 +20,10 @@ import pytest
 
 from pipecored.errors import StoreError
 from pipecored.provider import StatusEvent
-from pipecored.store import AttemptOutcome, Completed, Failover, MessageRecord, NewEvent
+from pipecored.store import AttemptOutcome, Completed, Failover, MessageRecord
 from pipecored.store.sqlite import SQLiteStore
 from tests.conftest import eventually
-from tests.contract.store_records import TENANT, new_message, outcome
-
-HOOK = "https://app.example/hooks"
-
-
-class Events:
-    """An EventSource whose bodies say which message an event is of, and as what record."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.records: list[MessageRecord] = []  # what each message event was built from
-
-    def message_event(
-        self,
-        event_type: str,
-        record: MessageRecord,
-        *,
-        now: float,
-        extra: Mapping[str, Any] | None = None,
-    ) -> NewEvent:
-        self.records.append(record)
-        data = {
-            "id": record.id,
-            "status": record.status,
-            "error_code": record.error_code,
-            "attempts": record.attempt_count,
-            "provider_message_id": record.provider_message_id,
-            "extra": dict(extra or {}),
-        }
-        return self.tenant_event(record.tenant_id, event_type, data, now=now)
-
-    def tenant_event(
-        self, tenant_id: str, event_type: str, data: Mapping[str, Any], *, now: float
-    ) -> NewEvent:
-        self.count += 1
-        body = json.dumps({"type": event_type, "data": dict(data)}).encode()
-        return NewEvent(f"evt_{self.count:05d}", tenant_id, event_type, body, now, (HOOK,))
+from tests.contract.store_records import TENANT, MessageEvents, new_message, outcome
 
 
 @pytest.fixture
@@ -68,7 +32,7 @@ async def stores(tmp_path: Path) -> AsyncIterator[tuple[SQLiteStore, SQLiteStore
     opened = []
     for name in ("one_by_one", "batched"):
         store = SQLiteStore(str(tmp_path / f"{name}.db"))
-        store.events = Events()
+        store.events = MessageEvents()
         await store.open()
         opened.append(store)
     yield opened[0], opened[1]
@@ -166,7 +130,7 @@ async def test_events_are_built_from_the_message_as_stored(
     as the complete stored it, but for the status the event reports."""
     _, store = stores
     outcomes, _ = await _scenario(store)
-    assert isinstance(store.events, Events)
+    assert isinstance(store.events, MessageEvents)
     store.events.records.clear()
     await _in_one_batch(store, [functools.partial(store.complete, o) for o in outcomes])
     built = store.events.records

@@ -31,8 +31,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
-from dataclasses import replace
-from typing import Any, Final, Literal, NamedTuple, TypeVar, cast
+from typing import Any, Final, Literal, NamedTuple, TypeVar
 
 import orjson
 import psycopg
@@ -82,6 +81,7 @@ from pipecored.store.completion import (
     EmittedEvent,
     complete,
     completion_events,
+    message_events,
     update_values,
 )
 from pipecored.store.group_commit import GroupCommit
@@ -568,16 +568,7 @@ class PostgresStore(MessageStore):
         events = self.events
         if events is None or not emitted:
             return []
-        record = _record(row)
-        return [
-            events.message_event(
-                event_type,
-                record if status is None else replace(record, status=cast(Any, status)),
-                now=now,
-                extra=extra,
-            )
-            for event_type, status, extra in emitted
-        ]
+        return message_events(events, _record(row), emitted, now)
 
     async def _emit(
         self, conn: Conn, seq: int, emitted: Sequence[EmittedEvent], now: float
