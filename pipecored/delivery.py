@@ -52,6 +52,7 @@ from pipecored.store import (
     MessageRecord,
     MessageStore,
 )
+from pipecored.tasks import StopSignal, cancel_and_wait
 
 log = structlog.get_logger("pipecored.delivery")
 
@@ -82,7 +83,7 @@ class DeliveryWorker:
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stopping = StopSignal()
         self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
         self._unwritten: list[tuple[MessageRecord, AttemptOutcome]] = []
         self._loop_task: asyncio.Task[None] | None = None
@@ -108,27 +109,22 @@ class DeliveryWorker:
     async def stop(self, grace: float) -> None:
         """Stop claiming, let in-flight calls finish within ``grace`` seconds, give the rest back
         to the queue untouched."""
-        self._stopping = True
+        self._stopping.set()
         self._wake.set()
-        if self._gauge_task is not None:
-            self._gauge_task.cancel()
-            await asyncio.gather(self._gauge_task, return_exceptions=True)
+        await cancel_and_wait([self._gauge_task])
         if self._loop_task is not None:
             # The loop is let finish its turn, not cancelled: a claim it already sent to the
             # store must be followed by tasks for what was claimed, or those messages would stay
             # leased (unsendable) until their lease ran out, long after the restart.
             done, _ = await asyncio.wait([self._loop_task], timeout=grace)
             if not done:
-                self._loop_task.cancel()
-                await asyncio.gather(self._loop_task, return_exceptions=True)
+                await cancel_and_wait([self._loop_task])
         if self._inflight:
             log.info("delivery.draining", in_flight=len(self._inflight), grace_seconds=grace)
             _, pending = await asyncio.wait(list(self._inflight), timeout=grace)
             # Taken before cancelling: a cancelled task leaves _inflight in its done callback.
             unfinished = [self._inflight[t] for t in pending if t in self._inflight]
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)
             for record in unfinished:
                 if record.lease_token:
                     await self.store.release(record.id, record.lease_token)
@@ -141,7 +137,7 @@ class DeliveryWorker:
     # -- the dispatch loop ---------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             try:
                 claimed = await self._claim()
             except StoreError as exc:
@@ -231,7 +227,7 @@ class DeliveryWorker:
         """The queue gauges every :data:`QUEUE_GAUGE_INTERVAL`; expired idempotency keys
         forgotten at start and every :data:`PURGE_INTERVAL` (a key is honoured 24 h)."""
         next_purge = 0.0
-        while True:
+        while not self._stopping.is_set():
             now = self.clock()
             try:
                 depth, oldest = await self.store.queue_depth(now=now)
@@ -244,7 +240,7 @@ class DeliveryWorker:
                         log.info("store.idempotency_keys_purged", count=purged)
             except StoreError:
                 pass
-            await asyncio.sleep(QUEUE_GAUGE_INTERVAL)
+            await self._stopping.pause(QUEUE_GAUGE_INTERVAL)
 
     # -- one message ---------------------------------------------------------------------------
 

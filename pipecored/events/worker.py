@@ -29,6 +29,7 @@ from pipecored.events.envelope import signed_headers
 from pipecored.events.retry import ATTEMPT_TIMEOUT_SECONDS, delivery_succeeded, next_attempt_at
 from pipecored.metrics import Metrics
 from pipecored.store.base import DeliveryResult, EventDelivery, MessageStore
+from pipecored.tasks import StopSignal, cancel_and_wait
 
 log = structlog.get_logger("pipecored.events")
 
@@ -73,7 +74,7 @@ class EventWorker:
         self.metrics = metrics
         self.clock = clock
         self._wake = asyncio.Event()
-        self._stopping = False
+        self._stopping = StopSignal()
         self._in_flight: dict[asyncio.Task[None], EventDelivery] = {}
         self._per_endpoint: Counter[str] = Counter()
         self._loop_task: asyncio.Task[None] | None = None
@@ -98,19 +99,14 @@ class EventWorker:
     async def stop(self, grace: float) -> None:
         """Stop claiming and give posts in flight ``grace`` seconds; any left are cancelled and
         posted again after their lease (at least once)."""
-        self._stopping = True
+        self._stopping.set()
         self._wake.set()
-        for task in (self._gauge_task, self._loop_task):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await cancel_and_wait([self._gauge_task, self._loop_task])
         if self._in_flight:
             _, pending = await asyncio.wait(
                 list(self._in_flight), timeout=min(grace, STOP_GRACE_SECONDS)
             )
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await cancel_and_wait(pending)
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -118,7 +114,7 @@ class EventWorker:
         return [endpoint for endpoint, n in self._per_endpoint.items() if n >= PER_ENDPOINT]
 
     async def _run(self) -> None:
-        while not self._stopping:
+        while not self._stopping.is_set():
             self._wake.clear()
             free = MAX_IN_FLIGHT - len(self._in_flight)
             claimed: list[EventDelivery] = []
@@ -148,7 +144,7 @@ class EventWorker:
             self._per_endpoint[delivery.endpoint] -= 1
             if self._per_endpoint[delivery.endpoint] <= 0:
                 del self._per_endpoint[delivery.endpoint]
-        if not self._stopping:
+        if not self._stopping.is_set():
             self._wake.set()
 
     async def _sleep(self, *, claimed_nothing: bool) -> None:
@@ -250,11 +246,11 @@ class EventWorker:
         )
 
     async def _gauges(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
                 depth, oldest = await self.store.outbox_depth(now=self.clock())
                 self.metrics.events_outbox_depth.set(depth)
                 self.metrics.events_outbox_oldest_age.set(oldest)
             except StoreError:
                 pass
-            await asyncio.sleep(GAUGE_INTERVAL)
+            await self._stopping.pause(GAUGE_INTERVAL)

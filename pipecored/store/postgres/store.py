@@ -87,6 +87,7 @@ from pipecored.store.completion import (
 from pipecored.store.group_commit import GroupCommit
 from pipecored.store.inbound import inbound_payload, opt_out_reason
 from pipecored.store.postgres.schema import DUE_AT, migrate
+from pipecored.tasks import cancel_and_wait
 
 log = structlog.get_logger("pipecored.store")
 
@@ -101,7 +102,6 @@ ACCEPT_BATCH: Final = 256
 # and of completes (each batch locks its messages, so few at once)
 COMPLETE_WRITERS: Final = 2
 COMPLETE_BATCH: Final = 256
-CLOSE_WAIT_SECONDS: Final = 6.0  # longer than any loop's sleep (the heartbeat's 5 s)
 _LISTEN: Final = "LISTEN pipecored_work"
 HEARTBEAT_SECONDS: Final = 5.0
 NODE_DEAD_SECONDS: Final = 15.0
@@ -349,15 +349,8 @@ class PostgresStore(MessageStore):
         await asyncio.gather(self._accepts.drain(), self._completes.drain())
         self._state = "closed"
         self._notify_pending.set()
-        for task in self._tasks:
-            task.cancel()
-        # Every loop also stops when it sees the store closed: Python 3.11's wait_for (inside
-        # psycopg_pool) can lose a cancellation that arrives as the future it waits for
-        # completes (CPython gh-86296), which left close() waiting forever on a loop that went
-        # on. So closing waits a few seconds for them at most.
-        _, running = await asyncio.wait(self._tasks, timeout=CLOSE_WAIT_SECONDS)
-        if running:
-            log.warning("store.close_tasks_running", tasks=sorted(t.get_name() for t in running))
+        # Every loop also stops when it sees the store closed (see pipecored.tasks).
+        await cancel_and_wait(self._tasks)
         with contextlib.suppress(Exception):
             # Leaving: what this node still holds (a release that failed) goes back to the
             # queue now, since no heartbeat check will find this node once its row is gone.
