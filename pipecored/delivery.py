@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -49,6 +50,7 @@ from pipecored.store import (
     AttemptRecord,
     Completed,
     Failover,
+    Lease,
     MessageRecord,
     MessageStore,
 )
@@ -85,6 +87,14 @@ class DeliveryWorker:
         self._wake = asyncio.Event()
         self._stopping = StopSignal()
         self._inflight: dict[asyncio.Task[None], MessageRecord] = {}
+        # slots promised to accepts in progress (lease()), taken or given back by take()
+        self._reserved = 0
+        # Whether the queue may hold messages due now that no claim has taken: set by wake()
+        # and by a claim that took as many as it asked for, cleared by one that took fewer.
+        # While it is clear, a freed slot does not send the loop to the store for nothing.
+        self._maybe_due = True
+        # when the earliest message waiting in the queue is due, as last read (None: none)
+        self._next_due: float | None = None
         self._unwritten: list[tuple[MessageRecord, AttemptOutcome]] = []
         self._loop_task: asyncio.Task[None] | None = None
         self._gauge_task: asyncio.Task[None] | None = None
@@ -103,8 +113,44 @@ class DeliveryWorker:
     def wake(self) -> None:
         """New work may be due. With every slot busy there is nothing to do until one frees,
         which wakes the loop itself."""
-        if len(self._inflight) < self._concurrency:
+        self._maybe_due = True
+        if self._free > 0:
             self._wake.set()
+
+    @property
+    def _free(self) -> int:
+        return self._concurrency - len(self._inflight) - self._reserved
+
+    # -- messages handed over by the accept ----------------------------------------------------
+
+    def lease(self, tenant_id: str, channel: str) -> Lease | None:
+        """A lease for a message due now that is being accepted, when a slot is free for it:
+        the accept stores the message already claimed and hands its record over with
+        :meth:`take`, which saves the claim (a write, and the record read back) and the wait for
+        the loop's next turn. None while every slot is taken or promised, while stopping, while
+        results wait to be written, or when the channel's rate limit is throttling it."""
+        if (
+            self._free <= 0
+            or self._stopping.is_set()
+            or self._unwritten
+            or (self._reserved_until and (tenant_id, channel) in self._throttled())
+        ):
+            return None
+        self._reserved += 1
+        lease_seconds = self.registry.snapshot.daemon.delivery.lease
+        return Lease(token=secrets.token_hex(16), until=self.clock() + lease_seconds)
+
+    def take(self, lease: Lease, record: MessageRecord | None) -> None:
+        """The end of an accept that was given ``lease``: ``record`` is the message as stored
+        under it, or None when nothing was stored under it (the accept failed, or replayed an
+        earlier request's message), which frees the slot."""
+        self._reserved -= 1
+        if record is None or record.lease_token != lease.token:
+            self.wake()
+        elif not self._stopping.is_set():
+            self._start(record)
+        # Stopping: the message stays leased until the store gives it back (the SQLite store at
+        # its next start, the PostgreSQL one when it closes) or the lease runs out.
 
     async def stop(self, grace: float) -> None:
         """Stop claiming, let in-flight calls finish within ``grace`` seconds, give the rest back
@@ -143,7 +189,7 @@ class DeliveryWorker:
             except StoreError as exc:
                 log.error("delivery.claim_failed", error=str(exc))
                 claimed = -1
-            if claimed > 0 and len(self._inflight) < self._concurrency:
+            if claimed > 0 and self._maybe_due and self._free > 0:
                 continue
             self._wake.clear()
             await self._sleep(claimed)
@@ -175,21 +221,32 @@ class DeliveryWorker:
     async def _claim(self) -> int:
         if not await self._write_unwritten():
             return -1
-        free = self._concurrency - len(self._inflight)
+        free = self._free
         if free <= 0:
             return 0
         daemon = self.registry.snapshot.daemon
-        records = await self.store.claim(
-            now=self.clock(),
-            limit=min(free, CLAIM_BATCH),
-            lease_seconds=daemon.delivery.lease,
-            exclude=list(self._throttled()),
-        )
+        limit = min(free, CLAIM_BATCH)
+        self._maybe_due = False  # before asking: a wake() while the claim runs sets it again
+        try:
+            records = await self.store.claim(
+                now=self.clock(),
+                limit=limit,
+                lease_seconds=daemon.delivery.lease,
+                exclude=list(self._throttled()),
+            )
+        except StoreError:
+            self._maybe_due = True
+            raise
+        if len(records) == limit:
+            self._maybe_due = True
         for record in records:
-            task = asyncio.create_task(self._deliver_safely(record))
-            self._inflight[task] = record
-            task.add_done_callback(self._done)
+            self._start(record)
         return len(records)
+
+    def _start(self, record: MessageRecord) -> None:
+        task = asyncio.create_task(self._deliver_safely(record))
+        self._inflight[task] = record
+        task.add_done_callback(self._done)
 
     def _throttled(self) -> dict[tuple[str, str], float]:
         """The (tenant, channel) pairs whose rate limit has more than :data:`MAX_RATE_BACKLOG`
@@ -202,16 +259,18 @@ class DeliveryWorker:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._inflight.pop(task, None)
-        self._wake.set()
+        due = self._next_due
+        if self._maybe_due or (due is not None and due <= self.clock()):
+            self._wake.set()  # the freed slot has something to take
 
     async def _sleep(self, claimed: int) -> None:
         timeout = IDLE_WAIT
-        if claimed == 0 and len(self._inflight) < self._concurrency:
+        if claimed >= 0 and self._free > 0:
             # The throttled channels' messages are due, but claim() leaves them out until their
             # backlog shrinks: counting them would wake the loop at once, over and over.
             throttled = self._throttled()
             try:
-                due = await self.store.next_due(exclude=list(throttled))
+                due = self._next_due = await self.store.next_due(exclude=list(throttled))
             except StoreError:
                 due = None
             if due is not None:

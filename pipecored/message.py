@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from pipecored.provider import Attachment, Media, OutboundMessage, TemplateRef
-from pipecored.store import MessageRecord, NewMessage
+from pipecored.store import Lease, MessageRecord, NewMessage
 
 # Fields of OutboundMessage kept in the JSON form, with the empty value left out of it.
 _TEXT_FIELDS = ("body", "subject", "html", "text")
@@ -128,10 +128,11 @@ def new_message(
     scheduled: bool = False,
     experiment: str | None = None,
     experiment_arm: str | None = None,
+    lease: Lease | None = None,
 ) -> NewMessage:
     """The store's row for an accepted message; ``to`` as the client wrote it (one address or a
     list), which is what the log shows. ``not_before`` holds it (a sendAt, quiet hours);
-    ``scheduled`` shows it as ``scheduled`` until then."""
+    ``scheduled`` shows it as ``scheduled`` until then; with a ``lease`` it is stored claimed."""
     return NewMessage(
         id=message.id,
         tenant_id=message.tenant_id,
@@ -144,4 +145,5 @@ def new_message(
         scheduled=scheduled,
         experiment=experiment,
         experiment_arm=experiment_arm,
+        lease=lease,
     )

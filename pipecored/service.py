@@ -253,6 +253,9 @@ class Service:
         claim = None
         if idempotency_key is not None:
             claim = _idempotency_claim(idempotency_key, channel, tenant_id, data, now)
+        worker = self.gateway.worker
+        # Due now with a delivery slot free: stored already claimed, and handed to the worker.
+        lease = worker.lease(tenant_id, channel) if not_before is None else None
         row = new_message(
             message,
             to=parsed.to,
@@ -261,21 +264,28 @@ class Service:
             scheduled=parsed.send_at is not None,
             experiment=experiment.name if experiment is not None and arm is not None else None,
             experiment_arm=arm,
+            lease=lease,
         )
+        stored = None
         try:
             result = await self.gateway.store.accept(row, claim)
+            if not result.replayed:
+                stored = result.record
         except IdempotencyConflict:
             raise Conflict(
                 "this Idempotency-Key was used with a different request",
                 code="idempotency_key_reused",
             ) from None
-        if not result.replayed:
+        finally:
+            if lease is not None:
+                worker.take(lease, stored)
+        if stored is not None:
             self.gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
-            stored = result.record
             self.gateway.metrics.count_experiment(
                 tenant_id, channel, stored.experiment, stored.experiment_arm, "accepted"
             )
-            self.gateway.worker.wake()
+            if lease is None:
+                worker.wake()
         return Accepted(result.record, result.replayed)
 
     def _with_template(

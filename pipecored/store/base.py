@@ -68,6 +68,17 @@ def new_message_id() -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Lease:
+    """A claim written with the accept: the message is stored ``sending``, leased to the worker
+    of the daemon that accepted it, which takes the record in memory instead of claiming it
+    (``DeliveryWorker.lease``). Once ``until`` has passed, any worker may claim it, as after
+    any other lease."""
+
+    token: str
+    until: float
+
+
+@dataclass(frozen=True, slots=True)
 class NewMessage:
     id: str
     tenant_id: str
@@ -80,9 +91,12 @@ class NewMessage:
     scheduled: bool = False  # status 'scheduled' (a sendAt) rather than 'queued'
     experiment: str | None = None  # the channel's experiment when it was accepted
     experiment_arm: str | None = None  # the arm it was assigned to (SPEC section 10)
+    lease: Lease | None = None  # stored already claimed (only a message due now)
 
     @property
     def status(self) -> MessageStatus:
+        if self.lease is not None:
+            return "sending"
         return "scheduled" if self.scheduled else "queued"
 
     def record(self, seq: int) -> MessageRecord:
@@ -108,7 +122,7 @@ class NewMessage:
             not_before=self.not_before,
             route_index=0,
             route_attempts=0,
-            lease_token=None,
+            lease_token=self.lease.token if self.lease is not None else None,
             payload=self.payload,
             experiment=self.experiment,
             experiment_arm=self.experiment_arm,
@@ -462,7 +476,9 @@ class MessageStore(abc.ABC):
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None
     ) -> AcceptResult:
-        """Store a new outbound message as ``queued``, durably, before returning.
+        """Store a new outbound message as ``queued``, durably, before returning; with a
+        ``message.lease``, as ``sending`` under that lease, as if claimed in the same
+        transaction (a replayed request's message is returned as it is).
 
         With an idempotency claim, the key check and the insert are one transaction: an
         unexpired key with the same request hash returns the first message (``replayed``);

@@ -331,7 +331,7 @@ def _accept_tx(
     return AcceptResult(record, replayed=False)
 
 
-_INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_MESSAGE_ROW = "(?, ?, ?, 'outbound', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
 
 def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> list[MessageRecord]:
@@ -341,13 +341,14 @@ def _insert_messages(conn: sqlite3.Connection, messages: list[NewMessage]) -> li
     jobs one by one)."""
     params: list[object] = []
     for m in messages:
+        lease = m.lease
         params += (m.id, m.tenant_id, m.channel, _json(m.to), m.sender, m.status,
                    m.created_at, m.created_at, m.not_before, _json(m.payload), m.experiment,
-                   m.experiment_arm)  # fmt: skip
+                   m.experiment_arm, lease and lease.until, lease and lease.token)  # fmt: skip
     last = conn.execute(
         "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-        " created_at, updated_at, not_before, payload_json, experiment, experiment_arm) VALUES "
-        + ",".join([_INSERT_MESSAGE_ROW] * len(messages)),
+        " created_at, updated_at, not_before, payload_json, experiment, experiment_arm,"
+        " lease_until, lease_token) VALUES " + ",".join([_INSERT_MESSAGE_ROW] * len(messages)),
         params,
     ).lastrowid
     assert last is not None

@@ -146,17 +146,21 @@ def _error(op: str, exc: BaseException) -> StoreError:
 # statement's text (and its prepared plan) is the same whatever the number.
 _INSERT_MESSAGES: Final = (
     "INSERT INTO messages (id, tenant_id, channel, direction, to_json, sender, status,"
-    " created_at, updated_at, not_before, payload_json, experiment, experiment_arm)"
+    " created_at, updated_at, not_before, payload_json, experiment, experiment_arm,"
+    " lease_until, lease_token, lease_node)"
     " SELECT id, tenant_id, channel, 'outbound', to_json, sender, status, created_at,"
-    " created_at, not_before, payload_json, experiment, experiment_arm FROM unnest("
+    " created_at, not_before, payload_json, experiment, experiment_arm, lease_until,"
+    " lease_token, lease_node FROM unnest("
     "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::float8[],"
-    " %s::float8[], %s::text[], %s::text[], %s::text[]) AS m(id, tenant_id, channel, to_json,"
-    " sender, status, created_at, not_before, payload_json, experiment, experiment_arm)"
+    " %s::float8[], %s::text[], %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[])"
+    " AS m(id, tenant_id, channel, to_json, sender, status, created_at, not_before,"
+    " payload_json, experiment, experiment_arm, lease_until, lease_token, lease_node)"
     " RETURNING id, seq"
 )
 
 
-def _insert_params(messages: Sequence[NewMessage]) -> tuple[list[Any], ...]:
+def _insert_params(messages: Sequence[NewMessage], node: str) -> tuple[list[Any], ...]:
+    """The columns of ``messages``; a message accepted under a lease is leased to ``node``."""
     return (
         [m.id for m in messages],
         [m.tenant_id for m in messages],
@@ -169,6 +173,9 @@ def _insert_params(messages: Sequence[NewMessage]) -> tuple[list[Any], ...]:
         [_json(m.payload) for m in messages],
         [m.experiment for m in messages],
         [m.experiment_arm for m in messages],
+        [m.lease and m.lease.until for m in messages],
+        [m.lease and m.lease.token for m in messages],
+        [node if m.lease else None for m in messages],
     )
 
 
@@ -596,10 +603,11 @@ class PostgresStore(MessageStore):
             replayed = await self._claim_key(conn, message, idempotency)
             if replayed is not None:
                 return AcceptResult(replayed, replayed=True)
-            cur = await conn.execute(_INSERT_MESSAGES, _insert_params([message]))
+            cur = await conn.execute(_INSERT_MESSAGES, _insert_params([message], self.node_id))
             row = await cur.fetchone()
             assert row is not None
-            self._notify_soon()
+            if message.lease is None:
+                self._notify_soon()
         return AcceptResult(message.record(row["seq"]), replayed=False)
 
     async def _insert_many(self, messages: Sequence[NewMessage]) -> list[int | BaseException]:
@@ -609,13 +617,14 @@ class PostgresStore(MessageStore):
         the message at fault fails."""
         try:
             async with self._conn("accept") as conn:
-                cur = await conn.execute(_INSERT_MESSAGES, _insert_params(messages))
+                cur = await conn.execute(_INSERT_MESSAGES, _insert_params(messages, self.node_id))
                 seqs = {row["id"]: row["seq"] for row in await cur.fetchall()}
         except StoreError as exc:
             if len(messages) == 1 or not _refused_for_its_data(exc):
                 raise
             return [await _outcome(self._insert_many([m])) for m in messages]
-        self._notify_soon()
+        if any(m.lease is None for m in messages):  # a leased one is this node's already
+            self._notify_soon()
         return [seqs[m.id] for m in messages]
 
     async def _claim_key(
