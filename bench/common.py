@@ -221,7 +221,25 @@ def child_env(plugin_site: Path, tree: Path = ROOT) -> dict[str, str]:
         ]
     )
     env["PYTHONUNBUFFERED"] = "0"
+    # Children run with this checkout as their working directory, which `python -m` would put
+    # ahead of PYTHONPATH: an A/B's other tree would never be imported (it was not, until this
+    # was set: every --against before 2026-11-29 ran this tree twice).
+    env["PYTHONSAFEPATH"] = "1"
     return env
+
+
+def check_tree(env: dict[str, str], tree: Path) -> None:
+    """Fail unless a child with ``env`` imports pipecored from ``tree``."""
+    found = subprocess.run(
+        [sys.executable, "-c", "import pipecored; print(pipecored.__file__)"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    if not Path(found).resolve().is_relative_to(tree.resolve()):
+        raise RuntimeError(f"the daemon of {tree} would import pipecored from {found}")
 
 
 def tenant_yaml(i: int, provider_url: str, name: str | None = None) -> str:
@@ -289,10 +307,13 @@ def start_daemon(
 ) -> tuple[Proc, int]:
     """``pipecored serve`` from ``tree`` (this checkout unless an A/B run names another)."""
     port = free_port()
+    env = child_env(work.plugin_site, tree)
+    if tree != ROOT:
+        check_tree(env, tree)
     proc = procs.start(
         name,
         [sys.executable, "-m", "pipecored", "serve", "--config", str(config), "--port", str(port)],
-        env=child_env(work.plugin_site, tree),
+        env=env,
     )
     return proc, port
 
