@@ -62,6 +62,12 @@ CLAIM_BATCH = 128
 IDLE_WAIT = 1.0  # the longest the loop sleeps without looking at the store
 QUEUE_GAUGE_INTERVAL = 2.0
 PURGE_INTERVAL = 3600.0
+# A message accepted while fewer than this many calls are in flight (or promised to other
+# accepts) is handed to the worker by the accept (lease()); busier, it is queued and claimed
+# with the others. Handing over each message of a loaded daemon spread its completes over more
+# write transactions (0.14 per message against 0.10 with claims, in-process with 32 senders)
+# and cost 3-8% of throughput in every round of a sustained A/B.
+HANDOVER_BELOW = 4
 # A rate-limited channel with more than this many seconds of sends already reserved is left in
 # the queue by claim(), so that one throttled tenant cannot hold the worker's slots.
 MAX_RATE_BACKLOG = 1.0
@@ -130,7 +136,8 @@ class DeliveryWorker:
         the loop's next turn. None while every slot is taken or promised, while stopping, while
         results wait to be written, or when the channel's rate limit is throttling it."""
         if (
-            self._free <= 0
+            len(self._inflight) + self._reserved >= HANDOVER_BELOW
+            or self._free <= 0
             or self._stopping.is_set()
             or self._unwritten
             or (self._reserved_until and (tenant_id, channel) in self._throttled())

@@ -4,12 +4,12 @@ else (a scheduled send, every slot busy) waits in the queue for a claim, as befo
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 import httpx
 
+from pipecored.delivery import HANDOVER_BELOW
 from pipecored.gateway import Gateway
 from pipecored.store import MessageRecord
 from tests.conftest import auth, eventually
@@ -58,10 +58,11 @@ async def test_a_send_with_a_free_slot_is_handed_over_without_a_claim(
 ) -> None:
     client, gateway = app_client
     claimed = count_claims(gateway)
-    ids = [await send(client) for _ in range(5)]
-    ids += await asyncio.gather(*(send(client) for _ in range(5)))
-    await eventually(lambda: sent(client, ids))
-    assert len(fake_gateway.sent) == 10
+    ids = []
+    for _ in range(5):  # a daemon with nothing in flight, five times
+        ids.append(await send(client))
+        await eventually(lambda: sent(client, ids))
+    assert len(fake_gateway.sent) == 5
     assert not set(claimed) & set(ids)
 
 
@@ -90,3 +91,21 @@ async def test_with_every_slot_busy_a_send_is_queued_and_claimed_when_one_frees(
         release.set()
         await eventually(lambda: sent(client, [first, second]))
         assert claimed == [second]
+
+
+async def test_a_busy_worker_is_not_handed_more_the_claims_take_them_together(
+    app_client: tuple[httpx.AsyncClient, Gateway], fake_gateway: HttpJsonGateway
+) -> None:
+    # handing every message of a loaded daemon over spread its completes over more write
+    # transactions: from HANDOVER_BELOW calls in flight, sends are queued and claimed
+    client, gateway = app_client
+    claimed = count_claims(gateway)
+    holds = [fake_gateway.hold_next() for _ in range(HANDOVER_BELOW)]
+    first = [await send(client) for _ in range(HANDOVER_BELOW)]
+    await eventually(lambda: len(fake_gateway.requests) == HANDOVER_BELOW)
+    later = [await send(client) for _ in range(3)]
+    for hold in holds:
+        hold.set()
+    await eventually(lambda: sent(client, first + later))
+    assert not set(claimed) & set(first)
+    assert sorted(set(claimed) & set(later)) == sorted(later)
