@@ -73,6 +73,21 @@ HANDOVER_BELOW = 4
 MAX_RATE_BACKLOG = 1.0
 
 
+def _unchanged(record: MessageRecord) -> AttemptOutcome:
+    """The outcome that leaves ``record`` as it is (queued again, no attempt): what the paths
+    that make no call start from."""
+    assert record.lease_token is not None
+    return AttemptOutcome(
+        message_id=record.id,
+        lease_token=record.lease_token,
+        attempt=None,
+        status="queued",
+        provider=record.provider,
+        route_index=record.route_index,
+        route_attempts=record.route_attempts,
+    )
+
+
 class DeliveryWorker:
     def __init__(
         self,
@@ -324,20 +339,11 @@ class DeliveryWorker:
         daemon = snapshot.daemon
         settings = daemon.delivery
         assert record.lease_token is not None
-        unchanged = AttemptOutcome(
-            message_id=record.id,
-            lease_token=record.lease_token,
-            attempt=None,
-            status="queued",
-            provider=record.provider,
-            route_index=record.route_index,
-            route_attempts=record.route_attempts,
-        )
         if expired(created_at=record.created_at, now=self.clock(), max_age=settings.max_age):
             await self._finish(
                 record,
                 replace(
-                    unchanged,
+                    _unchanged(record),
                     status="failed",
                     error_code="expired",
                     error_message=f"not delivered within maxAge ({settings.max_age:g} s)",
@@ -348,7 +354,7 @@ class DeliveryWorker:
         tenant = snapshot.tenant(record.tenant_id)
         channel = tenant.channels.get(record.channel) if tenant else None
         if tenant is None or channel is None or not channel.is_active:
-            await self._wait_for_config(record, unchanged)
+            await self._wait_for_config(record, _unchanged(record))
             return
         # the message's own routes: its experiment arm's provider (if any), then the fallbacks
         routes = channel.routes_for(record.experiment_arm)
@@ -373,7 +379,7 @@ class DeliveryWorker:
             await self._finish(
                 record,
                 replace(
-                    unchanged,
+                    _unchanged(record),
                     error_code="circuit_open",
                     error_message="every provider of this channel is failing; waiting for one",
                     not_before=retry_at,
@@ -392,7 +398,7 @@ class DeliveryWorker:
         route = routes[index]
         provider = self.providers.get(route.provider)
         if provider is None:
-            await self._wait_for_config(record, unchanged)
+            await self._wait_for_config(record, _unchanged(record))
             return
         route_attempts = record.route_attempts if index == record.route_index else 0
         key: CircuitKey = (record.tenant_id, record.channel, route.provider)
@@ -405,23 +411,22 @@ class DeliveryWorker:
             record, provider.name, result, started=started, duration=time.perf_counter() - t0
         )
         self._record_health(key, result, settings.circuit.failure_threshold)
-        attempted = replace(
-            unchanged,
+        sent = result if isinstance(result, SendResult) else None
+        # built once, not by replace() after replace(): this is every delivery's path
+        outcome = AttemptOutcome(
+            message_id=record.id,
+            lease_token=record.lease_token,
             attempt=attempt,
+            status=sent.status if sent is not None else "queued",
             provider=provider.name,
             route_index=index,
             route_attempts=route_attempts + 1,
+            provider_message_id=sent.provider_message_id if sent is not None else None,
+            sent_at=self.clock() if sent is not None else None,
             failovers=failovers,
         )
-        if isinstance(result, SendResult):
-            outcome = replace(
-                attempted,
-                status=result.status,
-                provider_message_id=result.provider_message_id,
-                sent_at=self.clock(),
-            )
-        else:
-            outcome = self._after_failure(record, routes, attempted, result)
+        if not isinstance(result, SendResult):
+            outcome = self._after_failure(record, routes, outcome, result)
         await self._finish(record, outcome)
 
     async def _call(
