@@ -145,14 +145,14 @@ class DeliveryWorker:
     # -- messages handed over by the accept ----------------------------------------------------
 
     def lease(self, tenant_id: str, channel: str) -> Lease | None:
-        """A lease for a message due now that is being accepted, when a slot is free for it:
-        the accept stores the message already claimed and hands its record over with
-        :meth:`take`, which saves the claim (a write, and the record read back) and the wait for
-        the loop's next turn. None while every slot is taken or promised, while stopping, while
-        results wait to be written, or when the channel's rate limit is throttling it."""
+        """A lease for a message due now that is being accepted, while fewer than
+        :data:`HANDOVER_BELOW` calls are in flight or promised (and a slot is free): the accept
+        stores the message already claimed and hands its record over with :meth:`take`, which
+        saves the claim (a write, and the record read back) and the wait for the loop's next
+        turn. None when busier, while stopping, while results wait to be written, or when the
+        channel's rate limit is throttling it."""
         if (
-            len(self._inflight) + self._reserved >= HANDOVER_BELOW
-            or self._free <= 0
+            len(self._inflight) + self._reserved >= min(HANDOVER_BELOW, self._concurrency)
             or self._stopping.is_set()
             or self._unwritten
             or (self._reserved_until and (tenant_id, channel) in self._throttled())
@@ -162,12 +162,12 @@ class DeliveryWorker:
         lease_seconds = self.registry.snapshot.daemon.delivery.lease
         return Lease(token=secrets.token_hex(16), until=self.clock() + lease_seconds)
 
-    def take(self, lease: Lease, record: MessageRecord | None) -> None:
-        """The end of an accept that was given ``lease``: ``record`` is the message as stored
+    def take(self, record: MessageRecord | None) -> None:
+        """The end of an accept that was given a lease: ``record`` is the message as stored
         under it, or None when nothing was stored under it (the accept failed, or replayed an
         earlier request's message), which frees the slot."""
         self._reserved -= 1
-        if record is None or record.lease_token != lease.token:
+        if record is None:
             self.wake()
         elif not self._stopping.is_set():
             self._start(record)

@@ -278,7 +278,7 @@ class Service:
             ) from None
         finally:
             if lease is not None:
-                worker.take(lease, stored)
+                worker.take(stored)
         if stored is not None:
             self.gateway.metrics.messages_accepted.labels(tenant_id, channel).inc()
             self.gateway.metrics.count_experiment(
