@@ -107,8 +107,9 @@ async def request_provider(
     # Imported here: pipecored.http imports the package, which imports this module.
     from pipecored.http import USER_AGENT
 
-    sent_headers = httpx.Headers({"User-Agent": USER_AGENT})
-    sent_headers.update(headers or {})
+    sent_headers = dict(headers or {})
+    if not any(name.lower() == "user-agent" for name in sent_headers):
+        sent_headers = {"User-Agent": USER_AGENT, **sent_headers}
     known_secrets = list(secrets)
     response = await call_provider(
         http.request(

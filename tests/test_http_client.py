@@ -11,7 +11,7 @@ import httpx
 import pytest
 from aiohttp import web
 
-from pipecored.http import outbound_client
+from pipecored.http import _Answer, outbound_client
 
 
 @pytest.fixture
@@ -27,6 +27,8 @@ async def recorder() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
                 "body": await request.read(),
             }
         )
+        if request.path == "/missing":
+            return web.json_response({"error": "no such thing"}, status=404)
         return web.json_response({"id": "p-1", "text": "ñandú 🙏"}, status=201)
 
     app = web.Application()
@@ -48,6 +50,20 @@ CALLS: list[dict[str, Any]] = [
     {"data": {"To": "+34600111222", "Body": "hola", "MediaUrl": ["a", "b"]}},
     {"json": {"x": 1}, "auth": ("AC123", "s3cr3t-token"), "headers": {"X-Trace": "1"}},
     {"headers": {"Authorization": "Bearer k", "User-Agent": "plugin/2"}},
+    # a repeated name (sent joined in one line), given as pairs
+    {"json": {"a": 1}, "headers": [("X-Dup", "1"), ("x-dup", "2")]},
+    # the call's Content-Type and Content-Length win over the body's
+    {"json": {"a": 1}, "headers": {"content-type": "application/vnd.api+json"}},
+    {"content": b'{"raw": true}', "headers": {"Content-Length": "13"}},
+    # text content is sent UTF-8
+    {"content": "¿texto? ñandú 🙏"},
+    # Basic auth takes the place of the call's own Authorization
+    {"auth": ("u", "p"), "headers": {"authorization": "Bearer x", "X-After": "1"}},
+    {"headers": {"Host": "provider.example"}},
+    {"method": "GET"},
+    {"method": "put"},
+    {"method": "DELETE", "headers": {"X-Trace": "2"}},
+    {"method": "PATCH", "data": {"k": "v"}},
 ]
 
 
@@ -56,23 +72,45 @@ async def test_same_request_on_the_wire_as_httpx(
     recorder: tuple[str, list[dict[str, Any]]], call: dict[str, Any]
 ) -> None:
     base, seen = recorder
+    call = dict(call)
+    method = call.pop("method", "POST")
     client = outbound_client(max_connections=4, timeout=5)
     try:
-        short = await client.request("POST", f"{base}/messages", **call)
+        short = await client.request(method, f"{base}/messages", **call)
         # params={} sends the same URL through httpx's own path
-        full = await client.request("POST", f"{base}/messages", params={}, **call)
+        full = await client.request(method, f"{base}/messages", params={}, **call)
     finally:
         await client.aclose()
+    assert isinstance(short, _Answer) and not isinstance(full, _Answer)  # the short path taken
     assert len(seen) == 2
     assert seen[0] == seen[1]
     for response in (short, full):
         assert response.status_code == 201
         assert response.json() == {"id": "p-1", "text": "ñandú 🙏"}
-        assert response.request.method == "POST"
+        assert response.request.method == method.upper()
         assert str(response.request.url) == f"{base}/messages"
+        assert str(response.url) == f"{base}/messages"
+        assert response.request.content == full.request.content
     assert short.elapsed.total_seconds() >= 0
     assert short.headers == full.headers
     assert short.request.headers == full.request.headers
+
+
+async def test_error_answer_raises_with_its_request(
+    recorder: tuple[str, list[dict[str, Any]]],
+) -> None:
+    base, _ = recorder
+    client = outbound_client(max_connections=4, timeout=5)
+    try:
+        answer = await client.post(f"{base}/missing", json={"to": "+34600111222"})
+    finally:
+        await client.aclose()
+    assert isinstance(answer, _Answer)
+    with pytest.raises(httpx.HTTPStatusError) as raised:
+        answer.raise_for_status()
+    assert raised.value.response.status_code == 404
+    assert str(raised.value.request.url) == f"{base}/missing"
+    assert raised.value.request.headers["content-type"] == "application/json"
 
 
 async def test_refused_connection_fails_as_httpx_does() -> None:
