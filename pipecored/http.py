@@ -159,12 +159,7 @@ class _OutboundClient(httpx.AsyncClient):
             status, answer_headers, answer, reason = await transport.exchange(
                 method, target, _joined(sent), body, limits.as_dict()
             )
-            response = _Answer(
-                status_code=status,
-                headers=answer_headers,
-                content=answer,
-                extensions=_extensions(reason),
-            )
+            response = _Answer.read_whole(status, answer_headers, answer, reason)
         except httpx.RequestError as exc:
             exc.request = call.request()
             raise
@@ -223,6 +218,24 @@ class _Answer(httpx.Response):
     def raise_for_status(self) -> httpx.Response:
         self.request  # noqa: B018 (built before httpx reads it)
         return super().raise_for_status()
+
+    @classmethod
+    def read_whole(cls, status: int, headers: RawHeaders, body: bytes, reason: str) -> _Answer:
+        """The answer as ``httpx.Response(content=body)`` makes it (``Content-Length`` added
+        when absent, the body read and the stream closed), without running an identity
+        decoder and two generators over a body already whole. An encoded body (gzip, ...)
+        goes through httpx's decoders."""
+        extensions = _extensions(reason)
+        answer = cls(status_code=status, headers=headers, stream=httpx.ByteStream(body))
+        if "content-encoding" in answer.headers:
+            return cls(status_code=status, headers=headers, content=body, extensions=extensions)
+        answer.extensions = extensions
+        if "content-length" not in answer.headers:
+            answer.headers["Content-Length"] = str(len(body))
+        answer._content = body
+        answer.is_stream_consumed = True
+        answer.is_closed = True
+        return answer
 
 
 def _wire_headers(

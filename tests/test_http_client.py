@@ -3,6 +3,8 @@ answers and fails the same way: a real loopback server records both."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +31,21 @@ async def recorder() -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         )
         if request.path == "/missing":
             return web.json_response({"error": "no such thing"}, status=404)
+        if request.path == "/gzip":
+            body = gzip.compress(json.dumps({"id": "p-1", "text": "ñandú 🙏"}).encode())
+            return web.Response(
+                body=body,
+                status=201,
+                headers={"Content-Encoding": "gzip", "Content-Type": "application/json"},
+            )
+        if request.path == "/chunked":  # no Content-Length: the body's end is the last chunk
+            answer = web.StreamResponse(status=201, headers={"Content-Type": "application/json"})
+            answer.enable_chunked_encoding()
+            await answer.prepare(request)
+            await answer.write(b'{"id": "p-1", ')
+            await answer.write('"text": "ñandú 🙏"}'.encode())
+            await answer.write_eof()
+            return answer
         return web.json_response({"id": "p-1", "text": "ñandú 🙏"}, status=201)
 
     app = web.Application()
@@ -94,6 +111,31 @@ async def test_same_request_on_the_wire_as_httpx(
     assert short.elapsed.total_seconds() >= 0
     assert short.headers == full.headers
     assert short.request.headers == full.request.headers
+
+
+@pytest.mark.parametrize("path", ["/messages", "/gzip", "/chunked"])
+async def test_same_answer_as_httpx(recorder: tuple[str, list[dict[str, Any]]], path: str) -> None:
+    base, _ = recorder
+    client = outbound_client(max_connections=4, timeout=5)
+    try:
+        short = await client.post(f"{base}{path}", json={"to": "+34600111222"})
+        full = await client.post(f"{base}{path}", json={"to": "+34600111222"}, params={})
+    finally:
+        await client.aclose()
+    assert isinstance(short, _Answer) and not isinstance(full, _Answer)
+    assert short.json() == {"id": "p-1", "text": "ñandú 🙏"}
+    for read in (
+        lambda r: r.status_code,
+        lambda r: r.reason_phrase,
+        lambda r: r.http_version,
+        lambda r: r.headers.multi_items(),
+        lambda r: r.content,
+        lambda r: r.text,
+        lambda r: r.encoding,
+        lambda r: (r.is_closed, r.is_stream_consumed, r.num_bytes_downloaded),
+        lambda r: r.json(),
+    ):
+        assert read(short) == read(full)
 
 
 async def test_error_answer_raises_with_its_request(
