@@ -129,10 +129,12 @@ def new_message(
     experiment: str | None = None,
     experiment_arm: str | None = None,
     lease: Lease | None = None,
+    suppression_keys: tuple[str, ...] = (),
 ) -> NewMessage:
     """The store's row for an accepted message; ``to`` as the client wrote it (one address or a
     list), which is what the log shows. ``not_before`` holds it (a sendAt, quiet hours);
-    ``scheduled`` shows it as ``scheduled`` until then; with a ``lease`` it is stored claimed."""
+    ``scheduled`` shows it as ``scheduled`` until then; with a ``lease`` it is stored claimed;
+    refused if any of ``suppression_keys`` is suppressed."""
     return NewMessage(
         id=message.id,
         tenant_id=message.tenant_id,
@@ -146,4 +148,5 @@ def new_message(
         experiment=experiment,
         experiment_arm=experiment_arm,
         lease=lease,
+        suppression_keys=suppression_keys,
     )

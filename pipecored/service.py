@@ -63,6 +63,7 @@ from pipecored.store import (
     IdempotencyConflict,
     LogFilter,
     MessageRecord,
+    RecipientsSuppressed,
     StoreStats,
     SuppressionRecord,
     new_message_id,
@@ -249,7 +250,7 @@ class Service:
             held = held_until(tenant.quiet_hours, channel, not_before or now)
             if held is not None:
                 not_before = held
-        await self._refuse_suppressed(tenant_id, message)
+        recipients = self._suppression_keys(message)
         claim = None
         if idempotency_key is not None:
             claim = _idempotency_claim(idempotency_key, channel, tenant_id, data, now)
@@ -265,12 +266,15 @@ class Service:
             experiment=experiment.name if experiment is not None and arm is not None else None,
             experiment_arm=arm,
             lease=lease,
+            suppression_keys=tuple(dict.fromkeys(recipients.values())),
         )
         stored = None
         try:
             result = await self.gateway.store.accept(row, claim)
             if not result.replayed:
                 stored = result.record
+        except RecipientsSuppressed as exc:
+            raise _suppressed(message, recipients, exc.keys) from None
         except IdempotencyConflict:
             raise Conflict(
                 "this Idempotency-Key was used with a different request",
@@ -546,26 +550,14 @@ class Service:
 
     # -- suppressions (SPEC section 9) ---------------------------------------------------------
 
-    async def _refuse_suppressed(self, tenant_id: str, message: OutboundMessage) -> None:
-        """422 ``recipient_suppressed`` naming every suppressed address of the send (its to,
-        cc and bcc), before anything is stored."""
+    def _suppression_keys(self, message: OutboundMessage) -> dict[str, str]:
+        """Each recipient of a send (its to, cc and bcc) with the key its suppressions are
+        kept under; the store refuses the accept if any is suppressed (SPEC section 9)."""
         kind = self.channels[message.channel].kind
-        fields = {"to": message.to, "cc": message.cc, "bcc": message.bcc}
-        keys = {
+        return {
             address: suppressions.address_key(kind, address)
-            for addresses in fields.values()
-            for address in addresses
+            for address in (*message.to, *message.cc, *message.bcc)
         }
-        found = set(
-            await self.gateway.store.suppressed_among(
-                tenant_id, message.channel, list(dict.fromkeys(keys.values()))
-            )
-        )
-        if not found:
-            return
-        named = [address for address, key in keys.items() if key in found]
-        first = next(name for name, addresses in fields.items() if set(addresses) & set(named))
-        raise RecipientSuppressed(named, field=first)
 
     def _opt_out_intent(
         self, tenant: TenantConfig | None, channel: str, message: InboundMessage
@@ -791,3 +783,15 @@ def _idempotency_claim(
     canonical = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(f"{channel}\n{tenant_id}\n".encode() + canonical).hexdigest()
     return IdempotencyClaim(key=key, request_hash=digest, expires_at=now + IDEMPOTENCY_TTL)
+
+
+def _suppressed(
+    message: OutboundMessage, recipients: dict[str, str], keys: list[str]
+) -> RecipientSuppressed:
+    """422 ``recipient_suppressed`` naming every suppressed address of the send, in the field
+    (to, cc, bcc) of the first."""
+    found = set(keys)
+    named = [address for address, key in recipients.items() if key in found]
+    fields = {"to": message.to, "cc": message.cc, "bcc": message.bcc}
+    first = next(name for name, addresses in fields.items() if set(addresses) & set(named))
+    return RecipientSuppressed(named, field=first)

@@ -92,6 +92,8 @@ class NewMessage:
     experiment: str | None = None  # the channel's experiment when it was accepted
     experiment_arm: str | None = None  # the arm it was assigned to (SPEC section 10)
     lease: Lease | None = None  # stored already claimed (only a message due now)
+    # its recipients' suppression keys: refused if any is on the tenant's list for the channel
+    suppression_keys: tuple[str, ...] = ()
 
     @property
     def status(self) -> MessageStatus:
@@ -134,6 +136,15 @@ class IdempotencyClaim:
     key: str
     request_hash: str  # sha256 of the canonical request (channel + body)
     expires_at: float
+
+
+class RecipientsSuppressed(PipecoreError):
+    """An accept refused, nothing stored: ``keys`` (those of the message's
+    ``suppression_keys`` on the tenant's suppression list for the channel, in its order)."""
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__("recipients on the suppression list: " + ", ".join(keys))
+        self.keys = keys
 
 
 class IdempotencyConflict(PipecoreError):
@@ -479,6 +490,11 @@ class MessageStore(abc.ABC):
         """Store a new outbound message as ``queued``, durably, before returning; with a
         ``message.lease``, as ``sending`` under that lease, as if claimed in the same
         transaction (a replayed request's message is returned as it is).
+
+        Refused with :class:`RecipientsSuppressed`, nothing stored, when any of
+        ``message.suppression_keys`` is on the tenant's suppression list for the channel:
+        checked in the accept's own write (with the other accepts of a group commit), not by a
+        read before it, and before the idempotency key.
 
         With an idempotency claim, the key check and the insert are one transaction: an
         unexpired key with the same request hash returns the first message (``replayed``);

@@ -15,10 +15,10 @@ error) every job of the batch gets a :class:`StoreError` and none of it is kept;
 on with the next batch.
 
 Reads run on a small thread pool, each thread with its own read-only connection: in WAL mode
-they see the last commit and never wait for the writer. The one read of every send, whether a
-recipient is suppressed, is an indexed lookup of a few pages: it runs on the event loop's own
-thread (see :meth:`SQLiteStore._read_inline`), which costs less than the pool's two thread
-hand-offs.
+they see the last commit and never wait for the writer. Whether a send's recipients are
+suppressed is not a read before its accept but part of the accept's write (one lookup for all
+the accepts of a batch): a read on another connection would find its pages dropped by every
+commit, and the writer's are warm.
 
 Stats read per-hour counts that triggers keep (see ``sqlite_schema``), and latency percentiles
 with ``LIMIT 1 OFFSET k`` on an index, so they stay fast for a tenant with millions of messages.
@@ -74,6 +74,7 @@ from pipecored.store.base import (
     MessageStore,
     NewEvent,
     NewMessage,
+    RecipientsSuppressed,
     StoreStats,
     SuppressionRecord,
     activity_starts,
@@ -305,7 +306,15 @@ def _get(conn: sqlite3.Connection, message_id: str) -> MessageRecord | None:
 
 def _accept_tx(
     conn: sqlite3.Connection, message: NewMessage, claim: IdempotencyClaim | None
-) -> AcceptResult:
+) -> AcceptResult | RecipientsSuppressed:
+    """The accept, or the refusal to hand to its caller (returned, not raised: a raise would
+    have the writer run its whole batch again with savepoints)."""
+    if message.suppression_keys:
+        found = suppressed_among_tx(
+            conn, message.tenant_id, message.channel, message.suppression_keys
+        )
+        if found:
+            return RecipientsSuppressed(found)
     if claim is not None:
         row = conn.execute(
             "SELECT request_hash, message_id, expires_at FROM idempotency"
@@ -937,12 +946,19 @@ class _WriteJob:
 
 
 def _together(conn: sqlite3.Connection, batch: list[_WriteJob]) -> dict[int, object]:
-    """Run a batch's plain accepts as one insert and its completes as one
-    :func:`_complete_many`, before its other jobs; their results by ``id(job)``. Jobs of one
+    """Run a batch's plain accepts as one insert (after one suppression lookup for them all)
+    and its completes as one :func:`_complete_many`, before its other jobs; their results by
+    ``id(job)`` (a refused accept's is its :class:`RecipientsSuppressed`). Jobs of one
     batch were all waiting at once, so no order among them was promised to anyone. Completes
     naming a message twice run one by one, in order."""
     done: dict[int, object] = {}
     accepts = [(job, job.accept) for job in batch if job.accept is not None]
+    if len(accepts) > 1:
+        refused = _suppressed_in(conn, [message for _, message in accepts])
+        for job, message in accepts:
+            if message.id in refused:
+                done[id(job)] = refused[message.id]
+        accepts = [(job, message) for job, message in accepts if message.id not in refused]
     if len(accepts) > 1:
         records = _insert_messages(conn, [message for _, message in accepts])
         for (job, _), record in zip(accepts, records, strict=True):
@@ -954,6 +970,40 @@ def _together(conn: sqlite3.Connection, batch: list[_WriteJob]) -> dict[int, obj
         for (job, _), result in zip(completes, completed, strict=True):
             done[id(job)] = result
     return done
+
+
+_KEYS_PER_LOOKUP: Final = 500  # well under SQLite's limit on a statement's parameters
+
+
+def _suppressed_in(
+    conn: sqlite3.Connection, messages: list[NewMessage]
+) -> dict[str, RecipientsSuppressed]:
+    """The refusals among ``messages`` whose recipients are suppressed, by message id: one
+    lookup for each (tenant, channel) of the batch, mostly one."""
+    wanted: dict[tuple[str, str], dict[str, None]] = {}
+    for message in messages:
+        wanted.setdefault((message.tenant_id, message.channel), {}).update(
+            dict.fromkeys(message.suppression_keys)
+        )
+    found: set[tuple[str, str, str]] = set()
+    for (tenant_id, channel), distinct in wanted.items():
+        keys = list(distinct)
+        for start in range(0, len(keys), _KEYS_PER_LOOKUP):
+            chunk = keys[start : start + _KEYS_PER_LOOKUP]
+            suppressed = suppressed_among_tx(conn, tenant_id, channel, chunk)
+            found.update((tenant_id, channel, key) for key in suppressed)
+    if not found:
+        return {}
+    refused: dict[str, RecipientsSuppressed] = {}
+    for message in messages:
+        keys = [
+            key
+            for key in dict.fromkeys(message.suppression_keys)
+            if (message.tenant_id, message.channel, key) in found
+        ]
+        if keys:
+            refused[message.id] = RecipientsSuppressed(keys)
+    return refused
 
 
 class _JobFailed(Exception):
@@ -1279,10 +1329,16 @@ class SQLiteStore(MessageStore):
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None
     ) -> AcceptResult:
         if idempotency is None:
-            return await self._write(
+            result = await self._write(
                 "accept", lambda conn: _accept_tx(conn, message, None), message
             )
-        return await self._write("accept", lambda conn: _accept_tx(conn, message, idempotency))
+        else:
+            result = await self._write(
+                "accept", lambda conn: _accept_tx(conn, message, idempotency)
+            )
+        if isinstance(result, RecipientsSuppressed):
+            raise result
+        return result
 
     async def get(self, message_id: str) -> MessageRecord | None:
         def run(conn: sqlite3.Connection) -> MessageRecord | None:

@@ -70,6 +70,7 @@ from pipecored.store.base import (
     MessageStore,
     NewEvent,
     NewMessage,
+    RecipientsSuppressed,
     StoreStats,
     SuppressionRecord,
     activity_starts,
@@ -157,6 +158,41 @@ _INSERT_MESSAGES: Final = (
     " payload_json, experiment, experiment_arm, lease_until, lease_token, lease_node)"
     " RETURNING id, seq"
 )
+
+
+# The suppressed recipients of a batch of accepts, in one round trip: (message id, key) pairs.
+_SUPPRESSED_IN: Final = (
+    "SELECT u.id, u.address FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
+    " AS u(id, tenant_id, channel, address) JOIN suppressions s"
+    " ON s.tenant_id = u.tenant_id AND s.channel = u.channel AND s.address = u.address"
+)
+
+
+async def _suppressed_in(
+    conn: Any, messages: Sequence[NewMessage]
+) -> dict[str, RecipientsSuppressed]:
+    """The refusals among ``messages`` whose recipients are suppressed, by message id."""
+    pairs = [(m, key) for m in messages for key in dict.fromkeys(m.suppression_keys)]
+    if not pairs:
+        return {}
+    cur = await conn.execute(
+        _SUPPRESSED_IN,
+        (
+            [m.id for m, _ in pairs],
+            [m.tenant_id for m, _ in pairs],
+            [m.channel for m, _ in pairs],
+            [key for _, key in pairs],
+        ),
+    )
+    found = {(row["id"], row["address"]) for row in await cur.fetchall()}
+    if not found:
+        return {}
+    refused: dict[str, RecipientsSuppressed] = {}
+    for message in messages:
+        keys = [k for k in dict.fromkeys(message.suppression_keys) if (message.id, k) in found]
+        if keys:
+            refused[message.id] = RecipientsSuppressed(keys)
+    return refused
 
 
 def _insert_params(messages: Sequence[NewMessage], node: str) -> tuple[list[Any], ...]:
@@ -600,6 +636,9 @@ class PostgresStore(MessageStore):
             seq = await self._accepts.submit(message)
             return AcceptResult(message.record(seq), replayed=False)
         async with self._tx("accept") as conn:
+            refused = await _suppressed_in(conn, [message])
+            if refused:
+                raise refused[message.id]
             replayed = await self._claim_key(conn, message, idempotency)
             if replayed is not None:
                 return AcceptResult(replayed, replayed=True)
@@ -612,20 +651,26 @@ class PostgresStore(MessageStore):
 
     async def _insert_many(self, messages: Sequence[NewMessage]) -> list[int | BaseException]:
         """The group commit of plain accepts: one statement (so one round trip and one commit)
-        for every accept that arrived while the previous ones were written. A batch refused for
+        for every accept that arrived while the previous ones were written, after one lookup
+        of their suppressed recipients (a refused accept's result is its
+        :class:`RecipientsSuppressed`, raised to its caller alone). A batch refused for
         its data (a value the database cannot store) is written again one by one, so that only
         the message at fault fails."""
         try:
             async with self._conn("accept") as conn:
-                cur = await conn.execute(_INSERT_MESSAGES, _insert_params(messages, self.node_id))
-                seqs = {row["id"]: row["seq"] for row in await cur.fetchall()}
+                refused = await _suppressed_in(conn, messages)
+                kept = [m for m in messages if m.id not in refused]
+                seqs: dict[str, int] = {}
+                if kept:
+                    cur = await conn.execute(_INSERT_MESSAGES, _insert_params(kept, self.node_id))
+                    seqs = {row["id"]: row["seq"] for row in await cur.fetchall()}
         except StoreError as exc:
             if len(messages) == 1 or not _refused_for_its_data(exc):
                 raise
             return [await _outcome(self._insert_many([m])) for m in messages]
-        if any(m.lease is None for m in messages):  # a leased one is this node's already
+        if any(m.lease is None for m in kept):  # a leased one is this node's already
             self._notify_soon()
-        return [seqs[m.id] for m in messages]
+        return [refused[m.id] if m.id in refused else seqs[m.id] for m in messages]
 
     async def _claim_key(
         self, conn: Conn, message: NewMessage, claim: IdempotencyClaim
