@@ -126,22 +126,30 @@ def accept(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> None
     _accept_rows(results, conns, runs["pipecored"], runs[FLOOR], bare, durable)
     if work.against is not None:
         rev = work.against[0]
-        earlier = runs[rev]
-        results.add(
-            Row(
-                "A/B",
-                f"accept sends/s, deliveries held, against {rev}",
-                max(r.load.rate for r in runs["pipecored"]),
-                "/s",
-                max(r.load.rate for r in earlier),
-                rev,
-                note=f"{spread([r.load.rate for r in earlier])} at {rev}; p99"
-                f" {min(r.load.p99_ms for r in runs['pipecored']):.1f} ms against"
-                f" {min(r.load.p99_ms for r in earlier):.1f} ms; CPU per accept"
-                f" {min(r.cpu_us_per_message for r in runs['pipecored']):.0f} µs against"
-                f" {min(r.cpu_us_per_message for r in earlier):.0f} µs",
-            )
+        accept_ab_row(results, "", rev, runs["pipecored"], runs[rev])
+
+
+def accept_ab_row(
+    results: Results, label: str, rev: str, ours: list[AcceptRun], earlier: list[AcceptRun]
+) -> None:
+    """The A/B row of an accept phase run with ``--against``: this tree's rounds against
+    ``rev``'s, alternated in the same run."""
+    results.add(
+        Row(
+            "A/B",
+            f"accept sends/s, deliveries held{label}, against {rev}",
+            max(r.load.rate for r in ours),
+            "/s",
+            max(r.load.rate for r in earlier),
+            rev,
+            note=f"{spread([r.load.rate for r in ours])} against"
+            f" {spread([r.load.rate for r in earlier])} at {rev}; p99"
+            f" {min(r.load.p99_ms for r in ours):.1f} ms against"
+            f" {min(r.load.p99_ms for r in earlier):.1f} ms; CPU per accept"
+            f" {spread([r.cpu_us_per_message for r in ours])} µs against"
+            f" {spread([r.cpu_us_per_message for r in earlier])} µs",
         )
+    )
 
 
 def _accept_rows(
@@ -289,31 +297,40 @@ def sustained(work: Workdir, sizes: Sizes, results: Results, profile: bool) -> N
     sustained_rows(results, "2 sustained", sizes, runs["pipecored"], runs[FLOOR], targets=True)
     if work.against is not None:
         rev = work.against[0]
-        ours_runs, earlier = runs["pipecored"], runs[rev]
-        results.add(
-            Row(
-                "A/B",
-                f"sustained delivered/s, against {rev}",
-                max(r.rate for r in ours_runs),
-                "/s",
-                max(r.rate for r in earlier),
-                rev,
-                note=f"{spread([r.rate for r in ours_runs])} against"
-                f" {spread([r.rate for r in earlier])}",
-            )
+        sustained_ab_rows(results, "", rev, runs["pipecored"], runs[rev])
+
+
+def sustained_ab_rows(
+    results: Results,
+    label: str,
+    rev: str,
+    ours: list[SustainedRun],
+    earlier: list[SustainedRun],
+) -> None:
+    """The A/B rows of a sustained phase run with ``--against``."""
+    results.add(
+        Row(
+            "A/B",
+            f"sustained delivered/s{label}, against {rev}",
+            max(r.rate for r in ours),
+            "/s",
+            max(r.rate for r in earlier),
+            rev,
+            note=f"{spread([r.rate for r in ours])} against {spread([r.rate for r in earlier])}",
         )
-        results.add(
-            Row(
-                "A/B",
-                f"sustained CPU per message, against {rev}",
-                min(r.cpu_us_per_message for r in ours_runs),
-                "µs",
-                min(r.cpu_us_per_message for r in earlier),
-                rev,
-                note=f"{spread([r.cpu_us_per_message for r in ours_runs])} against"
-                f" {spread([r.cpu_us_per_message for r in earlier])}",
-            )
+    )
+    results.add(
+        Row(
+            "A/B",
+            f"sustained CPU per message{label}, against {rev}",
+            min(r.cpu_us_per_message for r in ours),
+            "µs",
+            min(r.cpu_us_per_message for r in earlier),
+            rev,
+            note=f"{spread([r.cpu_us_per_message for r in ours])} against"
+            f" {spread([r.cpu_us_per_message for r in earlier])}",
         )
+    )
 
 
 def _sustained(system: System, sizes: Sizes) -> Callable[[], SustainedRun]:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from bench.common import (
@@ -27,7 +28,16 @@ from bench.common import (
     tenant_key,
     write_config,
 )
-from bench.phases import FLOOR, HOLD_SECONDS, alternate, rounds_note, spread, sustained_rows
+from bench.phases import (
+    FLOOR,
+    HOLD_SECONDS,
+    accept_ab_row,
+    alternate,
+    rounds_note,
+    spread,
+    sustained_ab_rows,
+    sustained_rows,
+)
 from bench.results import Results, Row
 from bench.sizes import Sizes
 from bench.systems import (
@@ -114,18 +124,19 @@ def postgres(work: Workdir, sizes: Sizes, results: Results, dsn: str) -> None:
         systems = {
             FLOOR: floor,
             **{
-                f"{nodes} node{'s' * (nodes > 1)}": start_pipecored(
+                name: start_pipecored(
                     procs,
                     work,
-                    f"pg-accept-{nodes}",
+                    f"pg-accept-{nodes}{suffix}",
                     held,
                     key=key,
                     store=databases.enter_context(fresh_database(dsn)),
                     nodes=nodes,
                     timeout=sizes.phase_timeout,
                     held=True,
+                    tree=tree,
                 )
-                for nodes in (1, 2)
+                for name, nodes, suffix, tree in _systems(work)
             },
         }
 
@@ -162,17 +173,18 @@ def postgres(work: Workdir, sizes: Sizes, results: Results, dsn: str) -> None:
         _, floor_provider = start_fake_provider(procs, work, "pg-floor-provider", 0.0)
         floor = start_floor(procs, work, "pg-floor", floor_provider, deliver=True, key=key)
         systems = {FLOOR: floor}
-        for nodes in (1, 2):
-            _, provider = start_fake_provider(procs, work, f"pg-provider-{nodes}", 0.0)
-            systems[f"{nodes} node{'s' * (nodes > 1)}"] = start_pipecored(
+        for name, nodes, suffix, tree in _systems(work):
+            _, provider = start_fake_provider(procs, work, f"pg-provider-{nodes}{suffix}", 0.0)
+            systems[name] = start_pipecored(
                 procs,
                 work,
-                f"pg-sustained-{nodes}",
+                f"pg-sustained-{nodes}{suffix}",
                 provider,
                 key=key,
                 store=databases.enter_context(fresh_database(dsn)),
                 nodes=nodes,
                 timeout=sizes.phase_timeout,
+                tree=tree,
             )
 
         def sustained_of(name: str) -> Callable[[], SustainedRun]:
@@ -191,3 +203,19 @@ def postgres(work: Workdir, sizes: Sizes, results: Results, dsn: str) -> None:
             results, SECTION, sizes, sustained[name], sustained[FLOOR], targets=False,
             label=f", {name}",
         )  # fmt: skip
+    if work.against is not None:
+        rev = work.against[0]
+        for name in ("1 node", "2 nodes"):
+            label = f", PostgreSQL, {name}"
+            accept_ab_row(results, label, rev, accepts[name], accepts[f"{name} at {rev}"])
+            sustained_ab_rows(results, label, rev, sustained[name], sustained[f"{name} at {rev}"])
+
+
+def _systems(work: Workdir) -> list[tuple[str, int, str, Path]]:
+    """(name, nodes, process name suffix, tree) of each pipecored measured: one node and two,
+    and with ``--against`` the same of the other tree, alternated with them."""
+    systems = [("1 node", 1, "", ROOT), ("2 nodes", 2, "", ROOT)]
+    if work.against is not None:
+        rev, tree = work.against
+        systems += [(f"{name} at {rev}", nodes, "-against", tree) for name, nodes, _, _ in systems]
+    return systems

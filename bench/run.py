@@ -56,8 +56,8 @@ def _parser() -> argparse.ArgumentParser:
         "--against",
         metavar="REV|DIR",
         help="A/B: also run the daemon of git revision REV (exported with git archive) or of the"
-        " source tree DIR in the accept and sustained phases, alternately with this tree's, and"
-        " print the ratios",
+        " source tree DIR in the accept, sustained and postgres phases, alternately with this"
+        " tree's, and print the ratios",
     )
     parser.add_argument("--json", type=Path, help="also write the results as JSON here")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, configs)")

@@ -121,9 +121,13 @@ class _OutboundClient(httpx.AsyncClient):
             body_headers, stream = encode_request(content=content, data=data, json=json)
             if isinstance(stream, httpx.ByteStream):  # not a streamed body
                 method = method.upper()
-                # aiohttp parses the URL with yarl in any case: parsed once, here
-                target = yarl.URL(url)
-                host = target.host_port_subcomponent
+                # aiohttp parses the URL with yarl in any case: parsed once, here (one yarl
+                # refuses goes through httpx, which raises its own InvalidURL as before)
+                try:
+                    target = yarl.URL(url)
+                    host = target.host_port_subcomponent
+                except ValueError:
+                    host = None
                 if host is not None:
                     sent = _wire_headers(
                         self.headers,

@@ -155,6 +155,17 @@ async def test_error_answer_raises_with_its_request(
     assert raised.value.request.headers["content-type"] == "application/json"
 
 
+async def test_a_malformed_url_fails_as_httpx_does() -> None:
+    client = outbound_client(max_connections=4, timeout=5)
+    try:
+        with pytest.raises(httpx.InvalidURL):
+            await client.post("http://[::1/messages", json={})
+        with pytest.raises(httpx.InvalidURL):
+            await client.post("http://[::1/messages", json={}, params={})
+    finally:
+        await client.aclose()
+
+
 async def test_refused_connection_fails_as_httpx_does() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
