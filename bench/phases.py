@@ -307,30 +307,26 @@ def sustained_ab_rows(
     ours: list[SustainedRun],
     earlier: list[SustainedRun],
 ) -> None:
-    """The A/B rows of a sustained phase run with ``--against``."""
-    results.add(
-        Row(
-            "A/B",
-            f"sustained delivered/s{label}, against {rev}",
-            max(r.rate for r in ours),
-            "/s",
-            max(r.rate for r in earlier),
-            rev,
-            note=f"{spread([r.rate for r in ours])} against {spread([r.rate for r in earlier])}",
+    """The A/B rows of a sustained phase run with ``--against``: delivered/s (best: highest)
+    and CPU per message (best: lowest)."""
+    measures: list[tuple[str, str, Callable[[list[float]], float], Callable[[SustainedRun], float]]]
+    measures = [
+        ("delivered/s", "/s", max, lambda r: r.rate),
+        ("CPU per message", "µs", min, lambda r: r.cpu_us_per_message),
+    ]
+    for what, unit, best, value in measures:
+        mine, theirs = [value(r) for r in ours], [value(r) for r in earlier]
+        results.add(
+            Row(
+                "A/B",
+                f"sustained {what}{label}, against {rev}",
+                best(mine),
+                unit,
+                best(theirs),
+                rev,
+                note=f"{spread(mine)} against {spread(theirs)}",
+            )
         )
-    )
-    results.add(
-        Row(
-            "A/B",
-            f"sustained CPU per message{label}, against {rev}",
-            min(r.cpu_us_per_message for r in ours),
-            "µs",
-            min(r.cpu_us_per_message for r in earlier),
-            rev,
-            note=f"{spread([r.cpu_us_per_message for r in ours])} against"
-            f" {spread([r.cpu_us_per_message for r in earlier])}",
-        )
-    )
 
 
 def _sustained(system: System, sizes: Sizes) -> Callable[[], SustainedRun]:
