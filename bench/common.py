@@ -303,18 +303,23 @@ class Workdir:
 
 
 def start_daemon(
-    procs: Procs, work: Workdir, config: Path, name: str, tree: Path = ROOT
+    procs: Procs,
+    work: Workdir,
+    config: Path,
+    name: str,
+    tree: Path = ROOT,
+    *,
+    wrapper: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> tuple[Proc, int]:
-    """``pipecored serve`` from ``tree`` (this checkout unless an A/B run names another)."""
+    """``pipecored serve`` from ``tree`` (this checkout unless an A/B run names another), run
+    under ``wrapper`` (valgrind, say) with ``env`` added to the children's environment."""
     port = free_port()
-    env = child_env(work.plugin_site, tree)
+    child = {**child_env(work.plugin_site, tree), **(env or {})}
     if tree != ROOT:
-        check_tree(env, tree)
-    proc = procs.start(
-        name,
-        [sys.executable, "-m", "pipecored", "serve", "--config", str(config), "--port", str(port)],
-        env=env,
-    )
+        check_tree(child, tree)
+    argv = [sys.executable, "-m", "pipecored", "serve", "--config", str(config)]
+    proc = procs.start(name, [*wrapper, *argv, "--port", str(port)], env=child)
     return proc, port
 
 

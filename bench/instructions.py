@@ -31,24 +31,21 @@ import time
 from pathlib import Path
 
 from bench.common import (
+    HOST,
     ROOT,
     SEND_BODY,
     Procs,
     Workdir,
-    check_tree,
-    child_env,
     export_revision,
-    free_port,
     http_json,
     http_request,
     install_plugin,
+    start_daemon,
     start_fake_provider,
     tenant_key,
     wait_ready,
     write_config,
 )
-
-HOST = "127.0.0.1"
 
 
 def _control(pid: int, *args: str) -> str:
@@ -104,21 +101,20 @@ def measure(work: Workdir, tree: Path, name: str, n: int) -> float:
             provider_url=f"http://{HOST}:{fake_port}",
             tenants=1,
         )
-        port = free_port()
         out = work.path / name / "callgrind.out"
-        env = {**child_env(work.plugin_site, tree), "PYTHONHASHSEED": "0"}
-        check_tree(env, tree)
-        daemon = procs.start(
+        daemon, port = start_daemon(
+            procs,
+            work,
+            config,
             name,
-            [
+            tree,
+            wrapper=(
                 "valgrind",
                 "--tool=callgrind",
                 "--instr-atstart=no",
                 f"--callgrind-out-file={out}",
-                sys.executable,
-                *("-m", "pipecored", "serve", "--config", str(config), "--port", str(port)),
-            ],
-            env=env,
+            ),
+            env={"PYTHONHASHSEED": "0"},
         )
         wait_ready(daemon, port, "/readyz", timeout=600, interval=0.5)
         _window(daemon.pid, out, port, fake_port, 5)  # warm: first calls, caches, connections

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -173,26 +174,17 @@ class _OutboundClient(httpx.AsyncClient):
         return response
 
 
+@dataclass(frozen=True, slots=True)
 class _Call:
     """What the short path sent, kept to build the :class:`httpx.Request` only when asked for
     (``response.request``, ``response.url``, an exception's ``request``): most answers are read
     for their status and JSON, and building the request parses the URL and the headers again."""
 
-    __slots__ = ("body", "headers", "method", "timeout", "url")
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        headers: list[tuple[str, str]],
-        body: bytes,
-        timeout: httpx.Timeout,
-    ) -> None:
-        self.method = method
-        self.url = url
-        self.headers = headers
-        self.body = body
-        self.timeout = timeout
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    timeout: httpx.Timeout
 
     def request(self) -> httpx.Request:
         return httpx.Request(
@@ -337,9 +329,9 @@ class _Transport(AiohttpTransport):
     """
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        data: bytes | httpx.AsyncByteStream | None
+        data: bytes | httpx.AsyncByteStream
         try:
-            data = request.content or None
+            data = request.content
         except httpx.RequestNotRead:
             data = request.stream  # type: ignore[assignment]
             request.headers.pop("transfer-encoding", None)  # aiohttp frames the body itself

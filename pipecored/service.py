@@ -266,7 +266,7 @@ class Service:
             experiment=experiment.name if experiment is not None and arm is not None else None,
             experiment_arm=arm,
             lease=lease,
-            suppression_keys=tuple(dict.fromkeys(recipients.values())),
+            suppression_keys=tuple(recipients.values()),
         )
         stored = None
         try:

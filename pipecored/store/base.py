@@ -12,7 +12,7 @@ from __future__ import annotations
 import abc
 import secrets
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, get_args
 
@@ -145,6 +145,24 @@ class RecipientsSuppressed(PipecoreError):
     def __init__(self, keys: list[str]) -> None:
         super().__init__("recipients on the suppression list: " + ", ".join(keys))
         self.keys = keys
+
+
+def refused_accepts(
+    messages: Iterable[NewMessage], suppressed: Container[tuple[str, str, str]]
+) -> dict[str, RecipientsSuppressed]:
+    """The accepts among ``messages`` that name a recipient on their tenant's suppression list
+    for the channel (``(tenant_id, channel, key)`` in ``suppressed``, what a store's lookup
+    found), by message id, each with its refusal: the keys in the message's order."""
+    refused: dict[str, RecipientsSuppressed] = {}
+    for message in messages:
+        keys = [
+            key
+            for key in dict.fromkeys(message.suppression_keys)
+            if (message.tenant_id, message.channel, key) in suppressed
+        ]
+        if keys:
+            refused[message.id] = RecipientsSuppressed(keys)
+    return refused
 
 
 class IdempotencyConflict(PipecoreError):

@@ -80,6 +80,7 @@ from pipecored.store.base import (
     activity_starts,
     moves_forward,
     new_message_id,
+    refused_accepts,
 )
 from pipecored.store.completion import (
     Completion,
@@ -309,12 +310,9 @@ def _accept_tx(
 ) -> AcceptResult | RecipientsSuppressed:
     """The accept, or the refusal to hand to its caller (returned, not raised: a raise would
     have the writer run its whole batch again with savepoints)."""
-    if message.suppression_keys:
-        found = suppressed_among_tx(
-            conn, message.tenant_id, message.channel, message.suppression_keys
-        )
-        if found:
-            return RecipientsSuppressed(found)
+    refused = _suppressed_in(conn, [message])
+    if refused:
+        return refused[message.id]
     if claim is not None:
         row = conn.execute(
             "SELECT request_hash, message_id, expires_at FROM idempotency"
@@ -955,14 +953,11 @@ def _together(conn: sqlite3.Connection, batch: list[_WriteJob]) -> dict[int, obj
     accepts = [(job, job.accept) for job in batch if job.accept is not None]
     if len(accepts) > 1:
         refused = _suppressed_in(conn, [message for _, message in accepts])
-        for job, message in accepts:
-            if message.id in refused:
-                done[id(job)] = refused[message.id]
-        accepts = [(job, message) for job, message in accepts if message.id not in refused]
-    if len(accepts) > 1:
-        records = _insert_messages(conn, [message for _, message in accepts])
-        for (job, _), record in zip(accepts, records, strict=True):
+        kept = [(job, message) for job, message in accepts if message.id not in refused]
+        records = _insert_messages(conn, [message for _, message in kept]) if kept else []
+        for (job, _), record in zip(kept, records, strict=True):
             done[id(job)] = AcceptResult(record, replayed=False)
+        done.update((id(job), refused[m.id]) for job, m in accepts if m.id in refused)
     completes = [(job, job.complete) for job in batch if job.complete is not None]
     named = {c.outcome.message_id for _, c in completes}
     if len(completes) > 1 and len(named) == len(completes):
@@ -979,7 +974,7 @@ def _suppressed_in(
     conn: sqlite3.Connection, messages: list[NewMessage]
 ) -> dict[str, RecipientsSuppressed]:
     """The refusals among ``messages`` whose recipients are suppressed, by message id: one
-    lookup for each (tenant, channel) of the batch, mostly one."""
+    lookup for each (tenant, channel) of them, mostly one."""
     wanted: dict[tuple[str, str], dict[str, None]] = {}
     for message in messages:
         wanted.setdefault((message.tenant_id, message.channel), {}).update(
@@ -992,18 +987,7 @@ def _suppressed_in(
             chunk = keys[start : start + _KEYS_PER_LOOKUP]
             suppressed = suppressed_among_tx(conn, tenant_id, channel, chunk)
             found.update((tenant_id, channel, key) for key in suppressed)
-    if not found:
-        return {}
-    refused: dict[str, RecipientsSuppressed] = {}
-    for message in messages:
-        keys = [
-            key
-            for key in dict.fromkeys(message.suppression_keys)
-            if (message.tenant_id, message.channel, key) in found
-        ]
-        if keys:
-            refused[message.id] = RecipientsSuppressed(keys)
-    return refused
+    return refused_accepts(messages, found) if found else {}
 
 
 class _JobFailed(Exception):
@@ -1328,14 +1312,11 @@ class SQLiteStore(MessageStore):
     async def accept(
         self, message: NewMessage, idempotency: IdempotencyClaim | None = None
     ) -> AcceptResult:
-        if idempotency is None:
-            result = await self._write(
-                "accept", lambda conn: _accept_tx(conn, message, None), message
-            )
-        else:
-            result = await self._write(
-                "accept", lambda conn: _accept_tx(conn, message, idempotency)
-            )
+        # a plain accept may be inserted with the others of its batch (_together)
+        plain = message if idempotency is None else None
+        result = await self._write(
+            "accept", lambda conn: _accept_tx(conn, message, idempotency), plain
+        )
         if isinstance(result, RecipientsSuppressed):
             raise result
         return result

@@ -76,6 +76,7 @@ from pipecored.store.base import (
     activity_starts,
     moves_forward,
     new_message_id,
+    refused_accepts,
 )
 from pipecored.store.completion import (
     Completion,
@@ -160,10 +161,10 @@ _INSERT_MESSAGES: Final = (
 )
 
 
-# The suppressed recipients of a batch of accepts, in one round trip: (message id, key) pairs.
+# Which of a batch of accepts' (tenant, channel, key) triples are suppressed, in one round trip.
 _SUPPRESSED_IN: Final = (
-    "SELECT u.id, u.address FROM unnest(%s::text[], %s::text[], %s::text[], %s::text[])"
-    " AS u(id, tenant_id, channel, address) JOIN suppressions s"
+    "SELECT s.tenant_id, s.channel, s.address FROM unnest(%s::text[], %s::text[], %s::text[])"
+    " AS u(tenant_id, channel, address) JOIN suppressions s"
     " ON s.tenant_id = u.tenant_id AND s.channel = u.channel AND s.address = u.address"
 )
 
@@ -172,27 +173,14 @@ async def _suppressed_in(
     conn: Any, messages: Sequence[NewMessage]
 ) -> dict[str, RecipientsSuppressed]:
     """The refusals among ``messages`` whose recipients are suppressed, by message id."""
-    pairs = [(m, key) for m in messages for key in dict.fromkeys(m.suppression_keys)]
-    if not pairs:
-        return {}
-    cur = await conn.execute(
-        _SUPPRESSED_IN,
-        (
-            [m.id for m, _ in pairs],
-            [m.tenant_id for m, _ in pairs],
-            [m.channel for m, _ in pairs],
-            [key for _, key in pairs],
-        ),
+    wanted = list(
+        dict.fromkeys((m.tenant_id, m.channel, key) for m in messages for key in m.suppression_keys)
     )
-    found = {(row["id"], row["address"]) for row in await cur.fetchall()}
-    if not found:
+    if not wanted:
         return {}
-    refused: dict[str, RecipientsSuppressed] = {}
-    for message in messages:
-        keys = [k for k in dict.fromkeys(message.suppression_keys) if (message.id, k) in found]
-        if keys:
-            refused[message.id] = RecipientsSuppressed(keys)
-    return refused
+    cur = await conn.execute(_SUPPRESSED_IN, tuple(map(list, zip(*wanted, strict=True))))
+    found = {(row["tenant_id"], row["channel"], row["address"]) for row in await cur.fetchall()}
+    return refused_accepts(messages, found) if found else {}
 
 
 def _insert_params(messages: Sequence[NewMessage], node: str) -> tuple[list[Any], ...]:
