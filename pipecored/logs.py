@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
 import json
 import logging
 import sys
@@ -91,37 +93,60 @@ def _as_is(text: str) -> str:
 
 
 class LineWriter:
-    """structlog's output: one line per event, flushed once per event-loop turn.
+    """structlog's output: one line per event, written once per event-loop turn.
 
-    A flush is a ``write()`` system call; the requests and deliveries one loop turn handles
-    share it instead of paying one each (structlog's ``PrintLogger`` flushes every line). A line
-    logged outside a running loop (start-up, other threads) is flushed at once.
+    The lines a loop turn logs (its requests', its deliveries') are joined and handed to the
+    file with one ``write()`` and one ``flush()``: one system call however the file buffers,
+    where a file that writes through (``PYTHONUNBUFFERED``, ``python -u``, as container images
+    often set) would make one per line, and structlog's ``PrintLogger`` flushes every line.
+    A line logged outside a running loop (start-up, other threads) is written at once, after
+    any still waiting, so the file keeps the order they were logged in; lines still waiting
+    when the process exits are written by :meth:`flush` at exit.
     """
 
     def __init__(self, file: TextIO) -> None:
         self._file = file
         self._lock = threading.Lock()
-        self._flush_scheduled = False
+        self._pending: list[str] = []
+        # the loop whose next turn writes the pending lines (a loop stopped before that turn
+        # leaves them to the next loop's, or to the exit)
+        self._flush_on: asyncio.AbstractEventLoop | None = None
 
     def msg(self, message: str) -> None:
         with self._lock:
-            self._file.write(message + "\n")
-            if self._flush_scheduled:
-                return
+            self._pending.append(message)
             try:
                 loop = asyncio.get_running_loop()
             except RuntimeError:
-                self._file.flush()
+                self._write()
                 return
-            self._flush_scheduled = True
+            if self._flush_on is loop:
+                return
+            self._flush_on = loop
         loop.call_soon(self.flush)
 
     def flush(self) -> None:
         with self._lock:
-            self._flush_scheduled = False
-            self._file.flush()
+            self._flush_on = None
+            self._write()
+
+    def _write(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self._file.write("\n".join(lines) + "\n")
+        self._file.flush()
 
     log = debug = info = warn = warning = err = error = critical = exception = fatal = msg
+
+
+_writer: LineWriter | None = None  # the configured one, whose waiting lines the exit writes
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    if _writer is not None:
+        with contextlib.suppress(ValueError, OSError):  # stdout closed or its reader gone
+            _writer.flush()
 
 
 def _json_line(event: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
@@ -153,7 +178,8 @@ def configure_logging(
             structlog.processors.JSONRenderer(serializer=_json_line),
             redactor.scrub_line,
         ]
-    writer = LineWriter(sys.stdout)
+    global _writer
+    writer = _writer = LineWriter(sys.stdout)
     structlog.configure(
         processors=processors,
         wrapper_class=structlog.make_filtering_bound_logger(

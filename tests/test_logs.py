@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import io
 import json
+import os
 import secrets
+import subprocess
+import sys
+import threading
 from typing import Any
 from urllib.parse import quote
 
 import pytest
 import structlog
 
-from pipecored.logs import SecretRedactor, SecretScrubber, configure_logging
+from pipecored.logs import LineWriter, SecretRedactor, SecretScrubber, configure_logging
 
 
 @pytest.mark.parametrize(
@@ -151,3 +157,84 @@ def test_a_json_line_masks_the_encoded_forms_of_known_secrets(
     assert secret not in json.dumps(line, ensure_ascii=False)
     assert json.loads(line["answer"]) == {"token": "****"}
     structlog.reset_defaults()
+
+
+class _Recording(io.StringIO):
+    """A file that keeps each ``write()`` it is handed, as a file that writes through (``python
+    -u``) turns each into a system call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return super().write(text)
+
+
+async def test_the_lines_of_a_loop_turn_are_one_write() -> None:
+    file = _Recording()
+    writer = LineWriter(file)
+    for n in range(3):
+        writer.msg(f"line {n} ¡ñ 🍷")
+    assert file.writes == []  # not before the turn ends
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert file.writes == ["line 0 ¡ñ 🍷\nline 1 ¡ñ 🍷\nline 2 ¡ñ 🍷\n"]
+    writer.msg("next turn")
+    await asyncio.sleep(0)
+    assert file.writes[1:] == ["next turn\n"]
+
+
+async def test_a_line_from_another_thread_is_written_at_once_after_those_waiting() -> None:
+    file = _Recording()
+    writer = LineWriter(file)
+    writer.msg("from the loop")
+    thread = threading.Thread(target=writer.msg, args=("from a thread",))
+    thread.start()
+    thread.join()
+    assert file.getvalue() == "from the loop\nfrom a thread\n"
+    await asyncio.sleep(0)
+    assert file.getvalue() == "from the loop\nfrom a thread\n"  # nothing twice
+
+
+def test_lines_a_stopped_loop_left_waiting_go_with_the_next_loop_s_turn() -> None:
+    file = _Recording()
+    writer = LineWriter(file)
+    stopped = asyncio.new_event_loop()
+    stopped.call_soon(writer.msg, "logged as the loop stopped")
+    stopped.call_soon(stopped.stop)
+    stopped.run_forever()
+    stopped.close()  # its scheduled write never runs
+    assert file.getvalue() == ""
+
+    async def later() -> None:
+        writer.msg("in the next loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(later())
+    assert file.getvalue() == "logged as the loop stopped\nin the next loop\n"
+
+
+def test_lines_waiting_at_exit_are_written_to_an_unbuffered_stdout() -> None:
+    script = (
+        "import asyncio, structlog\n"
+        "from pipecored.logs import configure_logging\n"
+        "configure_logging(fmt='json', secrets=lambda: frozenset())\n"
+        "loop = asyncio.new_event_loop()\n"
+        "log = structlog.get_logger('t')\n"
+        "loop.call_soon(lambda: log.info('last.words', text='adiós 👋'))\n"
+        "loop.call_soon(loop.stop)\n"
+        "loop.run_forever()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    assert done.stderr == b""
+    (line,) = done.stdout.decode("utf-8").splitlines()
+    assert json.loads(line)["event"] == "last.words"
+    assert json.loads(line)["text"] == "adiós 👋"
