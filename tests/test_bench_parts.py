@@ -6,35 +6,20 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from bench.parts import MODES, _check
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.bench_run import run_bench
 
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_every_variant_runs_and_reports_cpu(tmp_path: Path, mode: str) -> None:
     out = tmp_path / "parts.json"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPECORE", "PYTEST"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
     sizes = ["--sends", "96", "--warm", "32", "--rounds", "1"]
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.parts", mode, *sizes, "--json", str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_bench("bench.parts", mode, *sizes, "--json", str(out))
     results = json.loads(out.read_text(encoding="utf-8"))
     assert set(results) == set(MODES[mode])
     for variant, runs in results.items():

@@ -5,31 +5,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
+from tests.bench_run import run_bench
 from tests.pg import admin_dsn
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _smoke(tmp_path: Path, *args: str) -> tuple[dict[str, Any], Path]:
     out = tmp_path / "results.json"
     doc = tmp_path / "PERFORMANCE.md"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPECORE", "PYTEST"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), *filter(None, [env.get("PYTHONPATH")])])
-    done = subprocess.run(
-        [sys.executable, "-m", "bench", "--smoke", "--json", str(out), "--output", str(doc), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_bench("bench", "--smoke", "--json", str(out), "--output", str(doc), *args)
     assert "results (" in done.stdout
     return json.loads(out.read_text()), doc
 
