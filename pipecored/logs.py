@@ -151,11 +151,21 @@ def _flush_at_exit() -> None:
 
 def _json_line(event: Any, default: Callable[[Any], Any] | None = None, **_: Any) -> str:
     """One event as a JSON line: orjson, or json when orjson refuses (an integer over 64 bits,
-    a key that is not a string): a log call never fails for what it logs."""
+    a lone UTF-16 surrogate): a log call never fails for what it logs. A line with a lone
+    surrogate is written with JSON's ``\\u`` escapes, as it has no UTF-8 form for stdout."""
     try:
         return orjson.dumps(event, default=default, option=orjson.OPT_NON_STR_KEYS).decode()
     except TypeError:
-        return json.dumps(event, default=repr, ensure_ascii=False)
+        line = json.dumps(event, default=repr, ensure_ascii=False)
+        return line if _writable(line) else json.dumps(event, default=repr)
+
+
+def _writable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def configure_logging(

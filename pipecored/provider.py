@@ -7,12 +7,14 @@ callback that the provider makes to ``/messaging/webhook/{channel}``. Everything
 provider instance holds no per-tenant state and one instance serves every tenant.
 
 Text in the results and callbacks a plugin builds is kept as given, except that a NUL character
-becomes U+FFFD (:func:`storable_text`): no store could keep it otherwise.
+or a lone UTF-16 surrogate becomes U+FFFD (:func:`storable_text`): no store could keep it
+otherwise.
 """
 
 from __future__ import annotations
 
 import abc
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
@@ -29,9 +31,15 @@ CHANNELS: tuple[str, ...] = tuple(c.name for c in STANDARD_CHANNELS)
 DeliveryStatus = Literal["sent", "delivered", "read", "failed"]
 
 
+# A NUL (U+0000), which PostgreSQL ``text`` cannot hold, and a UTF-16 surrogate on its own
+# (U+D800-U+DFFF), which has no UTF-8 form for either store to write: JSON's "\ud800" escape,
+# which json.loads (httpx's Response.json()) accepts, decodes to one.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
 def storable_text(text: str) -> str:
-    """``text`` as every store can keep it: each NUL (U+0000), which PostgreSQL ``text`` cannot
-    hold, replaced by U+FFFD (the replacement character).
+    """``text`` as every store can keep it: each NUL and each lone surrogate (see above)
+    replaced by U+FFFD (the replacement character).
 
     What a provider tells us (an error message, a callback, a customer's reply) is data we must
     not lose, and a write it made fail would be retried forever (a delivery outcome stops the
@@ -40,14 +48,14 @@ def storable_text(text: str) -> str:
     text: the results and callbacks a plugin builds (the types below) and the ``ProviderError``
     a send raises (``pipecored.policy.classify``).
     """
-    return text.replace("\x00", "\ufffd")
+    return _UNSTORABLE.sub("\ufffd", text)
 
 
 def _storable_fields(value: Any) -> None:
     """``__post_init__`` of the types a plugin hands the host: every text field storable."""
     for item in fields(value):
         text = getattr(value, item.name)
-        if isinstance(text, str) and "\x00" in text:
+        if isinstance(text, str) and _UNSTORABLE.search(text):
             object.__setattr__(value, item.name, storable_text(text))
 
 

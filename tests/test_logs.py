@@ -238,3 +238,24 @@ def test_lines_waiting_at_exit_are_written_to_an_unbuffered_stdout() -> None:
     (line,) = done.stdout.decode("utf-8").splitlines()
     assert json.loads(line)["event"] == "last.words"
     assert json.loads(line)["text"] == "adiós 👋"
+
+
+def test_a_line_with_a_lone_surrogate_is_written_escaped(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(fmt="json", secrets=lambda: frozenset())
+    structlog.get_logger("test").info("event", provider_id="hj\ud800", name="Ñandú 🍷", n=2**70)
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    out.encode("utf-8")  # it has a UTF-8 form
+    line = json.loads(out)
+    assert (line["provider_id"], line["name"], line["n"]) == ("hj\ud800", "Ñandú 🍷", 2**70)
+
+
+def test_a_line_orjson_refuses_for_a_big_integer_keeps_its_text_as_utf8(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    configure_logging(fmt="json", secrets=lambda: frozenset())
+    structlog.get_logger("test").info("event", name="Ñandú 🍷", n=2**70)
+    out = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "Ñandú 🍷" in out
+    assert json.loads(out)["n"] == 2**70

@@ -1,10 +1,12 @@
 """A NUL character (U+0000) where text enters pipecored: what a provider tells us is kept with
-each NUL as U+FFFD (PostgreSQL ``text`` cannot hold one), what a client sends is refused naming
-the field. Through a real daemon on both stores: tests/e2e/test_nul_text.py."""
+each NUL as U+FFFD (PostgreSQL ``text`` cannot hold one), and each lone UTF-16 surrogate too
+(no store can write one); what a client sends is refused naming the field. Through a real
+daemon on both stores: tests/e2e/test_nul_text.py."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,15 +29,21 @@ SMS = next(c for c in STANDARD_CHANNELS if c.name == "sms")
 EMAIL = next(c for c in STANDARD_CHANNELS if c.name == "email")
 
 
-def test_storable_text_replaces_each_nul_and_nothing_else() -> None:
+def test_storable_text_replaces_each_nul_and_lone_surrogate_and_nothing_else() -> None:
     assert storable_text("a\x00b\x00") == "a\ufffdb\ufffd"
-    assert storable_text("¿sí? 🍷\r\n\t\x01") == "¿sí? 🍷\r\n\t\x01"
+    # what json.loads makes of "\ud800" and "\udfff" escapes: no UTF-8 form, no store writes it
+    assert storable_text("x\ud800y\udfff") == "x\ufffdy\ufffd"
+    assert storable_text(json.loads('"\\ud83c\\udf77 \\ud83c"')) == "🍷 \ufffd"  # a pair is whole
+    assert storable_text("¿sí? 🍷\r\n\t\x01\ufffd\ue000") == "¿sí? 🍷\r\n\t\x01\ufffd\ue000"
+    for text in ("a\x00b", "x\ud800y"):
+        storable_text(text).encode("utf-8")  # strict: it has a UTF-8 form
 
 
 @pytest.mark.parametrize(
     ("built", "expected"),
     [
         pytest.param(SendResult("hj\x001"), SendResult("hj\ufffd1"), id="send-result"),
+        pytest.param(SendResult("hj\ud8001"), SendResult("hj\ufffd1"), id="send-result-surrogate"),
         pytest.param(
             StatusEvent("failed", "p\x00", "m\x00", "c\x00", "e\x00"),
             StatusEvent("failed", "p\ufffd", "m\ufffd", "c\ufffd", "e\ufffd"),
@@ -79,9 +87,10 @@ def test_what_a_plugin_hands_the_host_is_storable_text(built: Any, expected: Any
     assert dataclasses.replace(built, provider_message_id="x\x00").provider_message_id == "x\ufffd"
 
 
-def test_a_provider_errors_code_and_message_are_classified_storable() -> None:
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_a_provider_errors_code_and_message_are_classified_storable(bad: str) -> None:
     failure = classify(
-        ProviderError("number\x00blocked", retryable=False, code="21\x00211", http_status=400)
+        ProviderError(f"number{bad}blocked", retryable=False, code=f"21{bad}211", http_status=400)
     )
     assert (failure.outcome, failure.code, failure.message) == (
         "permanent_error",

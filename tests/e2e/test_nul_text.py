@@ -1,10 +1,13 @@
-"""Text with a NUL character (U+0000) through a real daemon, on each store.
+"""Text with a NUL character (U+0000) or a lone UTF-16 surrogate through a real daemon, on each
+store.
 
-PostgreSQL ``text`` cannot hold a NUL; SQLite can. What a provider tells us (an error, a
-provider id, a status callback, a customer's reply) is kept with each NUL replaced by U+FFFD on
-both stores: before, on PostgreSQL, a provider error with a NUL could not be recorded and the
-delivery worker stopped claiming anything for every tenant, and a callback with one was answered
-503 for ever. A client's send with a NUL in a field is a 422 naming it, before anything is
+PostgreSQL ``text`` cannot hold a NUL; SQLite can. Neither can write a lone surrogate (a JSON
+``"\\ud800"`` escape, which ``json.loads`` accepts), which has no UTF-8 form. What a provider
+tells us (an error, a provider id, a status callback, a customer's reply) is kept with each
+replaced by U+FFFD on both stores: before, a provider error with a NUL on PostgreSQL, or a
+provider id with a lone surrogate on either store, could not be recorded and the delivery
+worker stopped claiming anything for every tenant, and a callback with one was answered 503
+for ever. A client's send with a NUL in a field is a 422 naming it, before anything is
 stored, the same on both stores (it was accepted and sent on).
 
 One daemon per store serves the module's tests, which run in any order: each looks only at the
@@ -143,11 +146,16 @@ def _assert_error(response: httpx.Response, status: int, code: str, names: str) 
 
 # -- what providers tell us ---------------------------------------------------------------------
 
+# a NUL, and a UTF-16 surrogate on its own (a JSON "\\ud800" escape, which json.dumps writes and
+# json.loads reads back: neither store can write it as UTF-8)
+UNSTORABLE = pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
 
-def test_a_provider_refusal_with_a_nul_fails_the_message_with_it_and_delivery_goes_on(
-    running: Running,
+
+@UNSTORABLE
+def test_a_provider_refusal_with_unstorable_text_fails_the_message_with_it_and_delivery_goes_on(
+    running: Running, bad: str
 ) -> None:
-    running.gateway.script_next(Reply(400, json.dumps({"error": "number\x00blocked"}).encode()))
+    running.gateway.script_next(Reply(400, json.dumps({"error": f"number{bad}blocked"}).encode()))
     with running.client() as client:
         failed = _settled(client, _accepted(client), "failed")
     assert failed["errorMessage"] == f"number{REPLACED}blocked"
@@ -155,8 +163,11 @@ def test_a_provider_refusal_with_a_nul_fails_the_message_with_it_and_delivery_go
     _delivery_goes_on(running)
 
 
-def test_a_retryable_provider_error_with_a_nul_is_recorded_and_retried(running: Running) -> None:
-    running.gateway.script_next(Reply(503, json.dumps({"error": "busy\x00"}).encode()))
+@UNSTORABLE
+def test_a_retryable_provider_error_with_unstorable_text_is_recorded_and_retried(
+    running: Running, bad: str
+) -> None:
+    running.gateway.script_next(Reply(503, json.dumps({"error": f"busy{bad}"}).encode()))
     with running.client() as client:
         sent = _settled(client, _accepted(client), "sent")
     assert [(a["outcome"], a["errorMessage"]) for a in sent["attempts"]] == [
@@ -166,15 +177,16 @@ def test_a_retryable_provider_error_with_a_nul_is_recorded_and_retried(running: 
     _delivery_goes_on(running)
 
 
-def test_a_provider_message_id_with_a_nul_is_kept_and_its_callbacks_find_it(
-    running: Running,
+@UNSTORABLE
+def test_a_provider_message_id_with_unstorable_text_is_kept_and_its_callbacks_find_it(
+    running: Running, bad: str
 ) -> None:
-    raw_id = f"hj\x00{next(_unique)}"
+    raw_id = f"hj{bad}{next(_unique)}"
     running.gateway.script_next(Reply(201, json.dumps({"id": raw_id}).encode()))
     with running.client() as client:
         message_id = _accepted(client)
         sent = _settled(client, message_id, "sent")
-        assert sent["providerMessageId"] == raw_id.replace("\x00", REPLACED)
+        assert sent["providerMessageId"] == raw_id.replace(bad, REPLACED)
 
         # the provider names it as it did in its answer
         response = running.call_back([{"id": raw_id, "status": "delivered"}])
@@ -183,7 +195,8 @@ def test_a_provider_message_id_with_a_nul_is_kept_and_its_callbacks_find_it(
     _delivery_goes_on(running)
 
 
-def test_a_status_callback_with_a_nul_is_applied(running: Running) -> None:
+@UNSTORABLE
+def test_a_status_callback_with_unstorable_text_is_applied(running: Running, bad: str) -> None:
     with running.client() as client:
         message_id = _accepted(client)
         sent = _settled(client, message_id, "sent")
@@ -191,11 +204,11 @@ def test_a_status_callback_with_a_nul_is_applied(running: Running) -> None:
             {
                 "id": sent["providerMessageId"],
                 "status": "failed",
-                "errorCode": "300\x0006",
-                "errorMessage": "unreachable\x00carrier",
+                "errorCode": f"300{bad}06",
+                "errorMessage": f"unreachable{bad}carrier",
             },
             # and one for a message no answer has named yet: held until one does
-            {"id": f"hj-later-{next(_unique)}", "status": "failed", "errorMessage": "later\x00"},
+            {"id": f"hj-later-{next(_unique)}", "status": "failed", "errorMessage": f"later{bad}"},
         ]
 
         response = running.call_back(events)
@@ -209,9 +222,10 @@ def test_a_status_callback_with_a_nul_is_applied(running: Running) -> None:
     )
 
 
-def test_an_inbound_message_with_a_nul_is_logged_once(running: Running) -> None:
+@UNSTORABLE
+def test_an_inbound_message_with_unstorable_text_is_logged_once(running: Running, bad: str) -> None:
     provider_id = f"in-{next(_unique)}"
-    events = [{"from": "+34600999888", "to": "+34600111222", "body": "sí\x00", "id": provider_id}]
+    events = [{"from": "+34600999888", "to": "+34600111222", "body": f"sí{bad}", "id": provider_id}]
     with running.client() as client:
         before = _log_size(client, "inbound")
 
