@@ -11,6 +11,7 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +19,14 @@ import pytest
 import structlog
 
 from pipecored.logs import LineWriter, SecretRedactor, SecretScrubber, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_it_was() -> Iterator[None]:
+    """A test that configures logging (onto its capsys stream, closed after it) leaves the
+    defaults behind, for the tests after it in this process."""
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.mark.parametrize(
