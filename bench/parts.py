@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -58,7 +59,7 @@ from bench.common import (
     tenant_key,
     write_config,
 )
-from bench.phases import HOLD_SECONDS
+from bench.phases import HOLD_SECONDS, _wait_delivered
 from bench.systems import HELD_DELIVERY
 
 CALLERS = 32
@@ -111,13 +112,11 @@ async def _lifespan(app: ASGIApp) -> Callable[[], Awaitable[None]]:
     return stop
 
 
-async def _delivered(provider: int, n: int, within: float = 300) -> None:
+async def _delivered(provider: int, n: int) -> None:
     """Until the fake provider has received ``n`` messages since its reset."""
-    deadline = time.monotonic() + within
-    while (await asyncio.to_thread(http_json, provider, "GET", "/stats"))["count"] < n:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the provider did not receive {n} messages in {within} s")
-        await asyncio.sleep(0.05)
+    stats = await asyncio.to_thread(_wait_delivered, provider, n, 300)
+    if stats["count"] < n:
+        raise RuntimeError(f"the provider received {stats['count']} of {n} messages in 300 s")
 
 
 async def _drive(
@@ -281,7 +280,7 @@ def _check(variant: str, parts: frozenset[str], done: dict[str, int], db: Path, 
 
 
 def _count(db: Path, sql: str) -> int:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
         value: int = conn.execute(sql).fetchone()[0]
     return value
 

@@ -620,12 +620,6 @@ class MessageStore(abc.ABC):
         when there was one."""
 
     @abc.abstractmethod
-    async def suppressed_among(
-        self, tenant_id: str, channel: str, addresses: Collection[str]
-    ) -> list[str]:
-        """Which of ``addresses`` are suppressed, in the order given (for the 422 naming them)."""
-
-    @abc.abstractmethod
     async def list_suppressions(
         self, tenant_id: str, *, channel: str | None, after_seq: int | None, limit: int
     ) -> list[SuppressionRecord]:

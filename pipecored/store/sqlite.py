@@ -1029,7 +1029,6 @@ class SQLiteStore(MessageStore):
         self._readers: ThreadPoolExecutor | None = None
         self._reader_local = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
-        self._inline_conn: sqlite3.Connection | None = None
         self._owner_lock: int | None = None
         # the last write transaction failed (a full disk): ping() then proves a write works
         self._write_failing = False
@@ -1094,9 +1093,6 @@ class SQLiteStore(MessageStore):
         for conn in self._reader_conns:
             conn.close()
         self._reader_conns.clear()
-        if self._inline_conn is not None:
-            self._inline_conn.close()
-            self._inline_conn = None
 
     # -- the writer thread --------------------------------------------------------------------
 
@@ -1278,30 +1274,6 @@ class SQLiteStore(MessageStore):
         except RuntimeError as exc:  # the pool was shut down between the check and the submit
             raise StoreError(f"{op} failed: store is not open") from exc
 
-    async def _read_inline(self, op: str, run: Callable[[sqlite3.Connection], _T]) -> _T:
-        """A read of a few index pages, run on the calling (event loop) thread: on the pool it
-        would cost two thread hand-offs, each a GIL switch and a wake-up of the loop, more than
-        the lookup itself (with deliveries held, an accept took 503 us of CPU with the check on
-        the pool, 394 us without any check). It never blocks the loop waiting for a lock: its
-        connection's busy timeout is zero, and a read refused as busy (a checkpoint resetting
-        the WAL, rare) goes to the pool instead."""
-        if self._state != "open":
-            raise StoreError(f"{op} failed: store is not open")
-        try:
-            conn = self._inline_conn
-            if conn is None:
-                conn = self._inline_conn = _connect(self.path, read_only=True)
-                conn.execute("PRAGMA busy_timeout = 0")
-            return run(conn)
-        except sqlite3.OperationalError as exc:
-            if exc.sqlite_errorcode in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-                return await self._read(op, run)
-            raise _store_error(op, exc) from exc
-        except Exception as exc:
-            raise _store_error(op, exc) from exc
-
-    # -- MessageStore -------------------------------------------------------------------------
-
     async def ping(self) -> None:
         if self._writer_done.done() and self._state == "open":
             raise StoreError("ping failed: the writer thread has stopped")
@@ -1415,15 +1387,6 @@ class SQLiteStore(MessageStore):
         return await self._write(
             "unsuppress",
             lambda conn: _unsuppress(conn, events, tenant_id, channel, address, now),
-        )
-
-    async def suppressed_among(
-        self, tenant_id: str, channel: str, addresses: Collection[str]
-    ) -> list[str]:
-        wanted = list(addresses)
-        return await self._read_inline(
-            "suppressed_among",
-            lambda conn: suppressed_among_tx(conn, tenant_id, channel, wanted),
         )
 
     async def list_suppressions(

@@ -154,3 +154,13 @@ async def complete_after_early_events(store: MessageStore) -> MessageRecord:
     assert got is not None
     assert got.status == "read"
     return got
+
+
+async def suppressed_among(
+    store: MessageStore, tenant_id: str, channel: str, addresses: list[str]
+) -> list[str]:
+    """Which of ``addresses`` are on the tenant's suppression list for ``channel``, in the order
+    given, read through the list the suppressions API pages."""
+    listed = await store.list_suppressions(tenant_id, channel=channel, after_seq=None, limit=10_000)
+    found = {record.address for record in listed}
+    return [address for address in dict.fromkeys(addresses) if address in found]

@@ -15,7 +15,7 @@ from pipecored.store import (
     RecipientsSuppressed,
 )
 from tests.contract.conftest import StoreFactory
-from tests.contract.store_records import new_message
+from tests.contract.store_records import new_message, suppressed_among
 
 PHONE = "+56911111111"
 
@@ -26,9 +26,9 @@ async def test_suppress_is_per_tenant_and_channel_and_keeps_the_first_reason(
     assert await store.suppress("genda", "sms", PHONE, reason="STOP", now=10.0)
     assert not await store.suppress("genda", "sms", PHONE, reason="BAJA", now=20.0)
 
-    assert await store.suppressed_among("genda", "sms", [PHONE]) == [PHONE]
-    assert await store.suppressed_among("genda", "whatsapp", [PHONE]) == []
-    assert await store.suppressed_among("tableflow", "sms", [PHONE]) == []
+    assert await suppressed_among(store, "genda", "sms", [PHONE]) == [PHONE]
+    assert await suppressed_among(store, "genda", "whatsapp", [PHONE]) == []
+    assert await suppressed_among(store, "tableflow", "sms", [PHONE]) == []
     [record] = await store.list_suppressions("genda", channel=None, after_seq=None, limit=10)
     assert (record.channel, record.address, record.reason, record.created_at) == (
         "sms",
@@ -38,18 +38,21 @@ async def test_suppress_is_per_tenant_and_channel_and_keeps_the_first_reason(
     )
 
 
-async def test_suppressed_among_names_every_suppressed_address_in_the_order_given(
+async def test_a_refusal_names_every_suppressed_address_once_in_the_order_given(
     store: MessageStore,
 ) -> None:
     for address in ("b@ejemplo.cl", "josé@ejemplo.cl"):
         await store.suppress("genda", "email", address, reason="bounce", now=1.0)
 
-    found = await store.suppressed_among(
-        "genda", "email", ["josé@ejemplo.cl", "a@ejemplo.cl", "b@ejemplo.cl", "josé@ejemplo.cl"]
+    send = _to(
+        1, "josé@ejemplo.cl", "a@ejemplo.cl", "b@ejemplo.cl", "josé@ejemplo.cl", channel="email"
     )
+    with pytest.raises(RecipientsSuppressed) as refused:
+        await store.accept(send)
 
-    assert found == ["josé@ejemplo.cl", "b@ejemplo.cl"]
-    assert await store.suppressed_among("genda", "email", []) == []
+    assert refused.value.keys == ["josé@ejemplo.cl", "b@ejemplo.cl"]
+    accepted = await store.accept(_to(2, channel="email"))  # nobody to check
+    assert accepted.record.status == "queued"
 
 
 async def test_unsuppress_lifts_only_that_one(store: MessageStore) -> None:
@@ -58,8 +61,8 @@ async def test_unsuppress_lifts_only_that_one(store: MessageStore) -> None:
 
     assert await store.unsuppress("genda", "sms", PHONE)
     assert not await store.unsuppress("genda", "sms", PHONE)
-    assert await store.suppressed_among("genda", "sms", [PHONE]) == []
-    assert await store.suppressed_among("genda", "whatsapp", [PHONE]) == [PHONE]
+    assert await suppressed_among(store, "genda", "sms", [PHONE]) == []
+    assert await suppressed_among(store, "genda", "whatsapp", [PHONE]) == [PHONE]
 
 
 async def test_the_list_pages_oldest_first_by_cursor_and_filters_by_channel(
@@ -86,7 +89,7 @@ async def test_suppressions_survive_a_reopen(new_store: StoreFactory) -> None:
     reopened = new_store()
     await reopened.open()
     try:
-        assert await reopened.suppressed_among("genda", "whatsapp", [PHONE]) == [PHONE]
+        assert await suppressed_among(reopened, "genda", "whatsapp", [PHONE]) == [PHONE]
     finally:
         await reopened.close()
 
@@ -159,3 +162,14 @@ async def test_a_refused_accept_does_not_take_its_idempotency_key(store: Message
     accepted = await store.accept(_to(2, PHONE), key)
     assert not accepted.replayed
     assert accepted.record.id == "msg_test000002"
+
+
+async def test_the_next_accept_sees_a_suppression_added_or_lifted_at_once(
+    store: MessageStore,
+) -> None:
+    for n in range(3):
+        assert (await store.accept(_to(10 * n + 1, PHONE))).record.status == "queued"
+        await store.suppress("genda", "sms", PHONE, reason="stop", now=1000.0)
+        with pytest.raises(RecipientsSuppressed):
+            await store.accept(_to(10 * n + 2, PHONE))
+        assert await store.unsuppress("genda", "sms", PHONE)

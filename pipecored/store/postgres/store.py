@@ -1241,21 +1241,6 @@ class PostgresStore(MessageStore):
         async with self._tx("unsuppress") as conn:
             return await self._unsuppress(conn, tenant_id, channel, address, time.time())
 
-    async def suppressed_among(
-        self, tenant_id: str, channel: str, addresses: Collection[str]
-    ) -> list[str]:
-        wanted = list(dict.fromkeys(addresses))
-        if not wanted:
-            return []
-        rows = await self._read(
-            "suppressed_among",
-            "SELECT address FROM suppressions WHERE tenant_id = %s AND channel = %s"
-            " AND address = ANY(%s)",
-            (tenant_id, channel, wanted),
-        )
-        found = {r["address"] for r in rows}
-        return [a for a in wanted if a in found]
-
     async def list_suppressions(
         self, tenant_id: str, *, channel: str | None, after_seq: int | None, limit: int
     ) -> list[SuppressionRecord]:
